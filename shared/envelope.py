@@ -1,0 +1,96 @@
+"""Wire format: versioned JSON bodies of jobs, events and dead letters.
+
+Delivery state that must survive a worker (attempt count, sites tried) travels in AMQP headers, not in
+the body, so a retry republishes the body untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from shared.errors import EnvelopeError
+from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
+
+VERSION = 1
+CONTENT_TYPE = "application/json"
+
+# AMQP header names of delivery state.
+H_ATTEMPT = "x-relay-attempt"  # attempts made so far, all sites
+H_SITE_ATTEMPT = "x-relay-site-attempt"  # attempts made at the current site
+H_SITE = "x-relay-site"  # the site whose queue holds the job now
+H_ORIGIN = "x-relay-origin"  # the site routing chose at submit
+H_REASON = "x-relay-reason"  # dead letters: DeadReason
+H_DETAIL = "x-relay-detail"  # dead letters: the platform's last answer
+H_REPLAY = "x-relay-replay"  # replays: how many times an operator replayed it
+
+
+def encode_job(job: Job) -> bytes:
+    return orjson.dumps({"v": VERSION, "job": asdict(job)})
+
+
+def decode_job(body: bytes) -> Job:
+    data = _load(body, "job")
+    try:
+        return Job(**data)
+    except TypeError as exc:
+        raise EnvelopeError(f"malformed job: {exc}") from None
+
+
+def encode_events(records: list[AttemptRecord]) -> bytes:
+    return orjson.dumps({"v": VERSION, "events": [asdict(r) for r in records]})
+
+
+def decode_events(body: bytes) -> list[AttemptRecord]:
+    items = _load(body, "events")
+    try:
+        return [
+            AttemptRecord(
+                **{
+                    **item,
+                    "outcome": Outcome(item["outcome"]),
+                    "status": Status(item["status"]) if item.get("status") else None,
+                }
+            )
+            for item in items
+        ]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise EnvelopeError(f"malformed events: {exc}") from None
+
+
+def encode_dead(job: Job, *, site: str, reason: DeadReason, detail: str, attempts: int) -> bytes:
+    return orjson.dumps(
+        {
+            "v": VERSION,
+            "dead": {
+                "job": asdict(job),
+                "site": site,
+                "reason": reason,
+                "detail": detail,
+                "attempts": attempts,
+            },
+        }
+    )
+
+
+def decode_dead(body: bytes) -> tuple[Job, dict[str, Any]]:
+    """The dead job and its verdict (``site``, ``reason``, ``detail``, ``attempts``)."""
+    data = _load(body, "dead")
+    try:
+        job = Job(**data.pop("job"))
+        data["reason"] = DeadReason(data["reason"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise EnvelopeError(f"malformed dead letter: {exc}") from None
+    return job, data
+
+
+def _load(body: bytes, key: str) -> Any:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("v") != VERSION or key not in data:
+        raise EnvelopeError(f"not a version {VERSION} {key} envelope")
+    return data[key]

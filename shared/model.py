@@ -1,0 +1,79 @@
+"""The relay's domain: a message (job), the outcome of one attempt, and a message's status."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """How one delivery attempt ended, as a platform adapter classifies it."""
+
+    ACCEPTED = "accepted"  # the platform took it
+    REJECTED = "rejected"  # the platform refused it for good
+    UNAVAILABLE = "unavailable"  # the platform certainly did not receive it
+    AMBIGUOUS = "ambiguous"  # sent, no answer: the platform may have it (a duplicate can follow)
+    EXPIRED = "expired"  # not attempted: past its validity
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"  # durable at the relay, not yet delivered
+    RETRYING = "retrying"
+    DELIVERED = "delivered"  # terminal: a platform accepted it
+    REJECTED = "rejected"  # terminal: a platform refused it for good
+    EXPIRED = "expired"  # terminal: validity ran out before a platform took it
+    DEAD = "dead"  # terminal: attempts exhausted
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.DELIVERED, Status.REJECTED, Status.EXPIRED, Status.DEAD})
+
+
+class DeadReason(StrEnum):
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    ATTEMPTS_EXHAUSTED = "attempts-exhausted"
+    MALFORMED = "malformed"
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One accepted SMS as it travels through the broker; everything a worker needs to deliver it."""
+
+    id: str
+    tenant: str
+    to: str  # E.164
+    sender: str
+    body: str
+    reference: str | None = None  # the client's own reference, passed through
+    accepted_at: float = field(default_factory=time.time)
+    expires_at: float = 0.0
+    segments: int = 1
+    encoding: str = "gsm7"
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    """One attempt (or a final decision) as a worker reports it to the store."""
+
+    message_id: str
+    site: str
+    attempt: int
+    outcome: Outcome
+    detail: str = ""
+    at: float = field(default_factory=time.time)
+    latency_ms: float | None = None
+    worker: str = ""
+    status: Status | None = None  # the message's status after this attempt, when it changed

@@ -1,0 +1,236 @@
+"""Every setting of the relay, read in one place.
+
+Sources, strongest first: environment variables ``RELAY_<SECTION>__<KEY>``, the TOML file given by
+``--config`` or ``RELAY_CONFIG``, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from shared.errors import ConfigError
+
+CONFIG_ENV = "RELAY_CONFIG"
+
+_config_path: Path | None = None
+
+
+def use_config_file(path: Path | None) -> None:
+    """Name the TOML file later `load_settings()` calls read (the CLI's ``--config``)."""
+    global _config_path
+    _config_path = path
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlatformKind(StrEnum):
+    HTTP_JSON = "http-json"
+    KANNEL = "kannel"
+    JASMIN = "jasmin"
+
+
+class RoutingPolicy(StrEnum):
+    ROUND_ROBIN = "round-robin"
+    PRIMARY = "primary"
+
+
+class BrokerSettings(_Section):
+    url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL of RabbitMQ.")
+    prefix: str = Field(
+        "relay",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description='Start of every exchange and queue name; site queues are "<prefix>.site.<name>".',
+    )
+    confirm_timeout_s: float = Field(
+        1.0, gt=0, description="How long a submit waits for a publisher confirm before it spools instead."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
+
+
+class StoreSettings(_Section):
+    url: str = Field(
+        "sqlite+aiosqlite:///relay.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://...",
+    )
+    batch_max: int = Field(500, ge=1, description="Most rows one group commit writes.")
+
+
+class IngressSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
+    processes: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    spool_path: Path = Field(
+        Path("relay-spool.db"), description="Local SQLite file that keeps submits the broker did not confirm."
+    )
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
+    max_segments: int = Field(10, ge=1, le=255, description="Most SMS segments one message may take.")
+    max_batch: int = Field(1000, ge=1, le=10_000, description="Most messages in one batch submit.")
+    default_validity_s: int = Field(86_400, ge=1, description="Validity of a message that names none.")
+    max_validity_s: int = Field(7 * 86_400, ge=1, description="Longest validity a client may ask for.")
+    idempotency_ttl_s: int = Field(86_400, ge=1, description="How long an Idempotency-Key is remembered.")
+    default_region: str = Field("NL", description="Region for numbers given without a country code.")
+    recorder: bool = Field(True, description="Fold worker events and dead letters into the store.")
+
+
+class RoutingSettings(_Section):
+    policy: RoutingPolicy = Field(RoutingPolicy.ROUND_ROBIN, description='"round-robin" or "primary".')
+    primary: str | None = Field(None, description='Site that takes all traffic under "primary".')
+    weights: dict[str, int] = Field(
+        default_factory=dict, description="Share of traffic per site under round-robin (default 1 each)."
+    )
+
+
+class SiteSettings(_Section):
+    platform: PlatformKind = Field(PlatformKind.HTTP_JSON, description='"http-json", "kannel" or "jasmin".')
+    url: str = Field(..., description="Submit endpoint of the site's platform.")
+    username: str | None = Field(None, description="Platform user (Kannel, Jasmin).")
+    password: str | None = Field(None, description="Platform password (Kannel, Jasmin).")
+    token: str | None = Field(None, description="Bearer token for http-json platforms.")
+    timeout_s: float = Field(5.0, gt=0, description="Timeout of one platform request.")
+    batch_size: int = Field(
+        1, ge=1, le=100, description="Messages per platform request (http-json takes up to 100)."
+    )
+    sim_admin_url: str | None = Field(
+        None, description="Admin endpoint of the site's simulated platform (drills only)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(64, ge=1, le=4096, description="Platform requests one worker runs at once.")
+    standby_prefetch_count: int = Field(
+        0, ge=0, description="Prefetch on other sites' queues (0: same as concurrency)."
+    )
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus port of a worker (0: none).")
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="How often a worker reports its state.")
+    breaker_failure_threshold: int = Field(
+        5, ge=1, description="Consecutive unavailable/ambiguous outcomes that open the breaker."
+    )
+    breaker_cooldown_s: float = Field(2.0, gt=0, description="Open time before the half-open probe.")
+    attempts_per_site: int = Field(3, ge=1, description="Attempts at one site before switching site.")
+    max_attempts: int = Field(12, ge=1, description="Attempts in all before a message is dead.")
+    retry_delays_s: list[int] = Field(
+        default_factory=lambda: [1, 5, 30, 300],
+        description="Delay tiers of retries; one delay queue each.",
+    )
+    grace_s: float = Field(10.0, gt=0, description="Time SIGTERM gives in-flight work.")
+
+
+class LogSettings(_Section):
+    level: str = Field("INFO", description="Log level.")
+    json_output: bool = Field(True, alias="json", description="JSON lines (true) or console text.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RELAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingress: IngressSettings = Field(default_factory=IngressSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    sites: dict[str, SiteSettings] = Field(
+        default_factory=lambda: {
+            "a": SiteSettings(
+                url="http://127.0.0.1:9001/v1.0/message", sim_admin_url="http://127.0.0.1:9101"
+            ),
+            "b": SiteSettings(
+                url="http://127.0.0.1:9002/v1.0/message", sim_admin_url="http://127.0.0.1:9102"
+            ),
+        }
+    )
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("sites")
+    @classmethod
+    def _site_names(cls, value: dict[str, SiteSettings]) -> dict[str, SiteSettings]:
+        if not value:
+            raise ValueError("at least one site is needed")
+        for name in value:
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"site name {name!r} may hold only letters, digits, '-' and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _routing_names_known_sites(self) -> Settings:
+        known = set(self.sites)
+        if self.routing.primary is not None and self.routing.primary not in known:
+            raise ValueError(f"routing.primary names unknown site {self.routing.primary!r}")
+        unknown = set(self.routing.weights) - known
+        if unknown:
+            raise ValueError(f"routing.weights names unknown sites {sorted(unknown)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def site_names(self) -> list[str]:
+        return sorted(self.sites)
+
+
+def _config_file() -> Path | None:
+    raw = _config_path if _config_path is not None else os.environ.get(CONFIG_ENV)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    return path
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, or raise `ConfigError` with one line that names the bad key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_first_error_line(exc)) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read configuration: {exc}") from None
+
+
+def _first_error_line(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "settings"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{key}: {message}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy 2 async models, engine and repositories."""

@@ -1,0 +1,109 @@
+"""Fixtures shared by unit and integration tests.
+
+The broker comes from ``RELAY_TEST_BROKER_URL`` (or ``RELAY_BROKER__URL``), else a RabbitMQ listening on
+127.0.0.1:5672, else a testcontainers RabbitMQ. With ``CI`` set, a missing service fails the test run
+instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from shared.settings import Settings, StoreSettings, load_settings
+from tests.helpers import listening, missing_service
+from shared.store.migrate import upgrade
+from shared.topology import topology_from
+
+LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    url = os.environ.get("RELAY_TEST_BROKER_URL") or os.environ.get("RELAY_BROKER__URL")
+    if url:
+        yield url
+        return
+    if listening("127.0.0.1", 5672):
+        yield LOCAL_BROKER
+        return
+    try:
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-management") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(5672)
+            yield f"amqp://guest:guest@{host}:{port}/"
+    except Exception as exc:
+        missing_service(f"no RabbitMQ: set RELAY_TEST_BROKER_URL, run one locally, or have Docker ({exc!r})")
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topology prefix of this test alone, so tests never see each other's queues."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def broker_cleanup(broker_url: str, prefix: str) -> AsyncIterator[None]:
+    """Deletes this test's queues and exchanges afterwards."""
+    yield
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        settings = Settings(broker={"url": broker_url, "prefix": prefix})  # type: ignore[arg-type]
+        topology = topology_from(settings)
+        for spec in topology.queues():
+            await channel.queue_delete(spec.name)
+        for name, _ in topology.exchanges():
+            await channel.exchange_delete(name)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """A fresh, migrated SQLite file."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"
+    upgrade(StoreSettings(url=url))
+    return url
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, broker_url: str, prefix: str):  # type: ignore[no-untyped-def]
+    """Settings of one test: its own prefix, store file and spool file; keyword overrides per section."""
+
+    def make(**sections: object) -> Settings:
+        base: dict[str, object] = {
+            "broker": {"url": broker_url, "prefix": prefix, "confirm_timeout_s": 2.0},
+            "store": {"url": f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"},
+            "ingress": {"spool_path": str(tmp_path / "spool.db"), "port": 0},
+            "log": {"json": True, "level": "WARNING"},
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}  # type: ignore[dict-item]
+            else:
+                base[key] = value
+        return load_settings(**base)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def kannel_binaries() -> dict[str, str]:
+    paths = {
+        "bearerbox": shutil.which("bearerbox") or "/usr/sbin/bearerbox",
+        "smsbox": shutil.which("smsbox") or "/usr/sbin/smsbox",
+        "fakesmsc": "/usr/lib/kannel/test/fakesmsc",
+    }
+    for name, path in paths.items():
+        if not Path(path).exists():
+            missing_service(f"Kannel's {name} is not installed (apt-get install kannel kannel-extras)")
+    return paths

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.envelope import decode_dead, decode_events, decode_job, encode_dead, encode_events, encode_job
+from shared.errors import EnvelopeError
+from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status, new_message_id
+
+
+def _job() -> Job:
+    return Job(
+        id=new_message_id(), tenant="bank", to="+31612345678", sender="MyBank", body="héllo €", expires_at=2e9
+    )
+
+
+def test_job_round_trip() -> None:
+    job = _job()
+    assert decode_job(encode_job(job)) == job
+
+
+def test_events_round_trip() -> None:
+    records = [
+        AttemptRecord(message_id="m1", site="a", attempt=1, outcome=Outcome.AMBIGUOUS, detail="timeout"),
+        AttemptRecord(
+            message_id="m1", site="b", attempt=2, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+        ),
+    ]
+    assert decode_events(encode_events(records)) == records
+
+
+def test_dead_round_trip() -> None:
+    job = _job()
+    decoded, verdict = decode_dead(
+        encode_dead(job, site="a", reason=DeadReason.REJECTED, detail="403", attempts=1)
+    )
+    assert decoded == job
+    assert verdict == {"site": "a", "reason": DeadReason.REJECTED, "detail": "403", "attempts": 1}
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b"[]", b'{"v": 2, "job": {}}', b'{"v": 1, "job": {"id": "x"}}', b'{"v": 1}']
+)
+def test_garbage_is_an_envelope_error(body: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        decode_job(body)
