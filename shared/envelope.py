@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from shared.errors import EnvelopeError
-from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
+from shared.model import AttemptRecord, DeadReason, Heartbeat, Job, Outcome, Status
 
 VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -94,3 +94,15 @@ def _load(body: bytes, key: str) -> Any:
     if not isinstance(data, dict) or data.get("v") != VERSION or key not in data:
         raise EnvelopeError(f"not a version {VERSION} {key} envelope")
     return data[key]
+
+
+def encode_heartbeat(beat: Heartbeat) -> bytes:
+    return orjson.dumps({"v": VERSION, "heartbeat": asdict(beat)})
+
+
+def decode_heartbeat(body: bytes) -> Heartbeat:
+    data = _load(body, "heartbeat")
+    try:
+        return Heartbeat(**data)
+    except TypeError as exc:
+        raise EnvelopeError(f"malformed heartbeat: {exc}") from None

@@ -77,3 +77,27 @@ class AttemptRecord:
     latency_ms: float | None = None
     worker: str = ""
     status: Status | None = None  # the message's status after this attempt, when it changed
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """A worker's state, sent every few seconds to the heartbeat exchange (transient, not stored)."""
+
+    worker: str  # "<host>:<pid>"
+    host: str
+    pid: int
+    site: str
+    circuit: CircuitState
+    concurrency: int
+    in_flight: int  # jobs held (unacked) right now, own and standby queues
+    delivered_total: int  # since the process started
+    failed_over_total: int  # jobs handed to another site since start
+    metrics_port: int
+    started_at: float
+    at: float = field(default_factory=time.time)

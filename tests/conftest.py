@@ -17,13 +17,11 @@ import aio_pika
 import pytest
 
 from shared.settings import Settings, StoreSettings, load_settings
-from tests.helpers import listening, missing_service
 from shared.store.migrate import upgrade
 from shared.topology import topology_from
+from tests.helpers import listening, missing_service
 
 LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
-
-
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,11 @@ def wait_for_port(port: int, *, timeout_s: float = 20.0, host: str = "127.0.0.1"
 
 @contextlib.contextmanager
 def spawned(
-    args: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A child process in its own process group, killed (with its children) when the block ends."""
     out = log.open("ab") if log is not None else subprocess.DEVNULL

@@ -43,3 +43,23 @@ def test_dead_round_trip() -> None:
 def test_garbage_is_an_envelope_error(body: bytes) -> None:
     with pytest.raises(EnvelopeError):
         decode_job(body)
+
+
+def test_heartbeat_round_trip() -> None:
+    from shared.envelope import decode_heartbeat, encode_heartbeat
+    from shared.model import CircuitState, Heartbeat
+
+    beat = Heartbeat(
+        worker="h:1",
+        host="h",
+        pid=1,
+        site="a",
+        circuit=CircuitState.OPEN,
+        concurrency=8,
+        in_flight=3,
+        delivered_total=10,
+        failed_over_total=2,
+        metrics_port=9100,
+        started_at=1.0,
+    )
+    assert decode_heartbeat(encode_heartbeat(beat)) == beat
