@@ -1,0 +1,9 @@
+"""`relay` operator sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the `relay` app."""

@@ -1,0 +1,1 @@
+"""Platform adapters: one small interface, one module per platform kind."""

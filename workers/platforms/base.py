@@ -1,0 +1,31 @@
+"""The interface every platform adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.model import Job, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How one job fared at a platform; `detail` is the platform's answer, short, for the history."""
+
+    outcome: Outcome
+    detail: str = ""
+
+
+class Platform(Protocol):
+    """Sends jobs to one site's platform and classifies each outcome.
+
+    `send` never raises for a platform's behaviour: refused connections, timeouts, garbage answers and
+    HTTP errors are all classified into a `Result` per job, in the order given.
+    """
+
+    max_batch: int  # most jobs one `send` call takes (1 for one-message-per-request platforms)
+
+    async def send(self, jobs: Sequence[Job]) -> list[Result]: ...
+
+    async def aclose(self) -> None: ...
