@@ -205,6 +205,11 @@ class Settings(BaseSettings):
         return sorted(self.sites)
 
 
+def config_file_in_use() -> Path | None:
+    """The TOML file the settings come from (``--config`` or ``RELAY_CONFIG``), if any."""
+    return _config_file()
+
+
 def _config_file() -> Path | None:
     raw = _config_path if _config_path is not None else os.environ.get(CONFIG_ENV)
     if not raw:
