@@ -1,0 +1,63 @@
+"""Prometheus metrics of one worker process, in a registry of its own (tests run several workers)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from shared.model import CircuitState
+
+_CIRCUIT_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+
+class WorkerMetrics:
+    def __init__(self, *, site: str) -> None:
+        self.site = site
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "relay_worker_deliveries",
+            "Delivery attempts by the site whose platform was tried and their outcome.",
+            ["site", "outcome"],
+            registry=self.registry,
+        )
+        self.failovers = Counter(
+            "relay_worker_failovers",
+            "Jobs handed to another site: requeued unsent when the breaker opened, or republished.",
+            ["site", "kind"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "relay_worker_retries",
+            "Jobs sent to a delay queue for a later attempt.",
+            ["site"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "relay_worker_dead_letters",
+            "Jobs dead-lettered, by reason.",
+            ["site", "reason"],
+            registry=self.registry,
+        )
+        self.circuit = Gauge(
+            "relay_worker_circuit_state",
+            "The site's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["site"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "relay_worker_delivery_latency_seconds",
+            "Time of one platform request.",
+            ["site"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "relay_worker_in_flight", "Jobs held unacked right now.", ["site"], registry=self.registry
+        )
+        self.circuit.labels(site=site).set(0)
+
+    def set_circuit(self, state: CircuitState) -> None:
+        self.circuit.labels(site=self.site).set(_CIRCUIT_VALUE[state])
+
+    def serve(self, port: int) -> None:
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)

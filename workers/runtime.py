@@ -1,0 +1,576 @@
+"""One worker process of a site's pool: consume, deliver to the site's platform, settle every job.
+
+Every job a worker holds ends in exactly one of: acked after its outcome is durable elsewhere (the
+attempt record confirmed; a retry, hand-over or dead letter confirmed), or nacked back to its queue
+unsent. Nothing is acked before what replaces it is confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.exceptions import ChannelInvalidStateError
+
+from shared.broker import ConfirmedPublisher, connect
+from shared.envelope import decode_job, encode_dead
+from shared.errors import ConfigError, EnvelopeError, TransientError
+from shared.logs import get_logger
+from shared.model import AttemptRecord, CircuitState, DeadReason, Job, Outcome, Status, new_message_id
+from shared.settings import Settings
+from shared.topology import (
+    dead_exchange,
+    declare,
+    events_exchange,
+    heartbeat_exchange,
+    site_queue,
+    topology_from,
+)
+from workers.batching import take_batch
+from workers.breaker import CircuitBreaker, Transition
+from workers.consumers import Consumers
+from workers.events import EventSink
+from workers.heartbeat import HeartbeatSender
+from workers.metrics import WorkerMetrics
+from workers.platforms.base import Platform, Result
+from workers.policy import DeliveryState, GiveUp, Retry, after_failure
+
+log = get_logger(__name__)
+
+# AMQP's prefetch count is a 16-bit field.
+MAX_PREFETCH = 65_535
+# Time kept back from the grace period to flush events and close the connection.
+CLOSE_MARGIN_S = 0.5
+PROBE_GET_TIMEOUT_S = 2.0
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class Held:
+    """A job this worker holds unacked."""
+
+    message: AbstractIncomingMessage
+    job: Job
+    state: DeliveryState
+    queue_site: str
+    settled: bool = field(default=False)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        site: str,
+        platform: Platform,
+        concurrency: int | None = None,
+        metrics: WorkerMetrics | None = None,
+        metrics_port: int = 0,
+    ) -> None:
+        if site not in settings.sites:
+            raise ConfigError(f"unknown site {site!r}: configured sites are {settings.site_names}")
+        self.site = site
+        self._settings = settings
+        self._worker_settings = settings.worker
+        self._platform = platform
+        self._concurrency = concurrency or settings.worker.concurrency
+        self._max_batch = max(1, platform.max_batch)
+        self._topology = topology_from(settings)
+        self._prefix = settings.broker.prefix
+        self.metrics = metrics or WorkerMetrics(site=site)
+        self._metrics_port = metrics_port
+        self.breaker = CircuitBreaker(
+            failure_threshold=settings.worker.breaker_failure_threshold,
+            cooldown_s=settings.worker.breaker_cooldown_s,
+        )
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.started_at = time.time()
+        self.delivered_total = 0
+        self.failed_over_total = 0
+        self.in_flight = 0
+        self._intake: asyncio.Queue[Held] = asyncio.Queue()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stop_requested = asyncio.Event()
+        self._circuit_wake = asyncio.Event()
+        self._stopping = False
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: ConfirmedPublisher | None = None
+        self._sink: EventSink | None = None
+        self._consumers: Consumers | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def own_prefetch_count(self) -> int:
+        # One request slot can carry a whole batch, so a batching platform gets full requests.
+        return min(self._concurrency * self._max_batch, MAX_PREFETCH)
+
+    @property
+    def standby_prefetch_count(self) -> int:
+        return min(self._worker_settings.standby_prefetch_count or self.own_prefetch_count, MAX_PREFETCH)
+
+    @property
+    def circuit(self) -> CircuitState:
+        return self.breaker.state
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    @property
+    def metrics_port(self) -> int:
+        return self._metrics_port
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (SIGTERM): the caller's `run()` returns within `worker.grace_s`."""
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Deliver until `request_stop()`; then hand back or finish what is held and return."""
+        await self._open()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self._shutdown()
+
+    async def _open(self) -> None:
+        self._connection = await connect(self._settings.broker, name=f"relay-worker-{self.site}")
+        self._publisher = await ConfirmedPublisher.open(
+            self._connection, confirm_timeout_s=self._settings.broker.confirm_timeout_s
+        )
+        await declare(self._publisher.channel, self._topology)
+        own_channel = await self._consume_channel(self.own_prefetch_count)
+        standby_channel = await self._consume_channel(self.standby_prefetch_count)
+        own = await self._queue(own_channel, self.site)
+        standby = {
+            other: await self._queue(standby_channel, other)
+            for other in self._settings.site_names
+            if other != self.site
+        }
+        self._consumers = Consumers.for_site(
+            own=own, own_site=self.site, standby=standby, on_message=self._on_message
+        )
+        self._sink = EventSink(publisher=self._publisher, exchange=events_exchange(self._prefix))
+        self._sink.start()
+        beats = HeartbeatSender(
+            connection=self._connection,
+            exchange=heartbeat_exchange(self._prefix),
+            interval_s=self._worker_settings.heartbeat_interval_s,
+            worker=self,
+        )
+        self.metrics.serve(self._metrics_port)
+        self._tasks = [
+            asyncio.create_task(self._runner(), name=f"runner-{i}") for i in range(self._concurrency)
+        ]
+        self._tasks.append(asyncio.create_task(self._supervise_circuit(), name="circuit"))
+        self._tasks.append(asyncio.create_task(beats.run(), name="heartbeat"))
+        await self._consumers.start()
+        log.info(
+            "worker started",
+            site=self.site,
+            concurrency=self._concurrency,
+            max_batch=self._max_batch,
+            prefetch_count=self.own_prefetch_count,
+            standby_prefetch_count=self.standby_prefetch_count,
+            worker=self.worker_id,
+        )
+
+    async def _consume_channel(self, prefetch_count: int) -> AbstractChannel:
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch_count)
+        return channel
+
+    async def _queue(self, channel: AbstractChannel, site: str) -> AbstractQueue:
+        name = site_queue(self._prefix, site)
+        spec = next(s for s in self._topology.queues() if s.name == name)
+        return await channel.declare_queue(name, durable=True, arguments=spec.arguments)
+
+    async def _shutdown(self) -> None:
+        deadline = time.monotonic() + self._worker_settings.grace_s - CLOSE_MARGIN_S
+        self._stopping = True
+        self._circuit_wake.set()
+        log.info("worker stopping", site=self.site, in_flight=self.in_flight)
+        if self._consumers is not None:
+            await self._consumers.cancel()
+        await self._hand_back_intake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_idle(), timeout=max(0.0, deadline - time.monotonic()))
+        if self._busy:
+            # Sends still without an answer stay unacked: the broker redelivers them when we disconnect.
+            log.warning("grace period over with sends in flight", busy=self._busy)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._hand_back_intake()  # what runners cancelled mid-linger put back
+        if self._sink is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sink.close(), timeout=max(0.1, CLOSE_MARGIN_S))
+        with contextlib.suppress(Exception):
+            await self._platform.aclose()
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.close(), timeout=CLOSE_MARGIN_S)
+        log.info("worker stopped", site=self.site, delivered_total=self.delivered_total)
+
+    async def _wait_idle(self) -> None:
+        while self._busy or not self._intake.empty():
+            await self._hand_back_intake()
+            self._idle.clear()
+            if self._busy:
+                await self._idle.wait()
+            else:
+                await asyncio.sleep(0.01)
+
+    # -- intake ----------------------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage, queue_site: str) -> None:
+        held = await self._hold(message, queue_site)
+        if held is not None:
+            self._intake.put_nowait(held)
+
+    async def _hold(self, message: AbstractIncomingMessage, queue_site: str) -> Held | None:
+        """Track a delivered message; a body that is no job is dead-lettered at once."""
+        self.in_flight += 1
+        self.metrics.in_flight.labels(site=self.site).set(self.in_flight)
+        state = DeliveryState.from_headers(message.headers, queue_site=queue_site)
+        try:
+            job = decode_job(message.body)
+        except EnvelopeError as exc:
+            job = _placeholder_job(message)
+            held = Held(message=message, job=job, state=state, queue_site=queue_site)
+            await self._dead(
+                held,
+                reason=DeadReason.MALFORMED,
+                detail=str(exc)[:200],
+                attempts=state.attempt,
+                outcome=Outcome.REJECTED,
+                status=Status.DEAD,
+            )
+            return None
+        return Held(message=message, job=job, state=state, queue_site=queue_site)
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    async def _runner(self) -> None:
+        while True:
+            batch = await take_batch(self._intake, max_batch=self._max_batch)
+            self._busy += 1
+            self._idle.clear()
+            try:
+                await self._deliver(batch, probe=False)
+            except Exception:
+                log.exception("delivery failed unexpectedly", site=self.site, jobs=len(batch))
+            finally:
+                for held in batch:
+                    if not held.settled:
+                        await self._nack(held)
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
+
+    async def _deliver(self, batch: Sequence[Held], *, probe: bool) -> None:
+        settling: list[asyncio.Future[None] | asyncio.Task[None]] = []
+        to_send: list[Held] = []
+        now = time.time()
+        for held in batch:
+            if _stale(held):
+                # Its channel is gone: the broker has already put it back for redelivery.
+                self._release(held)
+            elif not probe and (self._stopping or not self.breaker.allows_traffic()):
+                settling.append(asyncio.ensure_future(self._hand_back(held)))
+            elif held.job.expired(now):
+                settling.append(asyncio.ensure_future(self._expire(held)))
+            else:
+                to_send.append(held)
+        if to_send:
+            results, latency_ms = await self._send(to_send)
+            for held, result in zip(to_send, results, strict=True):
+                settling.append(asyncio.ensure_future(self._settle(held, result, latency_ms)))
+        if settling:
+            await asyncio.gather(*settling)
+
+    async def _send(self, jobs: Sequence[Held]) -> tuple[list[Result], float]:
+        started = time.perf_counter()
+        try:
+            results = await self._platform.send([held.job for held in jobs])
+        except Exception as exc:
+            # The adapter broke its promise not to raise: whether the request left is unknown.
+            log.exception("platform adapter raised", site=self.site)
+            results = [Result(Outcome.AMBIGUOUS, f"adapter error: {exc!r}"[:200])] * len(jobs)
+        elapsed_s = time.perf_counter() - started
+        self.metrics.latency.labels(site=self.site).observe(elapsed_s)
+        if len(results) != len(jobs):
+            log.error("platform answered a different number of results", sent=len(jobs), got=len(results))
+            results = [Result(Outcome.AMBIGUOUS, "adapter returned a wrong number of results")] * len(jobs)
+        return results, elapsed_s * 1000
+
+    async def _settle(self, held: Held, result: Result, latency_ms: float) -> None:
+        self.metrics.deliveries.labels(site=self.site, outcome=result.outcome.value).inc()
+        attempt = held.state.attempt + 1
+        if result.outcome is Outcome.ACCEPTED:
+            self._breaker_success()
+            record = self._record(held, attempt, result, latency_ms, Status.DELIVERED)
+            if await self._confirmed(held, self._sink_record(record)):
+                self.delivered_total += 1
+                await self._ack(held)
+        elif result.outcome is Outcome.REJECTED:
+            self._breaker_success()
+            await self._dead(
+                held,
+                reason=DeadReason.REJECTED,
+                detail=result.detail,
+                attempts=attempt,
+                outcome=Outcome.REJECTED,
+                status=Status.REJECTED,
+                latency_ms=latency_ms,
+            )
+        elif result.outcome is Outcome.EXPIRED:
+            await self._expire(held)
+        else:
+            self._breaker_failure()
+            await self._after_failure(held, result, latency_ms)
+
+    async def _after_failure(self, held: Held, result: Result, latency_ms: float) -> None:
+        step = after_failure(
+            held.state,
+            tried_site=self.site,
+            topology=self._topology,
+            attempts_per_site=self._worker_settings.attempts_per_site,
+            max_attempts=self._worker_settings.max_attempts,
+            site_failing=not self.breaker.allows_traffic(),
+        )
+        if isinstance(step, GiveUp):
+            await self._dead(
+                held,
+                reason=DeadReason.ATTEMPTS_EXHAUSTED,
+                detail=result.detail,
+                attempts=step.attempts,
+                outcome=result.outcome,
+                status=Status.DEAD,
+                latency_ms=latency_ms,
+            )
+            return
+        record = self._record(held, step.state.attempt, result, latency_ms, Status.RETRYING)
+        if await self._confirmed(held, self._republish(held, step), self._sink_record(record)):
+            if step.switched_site:
+                self.failed_over_total += 1
+                self.metrics.failovers.labels(site=self.site, kind="republish").inc()
+            if step.delayed:
+                self.metrics.retries.labels(site=self.site).inc()
+            await self._ack(held)
+
+    async def _republish(self, held: Held, step: Retry) -> None:
+        assert self._publisher is not None
+        await self._publisher.publish(
+            held.message.body,
+            exchange=step.exchange,
+            routing_key=step.routing_key,
+            message_id=held.job.id,
+            headers=step.state.headers(),
+        )
+
+    async def _expire(self, held: Held) -> None:
+        await self._dead(
+            held,
+            reason=DeadReason.EXPIRED,
+            detail="validity ran out before delivery",
+            attempts=held.state.attempt,
+            outcome=Outcome.EXPIRED,
+            status=Status.EXPIRED,
+        )
+
+    async def _dead(
+        self,
+        held: Held,
+        *,
+        reason: DeadReason,
+        detail: str,
+        attempts: int,
+        outcome: Outcome,
+        status: Status,
+        latency_ms: float | None = None,
+    ) -> None:
+        assert self._publisher is not None
+        body = encode_dead(held.job, site=self.site, reason=reason, detail=detail, attempts=attempts)
+        record = self._record(held, attempts, Result(outcome, detail), latency_ms, status)
+        publish = self._publisher.publish(
+            body, exchange=dead_exchange(self._prefix), routing_key="", message_id=held.job.id
+        )
+        if await self._confirmed(held, publish, self._sink_record(record)):
+            self.metrics.dead_letters.labels(site=self.site, reason=reason.value).inc()
+            log.info(
+                "dead letter", message_id=held.job.id, reason=reason.value, detail=detail, site=self.site
+            )
+            await self._ack(held)
+
+    def _record(
+        self, held: Held, attempt: int, result: Result, latency_ms: float | None, status: Status | None
+    ) -> AttemptRecord:
+        return AttemptRecord(
+            message_id=held.job.id,
+            site=self.site,
+            attempt=attempt,
+            outcome=result.outcome,
+            detail=result.detail,
+            latency_ms=latency_ms,
+            worker=self.worker_id,
+            status=status,
+        )
+
+    async def _sink_record(self, record: AttemptRecord) -> None:
+        assert self._sink is not None
+        await self._sink.record(record)
+
+    async def _confirmed(self, held: Held, *publishes: Awaitable[None]) -> bool:
+        """Await the confirms a job's ack depends on; on failure hand the job back unacked."""
+        try:
+            await asyncio.gather(*publishes)
+        except TransientError as exc:
+            log.warning(
+                "broker did not confirm; job goes back to its queue", message_id=held.job.id, error=str(exc)
+            )
+            await self._nack(held)
+            return False
+        return True
+
+    # -- acks ------------------------------------------------------------------------------------
+
+    def _release(self, held: Held) -> None:
+        held.settled = True
+        self.in_flight -= 1
+        self.metrics.in_flight.labels(site=self.site).set(self.in_flight)
+
+    async def _ack(self, held: Held) -> None:
+        if held.settled:
+            return
+        self._release(held)
+        try:
+            await held.message.ack()
+        except Exception as exc:  # channel lost: the broker redelivers it
+            log.warning("ack failed", message_id=held.job.id, error=repr(exc))
+
+    async def _nack(self, held: Held) -> None:
+        if held.settled:
+            return
+        self._release(held)
+        try:
+            await held.message.nack(requeue=True)
+        except Exception as exc:
+            log.warning("nack failed", message_id=held.job.id, error=repr(exc))
+
+    async def _hand_back(self, held: Held) -> None:
+        """Return an unsent job to its queue, once no consumer of ours can be handed it again."""
+        if self._consumers is not None:
+            await self._consumers.stopped.wait()
+        if not self._stopping:
+            self.failed_over_total += 1
+            self.metrics.failovers.labels(site=self.site, kind="requeue").inc()
+        await self._nack(held)
+
+    async def _hand_back_intake(self) -> None:
+        waiting: list[Held] = []
+        while True:
+            try:
+                waiting.append(self._intake.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        await asyncio.gather(*(self._hand_back(held) for held in waiting))
+
+    # -- circuit breaker -------------------------------------------------------------------------
+
+    def _breaker_success(self) -> None:
+        if self.breaker.record_success() is Transition.CLOSED:
+            log.info("circuit closed", site=self.site)
+        self.metrics.set_circuit(self.breaker.state)
+
+    def _breaker_failure(self) -> None:
+        if self.breaker.record_failure() is Transition.OPENED:
+            log.warning("circuit opened", site=self.site, cooldown_s=self.breaker.cooldown_s)
+            self._circuit_wake.set()
+        self.metrics.set_circuit(self.breaker.state)
+
+    async def _supervise_circuit(self) -> None:
+        assert self._consumers is not None
+        while not self._stopping:
+            await self._circuit_wake.wait()
+            self._circuit_wake.clear()
+            # Cancel first, then hand back: nacked before the cancel, jobs come straight back to us.
+            while not self._stopping and self.breaker.state is CircuitState.OPEN:
+                await self._consumers.cancel()
+                await self._hand_back_intake()
+                await self._sleep_unless_stopping(self.breaker.seconds_until_probe())
+                if self._stopping or not self.breaker.begin_probe():
+                    continue
+                self.metrics.set_circuit(self.breaker.state)
+                probed = await self._probe()
+                if self.breaker.state is not CircuitState.OPEN and not self._stopping:
+                    # Closed by the probe, or half-open with nothing to probe with: the first real
+                    # outcome then decides, and one failure opens the breaker again.
+                    log.info(
+                        "circuit recovering", site=self.site, probed=probed, state=self.breaker.state.value
+                    )
+                    await self._consumers.start()
+
+    async def _sleep_unless_stopping(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), timeout=delay_s)
+        if self._stop_requested.is_set():
+            self._stopping = True
+
+    async def _probe(self) -> bool:
+        """Send ONE real job (own queue first, then the others); False when every queue is empty."""
+        assert self._consumers is not None
+        for site_queue_ in self._consumers.queues:
+            try:
+                message = await site_queue_.queue.get(no_ack=False, fail=False, timeout=PROBE_GET_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("probe get failed", queue=site_queue_.queue.name, error=repr(exc))
+                continue
+            if message is None:
+                continue
+            held = await self._hold(message, site_queue_.site)
+            if held is None:
+                continue
+            self._busy += 1
+            self._idle.clear()
+            try:
+                await self._deliver([held], probe=True)
+            finally:
+                if not held.settled:
+                    await self._nack(held)
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
+            return True
+        return False
+
+
+def _stale(held: Held) -> bool:
+    try:
+        _ = held.message.channel
+    except ChannelInvalidStateError:
+        return True
+    return False
+
+
+def _placeholder_job(message: AbstractIncomingMessage) -> Job:
+    """A job that keeps a malformed body whole in the dead-letter store, so an operator can see it."""
+    return Job(
+        id=(message.message_id or new_message_id())[:32],
+        tenant="",
+        to="",
+        sender="",
+        body=message.body.decode("utf-8", "replace"),
+        expires_at=0.0,
+    )
