@@ -1,0 +1,74 @@
+"""Adapter of Jasmin's HTTP API `/send`: one message per request, form-encoded POST."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import httpx
+
+from shared.model import Job, Outcome
+from workers.platforms.base import Result
+from workers.platforms.http_client import TRANSPORT_ERRORS, classify_transport_error, make_client, short
+
+CODING_DEFAULT = 0  # SMSC default alphabet
+CODING_UCS2 = 8
+_REJECTING = frozenset({400, 403, 412})  # bad request, not authorised / no balance, no route
+
+
+class JasminPlatform:
+    """Sends each job as one POST to Jasmin's `/send`; non-GSM text goes as UTF-16BE hex with coding 8."""
+
+    max_batch = 1
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        username: str,
+        password: str,
+        timeout_s: float,
+        concurrency: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._url = url
+        self._username = username
+        self._password = password
+        self._client = make_client(timeout_s=timeout_s, concurrency=concurrency, transport=transport)
+
+    async def send(self, jobs: Sequence[Job]) -> list[Result]:
+        return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def form(self, job: Job) -> dict[str, str]:
+        form = {"username": self._username, "password": self._password, "to": job.to, "from": job.sender}
+        if job.encoding == "gsm7":
+            form.update(content=job.body, coding=str(CODING_DEFAULT))
+        else:
+            # Jasmin's `content` is latin-1; anything else must go as raw UCS-2 bytes in hex.
+            form.update({"hex-content": job.body.encode("utf-16-be").hex(), "coding": str(CODING_UCS2)})
+        return form
+
+    async def _send_one(self, job: Job) -> Result:
+        try:
+            response = await self._client.post(self._url, data=self.form(job))
+        except TRANSPORT_ERRORS as exc:
+            return classify_transport_error(exc)
+        return classify_answer(response.status_code, response.content)
+
+
+def classify_answer(status: int, body: bytes) -> Result:
+    text = short(body)
+    if status == 200 and text.startswith("Success"):
+        return Result(outcome=Outcome.ACCEPTED, detail=text)
+    if status in _REJECTING:
+        return Result(outcome=Outcome.REJECTED, detail=short(f"HTTP {status}: {text}"))
+    if status >= 500:
+        # Jasmin answers 5xx before it queues anything (no SMPP connector, internal error).
+        return Result(outcome=Outcome.UNAVAILABLE, detail=short(f"HTTP {status}: {text}"))
+    if 200 <= status < 300:
+        return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))
+    # 401, 404 and the like: the relay's configuration is wrong, not the message; fail over.
+    return Result(outcome=Outcome.UNAVAILABLE, detail=short(f"HTTP {status}: {text}"))

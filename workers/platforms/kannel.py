@@ -1,0 +1,92 @@
+"""Adapter of Kannel's smsbox `sendsms` HTTP interface: one message per request."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+
+import httpx
+
+from shared.model import Job, Outcome
+from workers.platforms.base import Result
+from workers.platforms.http_client import TRANSPORT_ERRORS, classify_transport_error, make_client, short
+
+# Kannel's own answers to a sendsms request that it took.
+_TAKEN_PREFIXES = ("0:", "3:")  # "0: Accepted for delivery", "3: Queued for later delivery"
+CODING_7BIT = 0
+CODING_UCS2 = 2
+
+
+class KannelPlatform:
+    """Sends each job as one sendsms GET; text goes as UTF-8 and Kannel re-encodes it (UCS-2 if needed)."""
+
+    max_batch = 1
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        username: str,
+        password: str,
+        timeout_s: float,
+        concurrency: int = 64,
+        dlr_mask: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._url = url
+        self._username = username
+        self._password = password
+        self._dlr_mask = dlr_mask
+        self._client = make_client(timeout_s=timeout_s, concurrency=concurrency, transport=transport)
+
+    async def send(self, jobs: Sequence[Job]) -> list[Result]:
+        return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def params(self, job: Job, *, now: float | None = None) -> dict[str, str]:
+        params = {
+            "username": self._username,
+            "password": self._password,
+            "to": job.to,
+            "from": job.sender,
+            "text": job.body,
+            "charset": "UTF-8",
+            "coding": str(CODING_7BIT if job.encoding == "gsm7" else CODING_UCS2),
+        }
+        if self._dlr_mask is not None:
+            params["dlr-mask"] = str(self._dlr_mask)
+        if job.expires_at > 0:
+            # Kannel's validity is relative, in whole minutes; round up so the platform never gives up
+            # before the relay would.
+            remaining_s = job.expires_at - (now if now is not None else time.time())
+            params["validity"] = str(max(1, math.ceil(remaining_s / 60)))
+        return params
+
+    async def _send_one(self, job: Job) -> Result:
+        try:
+            response = await self._client.get(self._url, params=self.params(job))
+        except TRANSPORT_ERRORS as exc:
+            return classify_transport_error(exc)
+        return classify_answer(response.status_code, response.content)
+
+
+def classify_answer(status: int, body: bytes) -> Result:
+    text = short(body)
+    if 200 <= status < 300:
+        if text.startswith(_TAKEN_PREFIXES):
+            return Result(outcome=Outcome.ACCEPTED, detail=text)
+        # A 2xx whose words we do not know: Kannel may have queued it.
+        return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))
+    if status == 503:
+        # smsbox answers 503 when it cannot hand the message to bearerbox: nothing was queued.
+        return Result(outcome=Outcome.UNAVAILABLE, detail=short(f"HTTP 503: {text}"))
+    if 400 <= status < 500:
+        # 403 covers bad credentials and sender/receiver not allowed for the user; other 4xx are missing
+        # or invalid fields. Kannel will answer the same on every retry.
+        return Result(outcome=Outcome.REJECTED, detail=short(f"HTTP {status}: {text}"))
+    # Any other 5xx: Kannel may have queued the message before failing.
+    return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))

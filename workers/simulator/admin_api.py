@@ -1,0 +1,54 @@
+"""The simulator's admin port: counters, received references, and the fault switch."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from shared.errors import ValidationFailed
+from workers.simulator.http11 import Request, Response, json_response
+from workers.simulator.state import Counters, Fault, parse_fault
+
+ApplyFault = Callable[[Fault], Awaitable[Fault]]
+
+
+class AdminApi:
+    def __init__(
+        self, *, counters: Counters, current_fault: Callable[[], Fault], apply_fault: ApplyFault
+    ) -> None:
+        self._counters = counters
+        self._current_fault = current_fault
+        self._apply_fault = apply_fault
+
+    async def handle(self, request: Request) -> Response:
+        route = (request.method, request.path.rstrip("/") or "/")
+        if route == ("GET", "/stats"):
+            return json_response(200, self._counters.stats())
+        if route == ("GET", "/references"):
+            return json_response(200, {"references": self._counters.references()})
+        if route == ("GET", "/faults"):
+            return json_response(200, self._current_fault().as_dict())
+        if route == ("POST", "/faults"):
+            return await self._set_fault(request)
+        if route == ("POST", "/reset"):
+            self._counters.reset()
+            return json_response(200, self._counters.stats())
+        if route == ("GET", "/healthz"):
+            return json_response(200, {"ok": True})
+        known = {"/stats", "/references", "/faults", "/reset", "/healthz"}
+        if route[1] in known:
+            return json_response(405, {"error": f"{request.method} not allowed on {route[1]}"})
+        return json_response(404, {"error": f"no such endpoint {request.path}"})
+
+    async def _set_fault(self, request: Request) -> Response:
+        try:
+            data = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            return json_response(400, {"error": "body is not JSON"})
+        try:
+            fault = parse_fault(data)
+        except ValidationFailed as exc:
+            return json_response(400, {"error": str(exc), "fields": exc.errors})
+        applied = await self._apply_fault(fault)
+        return json_response(200, applied.as_dict())
