@@ -1,0 +1,93 @@
+"""Rendering shared by the operator commands: Rich on a terminal, plain text or JSON lines otherwise."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+import orjson
+from rich.console import Console
+
+from shared.errors import ValidationFailed
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+# Wide enough for a 32-character id and two timestamps when stdout is a pipe or a file.
+PLAIN_WIDTH = 200
+
+
+def parse_duration(text: str, *, option: str) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"7d"``, ``"1w"`` as a timedelta; anything else names the option."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValidationFailed(
+            [{"field": option, "message": f"{text!r} is not a duration like 90s, 15m, 2h, 7d or 1w"}]
+        )
+    value = float(match.group(1))
+    if value <= 0:
+        raise ValidationFailed([{"field": option, "message": "the duration must be more than zero"}])
+    return timedelta(seconds=value * _UNIT_S[match.group(2).lower()])
+
+
+def is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def stdout_console() -> Console:
+    """Colours and the terminal's width on a terminal; plain, wide text into a pipe or a file."""
+    if is_terminal(sys.stdout):
+        return Console()
+    return Console(width=PLAIN_WIDTH, no_color=True, highlight=False, soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC, seconds precision; None stays None (JSON null)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def short_time(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def json_line(obj: Mapping[str, Any]) -> str:
+    return orjson.dumps(obj, default=json_default).decode()
+
+
+def write_lines(lines: Iterable[str], stream: TextIO | None = None) -> None:
+    """Write lines as they come; a reader that goes away (``| head``) ends the output quietly."""
+    out = stream if stream is not None else sys.stdout
+    try:
+        for line in lines:
+            out.write(line)
+            out.write("\n")
+        out.flush()
+    except BrokenPipeError:
+        # Keep Python from complaining again when it flushes stdout at exit.
+        sys.stdout = None
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    if not counts:
+        return "none"
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
