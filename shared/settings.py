@@ -70,7 +70,7 @@ class StoreSettings(_Section):
 
 class IngressSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
-    port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API (0: any free port).")
     processes: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
     spool_path: Path = Field(
         Path("relay-spool.db"), description="Local SQLite file that keeps submits the broker did not confirm."
