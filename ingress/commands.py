@@ -1,13 +1,27 @@
-"""`relay` sub-commands of the ingress package."""
+"""`relay` sub-commands of the ingress package: db, keys, ingress."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from shared.cli import settings
+from shared.errors import StoreUnavailable
+from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
+from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
 
+T = TypeVar("T")
+
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the HTTP API (only their sha256 is stored).", no_args_is_help=True)
 
 
 @db_app.command("upgrade")
@@ -17,6 +31,85 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
     typer.echo(f"store at revision {revision}")
 
 
+def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+    async def run() -> T:
+        engine = make_engine(settings().store)
+        try:
+            return await action(make_sessionmaker(engine))
+        except (OperationalError, ProgrammingError) as exc:
+            raise StoreUnavailable(
+                f"the store cannot be used ({exc.orig!r}); is it reachable and upgraded (relay db upgrade)?"
+            ) from None
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _key_json(info: KeyInfo) -> dict[str, Any]:
+    return {
+        "tenant": info.tenant,
+        "prefix": info.prefix,
+        "created_at": info.created_at.isoformat(),
+        "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
+        "revoked": info.revoked,
+    }
+
+
+@keys_app.command("create")
+def keys_create(tenant: str = typer.Option(..., "--tenant", help="Tenant the key sends for.")) -> None:
+    """Create a key; it is shown once, as the last line (only its hash is stored)."""
+    key, info = _with_store(lambda sessions: create_key(sessions, tenant=tenant))
+    typer.echo(f"created API key {info.prefix}... for tenant {info.tenant}; it is shown only now:", err=False)
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
+    """Every key: tenant, prefix, created, revoked."""
+    infos = _with_store(list_keys)
+    if as_json:
+        typer.echo(json.dumps([_key_json(i) for i in infos], indent=2))
+        return
+    table = Table(title="API keys")
+    for column in ("tenant", "prefix", "created", "revoked"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(
+            info.tenant,
+            info.prefix,
+            info.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            info.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if info.revoked_at else "-",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_or_prefix: str = typer.Argument(..., help="The whole key, or its prefix.")) -> None:
+    """Revoke a key (the ingress stops taking it within seconds)."""
+    info = _with_store(lambda sessions: revoke_key(sessions, key_or_prefix))
+    typer.echo(f"revoked {info.prefix}... of tenant {info.tenant}")
+
+
+def ingress_command(
+    host: str | None = typer.Option(None, "--host", help="Listen address (default: ingress.host)."),
+    port: int | None = typer.Option(None, "--port", help="Listen port (default: ingress.port)."),
+    processes: int | None = typer.Option(None, "--processes", help="Processes (default: ingress.processes)."),
+) -> None:
+    """Serve the HTTP API (submit, status, health, metrics) with its spool forwarder and recorder."""
+    from ingress.server import serve
+
+    loaded = settings()
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "processes": processes}.items() if v is not None
+    }
+    if overrides:
+        loaded = loaded.model_copy(update={"ingress": loaded.ingress.model_copy(update=overrides)})
+    serve(loaded)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ingress commands to the `relay` app."""
     app.add_typer(db_app, name="db")
+    app.add_typer(keys_app, name="keys")
+    app.command("ingress")(ingress_command)

@@ -1,0 +1,49 @@
+"""Bearer-key authentication with a short in-process cache (a revoked key stops working within
+`POSITIVE_TTL_S`), so a submit costs no store round trip."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.errors import StoreUnavailable
+from shared.store.api_keys import hash_key, tenant_of
+
+POSITIVE_TTL_S = 5.0
+NEGATIVE_TTL_S = 1.0
+MAX_ENTRIES = 10_000
+
+
+def bearer_key(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return key.strip()
+
+
+class KeyCache:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._entries: dict[str, tuple[str | None, float]] = {}
+
+    async def tenant(self, key: str) -> str | None:
+        """The key's tenant; None for an unknown or revoked key; `StoreUnavailable` if unsure."""
+        digest = hash_key(key)
+        cached = self._entries.get(digest)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            async with self._sessions() as session:
+                tenant = await tenant_of(session, key)
+        except Exception as exc:
+            if cached is not None and cached[0] is not None:
+                return cached[0]  # the store is away: a key it vouched for recently still counts
+            raise StoreUnavailable(f"cannot check the API key: {exc!r}") from exc
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = (tenant, now + (POSITIVE_TTL_S if tenant else NEGATIVE_TTL_S))
+        return tenant

@@ -1,0 +1,137 @@
+"""The ingress's connection to RabbitMQ: connects in the background, declares the topology, and
+knows whether a publish can be confirmed right now (when it cannot, submits go to the spool at once
+instead of waiting out the confirm timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aio_pika.abc import AbstractRobustConnection
+
+from shared.broker import ConfirmedPublisher, connect
+from shared.errors import BrokerUnavailable, RelayError
+from shared.logs import get_logger
+from shared.settings import BrokerSettings
+from shared.topology import Topology, declare, jobs_exchange
+
+log = get_logger("ingress.broker")
+
+RECONNECT_INTERVAL_S = 1.0
+
+
+def with_reconnect_interval(url: str, interval_s: float) -> str:
+    """aio-pika's robust connection waits 5 s between reconnects unless the URL says otherwise."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("reconnect_interval", str(interval_s))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class BrokerLink:
+    def __init__(self, *, settings: BrokerSettings, topology: Topology, name: str) -> None:
+        self._settings = settings.model_copy(
+            update={"url": with_reconnect_interval(settings.url, RECONNECT_INTERVAL_S)}
+        )
+        self._topology = topology
+        self._name = name
+        self._exchange = jobs_exchange(topology.prefix)
+        self.connection: AbstractRobustConnection | None = None
+        self._publisher: ConfirmedPublisher | None = None
+        self._available = False
+        self._connector: asyncio.Task[None] | None = None
+        self._on_ready: list[Callable[[AbstractRobustConnection], Awaitable[None]]] = []
+        self.ready = asyncio.Event()  # set once: the first successful connect and declare
+
+    @property
+    def available(self) -> bool:
+        return self._available and self._publisher is not None
+
+    def on_ready(self, callback: Callable[[AbstractRobustConnection], Awaitable[None]]) -> None:
+        """Run `callback` once the first connection is up (at once when it is up already)."""
+        self._on_ready.append(callback)
+
+    async def start(self) -> None:
+        """Connect now if the broker answers; otherwise keep trying in the background."""
+        if not await self._connect_once():
+            self._connector = asyncio.create_task(self._connect_loop(), name="broker-connector")
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        self._available = False
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+
+    async def publish_job(self, *, body: bytes, site: str, message_id: str, headers: dict[str, Any]) -> None:
+        """Returns once the broker confirmed; raises `BrokerUnavailable` or `PublishRefused` otherwise."""
+        publisher = self._publisher
+        if publisher is None or not self._available:
+            raise BrokerUnavailable("not connected to the broker")
+        timeout_s = self._settings.confirm_timeout_s
+        try:
+            # The publisher's timeout covers the confirm only; a channel being restored waits before it.
+            async with asyncio.timeout(timeout_s):
+                await publisher.publish(
+                    body,
+                    exchange=self._exchange,
+                    routing_key=site,
+                    message_id=message_id,
+                    headers=headers,
+                    timeout_s=timeout_s,
+                )
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"no confirm within {timeout_s} s") from exc
+
+    async def _connect_loop(self) -> None:
+        connected = False
+        while not connected:
+            await asyncio.sleep(RECONNECT_INTERVAL_S)
+            connected = await self._connect_once()
+
+    async def _connect_once(self) -> bool:
+        try:
+            connection = await connect(self._settings, name=self._name)
+        except RelayError as exc:
+            log.warning("broker unreachable, spooling until it answers", error=str(exc))
+            return False
+        try:
+            channel = await connection.channel()
+            await declare(channel, self._topology)
+            await channel.close()
+            publisher = await ConfirmedPublisher.open(
+                connection, confirm_timeout_s=self._settings.confirm_timeout_s
+            )
+        except Exception as exc:
+            log.warning("broker connected but topology declare failed", error=repr(exc))
+            with contextlib.suppress(Exception):
+                await connection.close()
+            return False
+        connection.close_callbacks.add(self._lost)
+        connection.reconnect_callbacks.add(self._back)
+        self.connection = connection
+        self._publisher = publisher
+        self._available = True
+        self.ready.set()
+        log.info("broker connected", prefix=self._topology.prefix)
+        for callback in self._on_ready:
+            try:
+                await callback(connection)
+            except Exception as exc:
+                log.error("broker ready callback failed", error=repr(exc))
+        return True
+
+    def _lost(self, *_: Any) -> None:
+        if self._available:
+            log.warning("broker connection lost, spooling")
+        self._available = False
+
+    def _back(self, *_: Any) -> None:
+        log.info("broker connection restored")
+        self._available = True

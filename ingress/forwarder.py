@@ -1,0 +1,123 @@
+"""Drains the spool to the broker in order of arrival once the broker confirms again.
+
+Each entry is deleted only after its confirm; a crash between the two can only publish it twice with
+the same message id, never lose it. Spool files of dead ingress processes (their lock is free) are
+drained the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from ingress.broker_link import BrokerLink
+from ingress.metrics import FORWARDED, SPOOL_BACKLOG
+from ingress.spool import Spool, SpoolLock, spool_files
+from shared.logs import get_logger
+
+log = get_logger("ingress.forwarder")
+
+BATCH = 256
+RETRY_PAUSE_S = 0.5
+ORPHAN_SCAN_INTERVAL_S = 5.0
+
+
+class Forwarder:
+    def __init__(self, *, spool: Spool, link: BrokerLink, spool_base: Path) -> None:
+        self._spool = spool
+        self._link = link
+        self._spool_base = spool_base
+        self._tasks: list[asyncio.Task[None]] = []
+        self.orphans_drained = 0
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._own_loop(), name="spool-forwarder"),
+            asyncio.create_task(self._orphan_loop(), name="spool-orphans"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _own_loop(self) -> None:
+        spool = self._spool
+        while True:
+            SPOOL_BACKLOG.set(spool.backlog)
+            if not self._link.available:
+                await asyncio.sleep(0.1)
+                continue
+            spool.appended.clear()
+            forwarded, failed = await forward_batch(spool, self._link)
+            if failed:
+                await asyncio.sleep(RETRY_PAUSE_S)
+            elif not forwarded:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await spool.appended.wait()
+
+    async def _orphan_loop(self) -> None:
+        while True:
+            try:
+                await self._drain_orphans()
+            except Exception as exc:
+                log.error("draining orphaned spool files failed", error=repr(exc))
+            await asyncio.sleep(ORPHAN_SCAN_INTERVAL_S)
+
+    async def _drain_orphans(self) -> None:
+        if not self._link.available:
+            return
+        for path in spool_files(self._spool_base):
+            if path.resolve() == self._spool.path.resolve():
+                continue
+            lock = SpoolLock.try_acquire(path)
+            if lock is None:  # a live ingress process owns it
+                continue
+            try:
+                orphan = await Spool(path=path).open()
+                try:
+                    if orphan.backlog:
+                        log.info("draining orphaned spool", file=str(path), backlog=orphan.backlog)
+                    while orphan.backlog and self._link.available:
+                        forwarded, failed = await forward_batch(orphan, self._link)
+                        self.orphans_drained += forwarded
+                        if failed or not forwarded:
+                            break
+                finally:
+                    await orphan.close()
+            finally:
+                lock.release()
+
+
+async def forward_batch(spool: Spool, link: BrokerLink) -> tuple[int, int]:
+    """Publish the oldest entries (confirms in parallel, order kept on the channel); delete the confirmed."""
+    entries = await spool.head(BATCH)
+    if not entries:
+        return 0, 0
+    results = await asyncio.gather(
+        *(
+            link.publish_job(
+                body=s.entry.body,
+                site=s.entry.routing_key,
+                message_id=s.entry.message_id,
+                headers=s.entry.headers,
+            )
+            for s in entries
+        ),
+        return_exceptions=True,
+    )
+    confirmed = [s.seq for s, r in zip(entries, results, strict=True) if not isinstance(r, BaseException)]
+    await spool.remove(confirmed)
+    FORWARDED.inc(len(confirmed))
+    SPOOL_BACKLOG.set(spool.backlog)
+    failed = len(entries) - len(confirmed)
+    if failed:
+        first = next(r for r in results if isinstance(r, BaseException))
+        log.warning("spool forward incomplete", forwarded=len(confirmed), failed=failed, error=str(first))
+    elif confirmed:
+        log.info("spool forwarded", forwarded=len(confirmed), backlog=spool.backlog)
+    return len(confirmed), failed

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the ingress (one set per process, in the default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SUBMITS = Counter(
+    "relay_ingress_submits_total",
+    "Messages submitted, by result: queued (broker confirmed), spooled, invalid, unauthorized, duplicate.",
+    ["result"],
+)
+PUBLISH_SECONDS = Histogram(
+    "relay_ingress_publish_seconds",
+    "Time from publish to broker confirm (or to the spool's fsync when the broker did not confirm).",
+    ["target"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+SPOOL_BACKLOG = Gauge("relay_ingress_spool_backlog", "Messages in the local spool waiting for the broker.")
+SPOOLED = Counter("relay_ingress_spooled_total", "Messages written to the local spool.")
+FORWARDED = Counter("relay_ingress_forwarded_total", "Spooled messages the broker has since confirmed.")
+STORE_WRITES = Counter(
+    "relay_ingress_store_writes_total", "Group commits of messages rows, by result (ok, failed).", ["result"]
+)
+STORE_BATCH_ROWS = Histogram(
+    "relay_ingress_store_batch_rows",
+    "Rows per group commit of the messages table.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+RECORDER_BATCHES = Counter(
+    "relay_ingress_recorder_batches_total",
+    "Batches the recorder folded into the store, by result.",
+    ["result"],
+)
+RECORDER_RECORDS = Counter(
+    "relay_ingress_recorder_records_total", "Reports the recorder folded, by kind (attempt, dead).", ["kind"]
+)
+RECORDER_MALFORMED = Counter(
+    "relay_ingress_recorder_malformed_total", "Reports the recorder could not read (logged and dropped)."
+)
+POSSIBLE_DUPLICATES = Counter(
+    "relay_ingress_ambiguous_attempts_total", "Ambiguous attempts reported by workers (possible duplicates)."
+)

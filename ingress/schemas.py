@@ -1,0 +1,92 @@
+"""Shapes of the HTTP API, for the OpenAPI document. The hot path does not run pydantic over
+requests: bodies are parsed with orjson and checked by `ingress.validation`, which names every bad
+field in the problem answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    to: str = Field(..., description="Recipient, E.164 or national (ingress.default_region).")
+    sender: str = Field(
+        ..., alias="from", description="Sender: 1-11 letters/digits, or 1-16 digits.", examples=["MyBank"]
+    )
+    body: str = Field(..., description="Text; GSM-7 or UCS-2, at most ingress.max_segments segments.")
+    reference: str | None = Field(None, max_length=128, description="The client's own reference.")
+    validity_s: int | None = Field(None, ge=1, description="Seconds the message may wait to be delivered.")
+
+
+class BatchRequest(BaseModel):
+    messages: list[SubmitRequest] = Field(..., description="Up to ingress.max_batch messages.")
+
+
+class SubmitAccepted(BaseModel):
+    id: str
+    status: str = Field("accepted")
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: str = Field(..., description='"accepted" or "rejected".')
+    id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class BatchAccepted(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
+class AttemptOut(BaseModel):
+    site: str
+    attempt: int
+    outcome: str
+    detail: str
+    at: datetime
+    latency_ms: float | None
+    possible_duplicate: bool = Field(..., description="Ambiguous attempt: the platform may have it twice.")
+
+
+class MessageStatus(BaseModel):
+    id: str
+    status: str
+    site: str
+    to: str
+    sender: str = Field(..., alias="from")
+    reference: str | None
+    segments: int
+    encoding: str
+    attempts: int
+    possible_duplicates: int
+    accepted_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    history: list[AttemptOut]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    broker: str
+    store: str
+    spool_backlog: int

@@ -1,0 +1,99 @@
+"""Runs the HTTP API under uvicorn, in one process or several.
+
+With ingress.processes > 1 the parent binds the socket once and forks that many children, which all
+accept on it; each child claims a spool file of its own (see `ingress.spool`), and a child that dies
+is replaced (its spool is drained by whichever process finds its lock free).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from multiprocessing.context import ForkProcess
+from types import FrameType
+
+import uvicorn
+
+from ingress.app import create_app
+from shared.logs import get_logger
+from shared.settings import Settings
+
+log = get_logger("ingress.server")
+
+RESPAWN_PAUSE_S = 1.0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    sock = bind(settings.ingress.host, settings.ingress.port)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}"
+    processes = settings.ingress.processes
+    log.info("ingress serving", url=url, docs=f"{url}/docs", processes=processes)
+    if processes == 1:
+        _serve_one(settings, sock)
+    else:
+        _supervise(settings, sock, processes)
+
+
+def _serve_one(settings: Settings, sock: socket.socket) -> None:
+    config = uvicorn.Config(
+        create_app(settings),
+        loop="auto",
+        http="auto",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+def _supervise(settings: Settings, sock: socket.socket, processes: int) -> None:
+    context = multiprocessing.get_context("fork")
+    children: list[ForkProcess] = []
+    stopping = False
+
+    def start_child() -> ForkProcess:
+        child = context.Process(target=_serve_one, args=(settings, sock), daemon=False)
+        child.start()
+        return child
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    children.extend(start_child() for _ in range(processes))
+    while not stopping:
+        time.sleep(0.2)
+        for i, child in enumerate(children):
+            if not child.is_alive() and not stopping:
+                log.warning("ingress process exited; starting another", pid=child.pid, code=child.exitcode)
+                time.sleep(RESPAWN_PAUSE_S)
+                children[i] = start_child()
+    for child in children:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    sock.close()

@@ -1,0 +1,230 @@
+"""The ingress's runtime: everything a submit touches, started and stopped together.
+
+A submit is answered once every message in it is durable: confirmed by the broker, or fsynced in the
+spool when the broker cannot confirm in time. The messages rows are written to the store at the same
+time (group commit), so the answer waits for the slower of the two, not their sum. A store that is
+down does not fail a submit: the message is durable, its row is written when the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ingress.auth import KeyCache
+from ingress.broker_link import BrokerLink
+from ingress.forwarder import Forwarder
+from ingress.idempotency import IdempotencyGuard
+from ingress.metrics import PUBLISH_SECONDS, SPOOL_BACKLOG, SPOOLED, SUBMITS
+from ingress.recorder import Recorder
+from ingress.routing import Router
+from ingress.spool import Spool, SpoolEntry, SpoolLock, claim_spool_file
+from ingress.store_writer import StoreWriter
+from ingress.validation import ValidMessage
+from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT, encode_job
+from shared.errors import StoreUnavailable
+from shared.logs import get_logger
+from shared.model import Job, new_message_id
+from shared.settings import Settings
+from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.messages import row_for_job
+from shared.topology import topology_from
+
+log = get_logger("ingress")
+
+QUEUED = "queued"  # confirmed by the broker
+SPOOLED_AT = "spooled"  # fsynced in the local spool
+STORE_CHECK_TIMEOUT_S = 1.0
+STORE_CHECK_CACHE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    id: str
+    site: str
+    durable_in: str  # QUEUED or SPOOLED_AT
+
+
+class Ingress:
+    def __init__(self, *, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = make_engine(settings.store)
+        self.sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        self.router = Router(settings=settings.routing, sites=list(settings.sites))
+        self.keys = KeyCache(sessions=self.sessions)
+        self.idempotency = IdempotencyGuard(sessions=self.sessions, ttl_s=settings.ingress.idempotency_ttl_s)
+        self.store_writer = StoreWriter(sessions=self.sessions, batch_max=settings.store.batch_max)
+        self.link = BrokerLink(
+            settings=settings.broker,
+            topology=topology_from(settings),
+            name=f"relay-ingress {socket.gethostname()}:{os.getpid()}",
+        )
+        self.recorder = Recorder(sessions=self.sessions, prefix=settings.broker.prefix)
+        self._spool_lock: SpoolLock | None = None
+        self.spool: Spool | None = None
+        self.forwarder: Forwarder | None = None
+        self._store_ok: tuple[bool, float] = (False, 0.0)
+
+    async def start(self) -> None:
+        self._spool_lock = claim_spool_file(self.settings.ingress.spool_path)
+        self.spool = await Spool(path=self._spool_lock.path).open()
+        SPOOL_BACKLOG.set(self.spool.backlog)
+        if self.spool.backlog:
+            log.warning("spool holds messages from before; forwarding", backlog=self.spool.backlog)
+        self.store_writer.start()
+        if self.settings.ingress.recorder:
+            self.link.on_ready(self.recorder.start)
+        await self.link.start()
+        self.forwarder = Forwarder(
+            spool=self.spool, link=self.link, spool_base=self.settings.ingress.spool_path
+        )
+        self.forwarder.start()
+        log.info("ingress started", spool=str(self.spool.path), broker_ready=self.link.available)
+
+    async def stop(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.close()
+        await self.recorder.close()
+        await self.store_writer.close()
+        await self.link.close()
+        if self.spool is not None:
+            await self.spool.close()
+        if self._spool_lock is not None:
+            self._spool_lock.release()
+        await self.engine.dispose()
+
+    @property
+    def spool_backlog(self) -> int:
+        return self.spool.backlog if self.spool is not None else 0
+
+    async def accept(self, tenant: str, messages: list[ValidMessage]) -> list[Accepted]:
+        """Make `messages` durable and record them; the answer of a submit follows from the result."""
+        now = time.time()
+        jobs: list[tuple[Job, str]] = []
+        for m in messages:
+            job = Job(
+                id=new_message_id(),
+                tenant=tenant,
+                to=m.to,
+                sender=m.sender,
+                body=m.body,
+                reference=m.reference,
+                accepted_at=now,
+                expires_at=now + m.validity_s,
+                segments=m.segments,
+                encoding=m.encoding,
+            )
+            jobs.append((job, self.router.next_site()))
+        stored = asyncio.ensure_future(self.store_writer.add([row_for_job(j, site=s) for j, s in jobs]))
+        # A submit stops waiting for the store after a while; the writer's verdict then goes unread.
+        stored.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            places = await self._make_durable(jobs)
+        except BaseException:
+            stored.cancel()
+            raise
+        await self._await_store(stored)
+        accepted = [
+            Accepted(id=job.id, site=site, durable_in=place)
+            for (job, site), place in zip(jobs, places, strict=True)
+        ]
+        for (job, site), place in zip(jobs, places, strict=True):
+            SUBMITS.labels(place).inc()
+            log.info(
+                "message accepted",
+                id=job.id,
+                tenant=tenant,
+                to=job.to,
+                body=job.body,
+                segments=job.segments,
+                site=site,
+                durable_in=place,
+            )
+        return accepted
+
+    async def _await_store(self, stored: asyncio.Future[None]) -> None:
+        try:
+            async with asyncio.timeout(self.settings.broker.confirm_timeout_s):
+                await asyncio.shield(stored)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("messages row not written yet; kept for retry", error=str(exc))
+
+    async def _make_durable(self, jobs: list[tuple[Job, str]]) -> list[str]:
+        bodies = [encode_job(job) for job, _ in jobs]
+        headers = [{H_ATTEMPT: 0, H_SITE_ATTEMPT: 0, H_SITE: site, H_ORIGIN: site} for _, site in jobs]
+        places = [SPOOLED_AT] * len(jobs)
+        to_spool = list(range(len(jobs)))
+        # While the spool has a backlog new messages queue behind it, so they leave in order of arrival.
+        if self.link.available and self.spool_backlog == 0:
+            started = time.perf_counter()
+            results = await asyncio.gather(
+                *(
+                    self.link.publish_job(body=body, site=site, message_id=job.id, headers=hdrs)
+                    for (job, site), body, hdrs in zip(jobs, bodies, headers, strict=True)
+                ),
+                return_exceptions=True,
+            )
+            PUBLISH_SECONDS.labels("broker").observe(time.perf_counter() - started)
+            to_spool = []
+            for i, result in enumerate(results):
+                if isinstance(result, BaseException):
+                    to_spool.append(i)
+                else:
+                    places[i] = QUEUED
+            if to_spool:
+                first = next(r for r in results if isinstance(r, BaseException))
+                log.warning("broker did not confirm; spooling", count=len(to_spool), error=str(first))
+        if to_spool:
+            assert self.spool is not None
+            started = time.perf_counter()
+            await self.spool.append(
+                [
+                    SpoolEntry(
+                        message_id=jobs[i][0].id,
+                        routing_key=jobs[i][1],
+                        headers=headers[i],
+                        body=bodies[i],
+                    )
+                    for i in to_spool
+                ]
+            )
+            PUBLISH_SECONDS.labels("spool").observe(time.perf_counter() - started)
+            SPOOLED.inc(len(to_spool))
+            SPOOL_BACKLOG.set(self.spool_backlog)
+        return places
+
+    async def store_ok(self) -> bool:
+        ok, checked_at = self._store_ok
+        now = time.monotonic()
+        if now - checked_at < STORE_CHECK_CACHE_S:
+            return ok
+        try:
+            async with asyncio.timeout(STORE_CHECK_TIMEOUT_S):
+                async with self.sessions() as session:
+                    await session.execute(text("SELECT 1"))
+            ok = True
+        except Exception:
+            ok = False
+        self._store_ok = (ok, now)
+        return ok
+
+    def readiness(self) -> dict[str, Any]:
+        return {"broker": "ok" if self.link.available else "down", "spool_backlog": self.spool_backlog}
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings):  # type: ignore[no-untyped-def]
+    ingress = Ingress(settings=settings)
+    await ingress.start()
+    try:
+        yield ingress
+    finally:
+        await ingress.stop()

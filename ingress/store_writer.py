@@ -1,0 +1,117 @@
+"""Group commit of the messages rows written at submit: every row that arrives while one transaction
+runs goes into the next one, so concurrent submits share one transaction and one fsync.
+
+When the store is down the waiting submits hear so at once (their message is durable in the broker or
+the spool all the same, which is the promise that matters) and the rows are kept and written again in
+the background until the store is back (up to `MAX_RETRY_ROWS`; beyond that they are logged and only
+the recorder's dead-letter path can recreate them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ingress.metrics import STORE_BATCH_ROWS, STORE_WRITES
+from shared.errors import StoreUnavailable
+from shared.logs import get_logger
+from shared.store.messages import insert_submitted
+
+log = get_logger("ingress.store")
+
+MAX_RETRY_ROWS = 100_000
+RETRY_INTERVAL_S = 1.0
+
+
+class StoreWriter:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], batch_max: int) -> None:
+        self._sessions = sessions
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[None]]] = asyncio.Queue()
+        self._retry: list[dict[str, Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def retry_backlog(self) -> int:
+        return len(self._retry)
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="store-writer"),
+            asyncio.create_task(self._retry_loop(), name="store-writer-retry"),
+        ]
+
+    async def close(self, *, drain_timeout_s: float = 5.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout_s):
+                await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._retry:
+            log.error("store still down at shutdown: messages rows not written", rows=len(self._retry))
+
+    async def add(self, rows: list[dict[str, Any]]) -> None:
+        """Returns once `rows` are committed; raises `StoreUnavailable` when that commit failed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((rows, done))
+        await done
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        async with self._sessions.begin() as session:
+            await insert_submitted(session, rows)
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            count = len(batch[0][0])
+            while count < self._batch_max and not self._queue.empty():
+                item = self._queue.get_nowait()
+                batch.append(item)
+                count += len(item[0])
+            rows = [row for item_rows, _ in batch for row in item_rows]
+            try:
+                await self._write(rows)
+            except Exception as exc:
+                STORE_WRITES.labels("failed").inc()
+                self._keep_for_retry(rows, exc)
+                error = StoreUnavailable(f"store write failed: {exc!r}")
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                    self._queue.task_done()
+                continue
+            STORE_WRITES.labels("ok").inc()
+            STORE_BATCH_ROWS.observe(len(rows))
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+                self._queue.task_done()
+
+    def _keep_for_retry(self, rows: list[dict[str, Any]], exc: Exception) -> None:
+        room = MAX_RETRY_ROWS - len(self._retry)
+        if room < len(rows):
+            log.error(
+                "store down too long: dropping messages rows (the messages themselves are durable)",
+                dropped=len(rows) - max(room, 0),
+                ids=[r["id"] for r in rows[max(room, 0) :][:20]],
+            )
+        self._retry.extend(rows[: max(room, 0)])
+        log.warning("store write failed, will retry", rows=len(rows), error=repr(exc))
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL_S)
+            while self._retry:
+                chunk = self._retry[: self._batch_max]
+                try:
+                    await self._write(chunk)
+                except Exception:
+                    break
+                del self._retry[: len(chunk)]
+                log.info("store back: wrote kept messages rows", rows=len(chunk))

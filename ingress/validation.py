@@ -1,0 +1,118 @@
+"""Checks one submitted message and puts it in canonical form (E.164 number, segment count)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+
+from ingress.segments import count_segments
+from shared.errors import ValidationFailed
+from shared.settings import IngressSettings
+
+_ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9 .\-]{1,11}$")
+_NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,16}$")
+MAX_REFERENCE_CHARS = 128
+FIELDS = frozenset({"to", "from", "body", "reference", "validity_s"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidMessage:
+    to: str  # E.164
+    sender: str
+    body: str
+    reference: str | None
+    validity_s: int
+    segments: int
+    encoding: str
+
+
+def _error(field: str, message: str, prefix: str) -> dict[str, str]:
+    return {"field": f"{prefix}{field}", "message": message}
+
+
+def validate_message(item: Any, settings: IngressSettings, *, field_prefix: str = "") -> ValidMessage:
+    """The message in canonical form, or `ValidationFailed` naming every bad field."""
+    if not isinstance(item, dict):
+        raise ValidationFailed([_error("", "must be a JSON object", field_prefix.rstrip("."))])
+    errors: list[dict[str, str]] = []
+    for name in sorted(set(item) - FIELDS):
+        errors.append(_error(name, "unknown field", field_prefix))
+
+    to = _number(item.get("to"), settings.default_region, field_prefix, errors)
+    sender = _sender(item.get("from"), field_prefix, errors)
+    body, segments, encoding = _body(item.get("body"), settings.max_segments, field_prefix, errors)
+
+    reference = item.get("reference")
+    if reference is not None and (not isinstance(reference, str) or len(reference) > MAX_REFERENCE_CHARS):
+        errors.append(
+            _error("reference", f"must be a string of at most {MAX_REFERENCE_CHARS} characters", field_prefix)
+        )
+
+    validity_s = item.get("validity_s", settings.default_validity_s)
+    if (
+        not isinstance(validity_s, int)
+        or isinstance(validity_s, bool)
+        or not 1 <= validity_s <= settings.max_validity_s
+    ):
+        errors.append(
+            _error("validity_s", f"must be an integer from 1 to {settings.max_validity_s}", field_prefix)
+        )
+
+    if errors:
+        raise ValidationFailed(errors)
+    assert to is not None and sender is not None and body is not None
+    return ValidMessage(
+        to=to,
+        sender=sender,
+        body=body,
+        reference=reference,
+        validity_s=validity_s,
+        segments=segments,
+        encoding=encoding,
+    )
+
+
+def _number(value: Any, region: str, prefix: str, errors: list[dict[str, str]]) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        errors.append(_error("to", "a phone number is required", prefix))
+        return None
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        errors.append(_error("to", f"not a phone number: {exc._msg}", prefix))
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        errors.append(_error("to", "not a valid phone number", prefix))
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _sender(value: Any, prefix: str, errors: list[dict[str, str]]) -> str | None:
+    if not isinstance(value, str) or not (
+        _NUMERIC_SENDER.fullmatch(value) or _ALPHANUMERIC_SENDER.fullmatch(value)
+    ):
+        errors.append(_error("from", "must be 1-11 letters/digits or 1-16 digits", prefix))
+        return None
+    return value
+
+
+def _body(
+    value: Any, max_segments: int, prefix: str, errors: list[dict[str, str]]
+) -> tuple[str | None, int, str]:
+    if not isinstance(value, str) or not value:
+        errors.append(_error("body", "must be a non-empty string", prefix))
+        return None, 0, ""
+    count = count_segments(value)
+    if count.segments > max_segments:
+        errors.append(
+            _error(
+                "body",
+                f"takes {count.segments} {count.encoding} segments; at most {max_segments} are allowed",
+                prefix,
+            )
+        )
+        return None, 0, ""
+    return value, count.segments, count.encoding

@@ -1,0 +1,158 @@
+"""Helpers of the ingress tests: a running ingress behind an httpx client, queue inspection, and a
+TCP proxy that can cut the ingress off from the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import httpx
+
+from ingress.app import create_app
+from ingress.service import Ingress, running
+from shared.settings import Settings
+from shared.store.api_keys import create_key
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    ingress: Ingress
+    settings: Settings
+    key: str  # tenant "bank-a"
+    other_key: str  # tenant "bank-b"
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    async def submit(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return await self.client.post("/v1/messages", json=body, headers={**self.auth(), **headers})
+
+
+@contextlib.asynccontextmanager
+async def api_for(settings: Settings) -> AsyncIterator[Api]:
+    async with running(settings) as ingress:
+        await asyncio.wait_for(ingress.link.ready.wait(), 10)
+        key, _ = await create_key(ingress.sessions, tenant="bank-a")
+        other, _ = await create_key(ingress.sessions, tenant="bank-b")
+        app = create_app(settings, ingress=ingress)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
+            yield Api(client=client, ingress=ingress, settings=settings, key=key, other_key=other)
+
+
+def sms(**overrides: Any) -> dict[str, Any]:
+    return {"to": "+31612345678", "from": "MyBank", "body": "Your code is 123456", **overrides}
+
+
+async def queue_depth(broker_url: str, name: str) -> int:
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+
+
+@dataclass(frozen=True)
+class Queued:
+    body: bytes
+    message_id: str | None
+    headers: dict[str, Any]
+    persistent: bool
+
+
+async def drain(broker_url: str, name: str, *, expect: int, timeout_s: float = 10.0) -> list[Queued]:
+    """Consume (and ack) up to `expect` messages, or what is there when `timeout_s` ran out."""
+    got: list[Queued] = []
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=500)
+        queue = await channel.declare_queue(name, passive=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s), queue.iterator() as messages:
+                async for message in messages:
+                    await message.ack()
+                    got.append(
+                        Queued(
+                            body=message.body,
+                            message_id=message.message_id,
+                            headers=dict(message.headers or {}),
+                            persistent=message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
+                        )
+                    )
+                    if len(got) >= expect:
+                        break
+        # Anything beyond `expect` is a duplicate or a stray: take it too, briefly.
+        while True:
+            extra = await queue.get(no_ack=True, fail=False, timeout=2)
+            if extra is None:
+                break
+            got.append(
+                Queued(
+                    body=extra.body,
+                    message_id=extra.message_id,
+                    headers=dict(extra.headers or {}),
+                    persistent=extra.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
+                )
+            )
+    return got
+
+
+class TcpProxy:
+    """A local TCP proxy to the broker; `cut()` drops every connection and refuses new ones."""
+
+    def __init__(self, *, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def start(self, port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port or self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def restore(self) -> None:
+        await self.start(self.port)
+
+    async def close(self) -> None:
+        await self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update({writer, up_writer})
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.transport.abort()
+            self._writers.discard(dst)
