@@ -27,6 +27,7 @@ def status(
     if interval_s <= 0:
         raise ValidationFailed([{"field": "--interval", "message": "must be more than zero"}])
     config = settings()
+    output.quiet_broker_client_logs()
     with contextlib.suppress(KeyboardInterrupt):
         snap = asyncio.run(_status(config, watch=watch, as_json=as_json, interval_s=interval_s))
         if snap.broker != "ok":

@@ -309,6 +309,7 @@ async def _replay(
             await _dry_run(sessions, config, ids, dead_filter, to_site)
             return ReplayResult()
 
+        output.quiet_broker_client_logs()
         connection = await connect(config.broker, name="relay-dead-replay")
         async with connection:
             publisher = await ConfirmedPublisher.open(

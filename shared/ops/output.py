@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -91,3 +92,10 @@ def format_counts(counts: Mapping[str, int]) -> str:
     if not counts:
         return "none"
     return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+
+
+def quiet_broker_client_logs() -> None:
+    """The operator commands report a broker failure in one line of their own; the client's reconnect
+    chatter on stderr would bury it."""
+    for name in ("aio_pika", "aiormq"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -284,5 +284,6 @@ async def test_errors_are_one_line_with_exit_codes(
     no_broker = {**env, "RELAY_BROKER__URL": f"amqp://guest:guest@127.0.0.1:{closed}/"}
     broker_down = run_relay(["dead", "replay", job.id], env=no_broker)
     assert broker_down.returncode == 4, broker_down.stderr
-    assert "broker" in broker_down.stderr
+    assert broker_down.stderr.startswith("relay: cannot connect to the broker")
+    assert len(broker_down.stderr.strip().splitlines()) == 1
     assert (await fetch_dead(store_url, job.id)).replayed_at is None  # type: ignore[union-attr]
