@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -86,7 +87,7 @@ def test_segments() -> None:
     assert segments("é" * 71) == 2
 
 
-def answer_of(api: PlatformApi, payload: bytes) -> tuple[int, dict[str, object]]:
+def answer_of(api: PlatformApi, payload: bytes) -> tuple[int, dict[str, Any]]:
     response = asyncio.run(api.handle(post(payload)))
     assert response is not None
     return response.status, orjson.loads(response.body)
@@ -99,7 +100,7 @@ def test_invalid_number_and_past_validity_are_rejected_and_counted() -> None:
         api, body(msg("ok"), msg("bad", number="0612"), msg("old", validity="2001-01-01T00:00:00+00:00"))
     )
     assert status == 200
-    statuses = [(m["reference"], m["status"]) for m in answer["messages"]]  # type: ignore[attr-defined]
+    statuses = [(m["reference"], m["status"]) for m in answer["messages"]]
     assert statuses == [("ok", "Accepted"), ("bad", "Rejected"), ("old", "Rejected")]
     assert counters.stats()["rejected"] == 2
 
@@ -111,7 +112,7 @@ def test_reject_fault_is_deterministic_per_reference() -> None:
     first = answer_of(api, payload)[1]["messages"]
     second = answer_of(api, payload)[1]["messages"]
     assert first == second
-    rejected = sum(1 for m in first if m["status"] == "Rejected")  # type: ignore[attr-defined]
+    rejected = sum(1 for m in first if m["status"] == "Rejected")
     assert 10 <= rejected <= 50
 
 

@@ -1,0 +1,99 @@
+"""Jasmin /send: form fields and the classification of every answer (httpx.MockTransport).
+
+Jasmin itself cannot be installed on the test machines, so its answers are taken from its documentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from shared.model import Job, Outcome
+from workers.platforms.jasmin import JasminPlatform, classify_answer
+
+URL = "http://jasmin.test:1401/send"
+
+
+def job(**fields: object) -> Job:
+    base: dict[str, object] = {
+        "id": "m1",
+        "tenant": "t",
+        "to": "+31612345678",
+        "sender": "Bank",
+        "body": "hi",
+    }
+    return Job(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def jasmin(handler: Callable[[httpx.Request], httpx.Response]) -> JasminPlatform:
+    return JasminPlatform(
+        url=URL, username="u", password="p", timeout_s=1.0, transport=httpx.MockTransport(handler)
+    )
+
+
+async def test_gsm_message_is_a_form_post_with_content() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text='Success "07033084-5cfd-4812-90a4-e4d24ffb6e3d"')
+
+    (result,) = await jasmin(handler).send([job()])
+    assert result.outcome is Outcome.ACCEPTED
+    assert "07033084" in result.detail
+    form = parse_qs(seen[0].content.decode())
+    assert seen[0].method == "POST"
+    assert form == {
+        "username": ["u"],
+        "password": ["p"],
+        "to": ["+31612345678"],
+        "from": ["Bank"],
+        "content": ["hi"],
+        "coding": ["0"],
+    }
+
+
+def test_unicode_message_goes_as_ucs2_hex() -> None:
+    form = jasmin(lambda r: httpx.Response(200)).form(job(body="€a", encoding="ucs2"))
+    assert form["hex-content"] == "20ac0061"
+    assert form["coding"] == "8"
+    assert "content" not in form
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, b'Success "abc"', Outcome.ACCEPTED),
+        (200, b"Something else", Outcome.AMBIGUOUS),
+        (400, b'Error "Mandatory argument [to] is not found."', Outcome.REJECTED),
+        (403, b'Error "Authentication failure for username:u"', Outcome.REJECTED),
+        (412, b'Error "Cannot route message"', Outcome.REJECTED),
+        (500, b'Error "Internal error"', Outcome.UNAVAILABLE),
+        (503, b"", Outcome.UNAVAILABLE),
+        (404, b"Not found", Outcome.UNAVAILABLE),
+    ],
+)
+def test_answers(status: int, body: bytes, expected: Outcome) -> None:
+    result = classify_answer(status, body)
+    assert result.outcome is expected
+    if status != 200:
+        assert str(status) in result.detail
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (httpx.ConnectError("refused"), Outcome.UNAVAILABLE),
+        (httpx.ConnectTimeout("connect timed out"), Outcome.UNAVAILABLE),
+        (httpx.ReadTimeout("timed out"), Outcome.AMBIGUOUS),
+    ],
+)
+async def test_transport_failures(error: Exception, expected: Outcome) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    results = await jasmin(handler).send([job(id="a"), job(id="b")])
+    assert [r.outcome for r in results] == [expected, expected]

@@ -1,0 +1,122 @@
+"""Kannel sendsms: request parameters and the classification of every answer (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from shared.model import Job, Outcome
+from tests.kannel_harness import parse_fakesmsc_log
+from workers.platforms.kannel import KannelPlatform, classify_answer
+
+URL = "http://kannel.test/cgi-bin/sendsms"
+
+
+def job(**fields: object) -> Job:
+    base: dict[str, object] = {
+        "id": "m1",
+        "tenant": "t",
+        "to": "+31612345678",
+        "sender": "Bank",
+        "body": "hi",
+    }
+    return Job(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def kannel(handler: Callable[[httpx.Request], httpx.Response], **options: object) -> KannelPlatform:
+    return KannelPlatform(
+        url=URL,
+        username="u",
+        password="p",
+        timeout_s=1.0,
+        transport=httpx.MockTransport(handler),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_parameters_of_a_gsm_and_a_unicode_message() -> None:
+    platform = kannel(lambda r: httpx.Response(202), dlr_mask=31)
+    gsm = platform.params(job(expires_at=1000.0 + 601), now=1000.0)
+    assert gsm == {
+        "username": "u",
+        "password": "p",
+        "to": "+31612345678",
+        "from": "Bank",
+        "text": "hi",
+        "charset": "UTF-8",
+        "coding": "0",
+        "dlr-mask": "31",
+        "validity": "11",  # 601 s rounds up to 11 minutes
+    }
+    unicode = platform.params(job(body="€", encoding="ucs2"))
+    assert unicode["coding"] == "2"
+    assert unicode["charset"] == "UTF-8"
+    assert "validity" not in unicode  # no expiry set
+
+
+async def test_request_is_a_get_with_url_encoded_parameters() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, text="0: Accepted for delivery")
+
+    results = await kannel(handler).send([job(body="a&b=c +d")])
+    assert results[0].outcome is Outcome.ACCEPTED
+    assert seen[0].method == "GET"
+    assert seen[0].url.params["text"] == "a&b=c +d"
+    assert seen[0].url.params["to"] == "+31612345678"
+    assert kannel(handler).max_batch == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (202, b"0: Accepted for delivery", Outcome.ACCEPTED),
+        (202, b"3: Queued for later delivery", Outcome.ACCEPTED),
+        (200, b"0: Accepted for delivery", Outcome.ACCEPTED),
+        (202, b"4: something new", Outcome.AMBIGUOUS),
+        (403, b"Authorization failed for sendsms", Outcome.REJECTED),
+        (400, b"Missing receiver number, rejected", Outcome.REJECTED),
+        (503, b"Sending failed.", Outcome.UNAVAILABLE),
+        (500, b"Internal error", Outcome.AMBIGUOUS),
+    ],
+)
+def test_answers(status: int, body: bytes, expected: Outcome) -> None:
+    result = classify_answer(status, body)
+    assert result.outcome is expected
+    assert body.decode()[:10] in result.detail
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (httpx.ConnectError("refused"), Outcome.UNAVAILABLE),
+        (httpx.ReadTimeout("timed out"), Outcome.AMBIGUOUS),
+        (httpx.RemoteProtocolError("closed"), Outcome.AMBIGUOUS),
+    ],
+)
+async def test_transport_failures(error: Exception, expected: Outcome) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    results = await kannel(handler).send([job(id="a"), job(id="b")])
+    assert [r.outcome for r in results] == [expected, expected]
+
+
+def test_fakesmsc_log_lines_are_decoded() -> None:
+    log = (
+        "2026-11-26 05:59:37 [1] [0] INFO: fakesmsc starting\n"
+        "2026-11-26 05:59:39 [1] [0] DEBUG: Got message 1: <Bank +31612345678 text hello world>\n"
+        "2026-11-26 05:59:39 [1] [0] DEBUG: Got message 2: <Bank +316 ucs-2 %04%3F%04%40%00++%AC>\n"
+    )
+    first, second = parse_fakesmsc_log(log)
+    assert (first.sender, first.receiver, first.kind, first.text) == (
+        "Bank",
+        "+31612345678",
+        "text",
+        "hello world",
+    )
+    assert (second.kind, second.text) == ("ucs-2", "пр €")
