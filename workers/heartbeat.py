@@ -74,6 +74,7 @@ class HeartbeatSender:
                         body, content_type=CONTENT_TYPE, delivery_mode=DeliveryMode.NOT_PERSISTENT
                     ),
                     routing_key="",
+                    mandatory=False,
                 )
             except Exception as exc:  # the broker may be away; the next beat tries again
                 log.debug("heartbeat not sent", error=repr(exc))
