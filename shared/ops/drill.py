@@ -92,11 +92,11 @@ async def fetch_message(
 
 
 def ambiguous_in(message: dict[str, Any]) -> int:
-    """Ambiguous attempts in one message's status answer (its attempt history, or its counter)."""
-    attempts = message.get("attempts")
-    if isinstance(attempts, list):
-        return sum(1 for a in attempts if isinstance(a, dict) and a.get("outcome") == "ambiguous")
-    counter = message.get("ambiguous")
+    """Ambiguous attempts in one message's status answer: its attempt history, else its counter."""
+    history = message.get("history")
+    if isinstance(history, list):
+        return sum(1 for a in history if isinstance(a, dict) and a.get("outcome") == "ambiguous")
+    counter = message.get("possible_duplicates")
     return counter if isinstance(counter, int) else 0
 
 
@@ -126,6 +126,8 @@ class Drill:
         self._run_id = uuid.uuid4().hex[:8]
         self._statuses: dict[str, str] = {}
         self._killed: frozenset[int] = frozenset()
+        self.observation: Observation | None = None  # what the last run saw, for benchmarks' plots
+        self.send_rate_per_s = 0.0
 
     async def _check_ready(self) -> None:
         try:
@@ -198,23 +200,37 @@ class Drill:
         )
         self._say(
             f"drill {self._run_id}: {plan.messages} messages at {plan.rate_per_s:g}/s, "
-            f"fault {plan.fault!r} at site {plan.site} "
-            f"from {traffic.duration_s / 3:.1f} s to {2 * traffic.duration_s / 3:.1f} s"
+            f"fault {plan.fault!r} at site {plan.site} from message {plan.messages // 3} "
+            f"to message {2 * plan.messages // 3}"
         )
+        third = asyncio.Event()
+        two_thirds = asyncio.Event()
+
+        def progress(sent: int) -> None:
+            # The fault follows the traffic, not the clock, so it covers the middle third of the
+            # messages even when the ingress answers more slowly than the asked rate.
+            if sent >= plan.messages // 3:
+                third.set()
+            if sent >= 2 * plan.messages // 3:
+                two_thirds.set()
+
         tracker.start()
-        sending = asyncio.create_task(traffic.run())
+        sending_started = time.time()
+        sending = asyncio.create_task(traffic.run(on_progress=progress))
         fault_at = cleared_at = 0.0
         injected = False
         try:
-            await asyncio.sleep(traffic.duration_s / 3)
+            await third.wait()
             fault_at = await self._inject(sims, watcher)
             injected = True
-            await asyncio.sleep(max(0.0, traffic.duration_s / 3))
+            await two_thirds.wait()
             cleared_at = await self._clear(sims, watcher)
             injected = False
             result = await sending
+            self.send_rate_per_s = result.sent / max(time.time() - sending_started, 1e-6)
             self._say(
-                f"sent {result.sent}: {len(result.accepted)} accepted, refused {result.refused or 'none'}"
+                f"sent {result.sent} ({self.send_rate_per_s:.0f}/s): {len(result.accepted)} accepted, "
+                f"refused {result.refused or 'none'}"
             )
             tracker.track(result.accepted)
             await self._settle(tracker, key=key, accepted=list(result.accepted))
@@ -230,21 +246,20 @@ class Drill:
         missing = [m for m in result.accepted if m not in received]
         ambiguous = await self._ambiguous_attempts(key=key, ids=list(result.accepted))
         statuses = {m: s for m, s in self._statuses.items() if m in set(missing)}
-        return compute(
-            Observation(
-                accepted=result.accepted,
-                receipts=tracker.receipts(),
-                statuses=statuses,
-                fault_site=plan.site,
-                fault=plan.fault,
-                fault_at=fault_at,
-                cleared_at=cleared_at,
-                duplicate_counter_increase=_duplicate_increase(stats_before, stats_after),
-                ambiguous_attempts=ambiguous,
-                refused=result.refused,
-                delivered_status_counts=unobserved_sites,
-            )
+        self.observation = Observation(
+            accepted=result.accepted,
+            receipts=tracker.receipts(),
+            statuses=statuses,
+            fault_site=plan.site,
+            fault=plan.fault,
+            fault_at=fault_at,
+            cleared_at=cleared_at,
+            duplicate_counter_increase=_duplicate_increase(stats_before, stats_after),
+            ambiguous_attempts=ambiguous,
+            refused=result.refused,
+            delivered_status_counts=unobserved_sites,
         )
+        return compute(self.observation)
 
     async def _inject(self, sims: dict[str, SimulatorAdmin], watcher: HeartbeatWatcher | None) -> float:
         plan = self._plan
@@ -352,7 +367,7 @@ def render(verdict: Verdict, console: Console) -> None:
 
 async def _drill(plan: DrillPlan, *, as_json: bool) -> int:
     config = settings()
-    console = Console(stderr=as_json)
+    console = Console(stderr=as_json, log_path=False)
     say: Callable[[str], None] = (lambda _: None) if as_json else console.log
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=128)) as client:
         drill = Drill(config=config, plan=plan, client=client, say=say)
@@ -364,7 +379,12 @@ async def _drill(plan: DrillPlan, *, as_json: bool) -> int:
             Console(stderr=True).print(f"relay drill: {exc}")
             return EXIT_USAGE
     if as_json:
-        typer.echo(json.dumps(verdict.as_dict()))
+        run = {
+            "messages": plan.messages,
+            "rate_per_s": plan.rate_per_s,
+            "send_rate_per_s": drill.send_rate_per_s,
+        }
+        typer.echo(json.dumps(verdict.as_dict() | {"run": run}))
     else:
         render(verdict, console)
     return verdict.exit_code

@@ -1,0 +1,220 @@
+"""Cost of a backlog: publish N jobs into a site queue with nobody consuming, then start one worker and a
+simulated platform and watch it drain. Per size: publish rate, time to drain, delivery rate, and the
+worker's RSS while draining (it must stay flat: prefetch bounds what a worker holds, not the backlog).
+
+Also the ceiling the submit benchmark is compared with: raw aio-pika persistent, confirmed publishes to a
+quorum queue, `in_flight` at once. Run alone: `python -m bench.backlog --sizes 10000 100000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+from aio_pika.abc import DeliveryMode
+
+from bench.outage import BROKER_URL, RELAY, RssSampler, child, delete_topology, write_config
+from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT, encode_job
+from shared.model import Job, new_message_id
+from shared.settings import Settings, load_settings
+from shared.topology import declare, jobs_exchange, site_queue, topology_from
+
+IN_FLIGHT = 256
+SITE = "a"
+
+
+def backlog_job(index: int) -> Job:
+    now = time.time()
+    return Job(
+        id=new_message_id(),
+        tenant="bench",
+        to=f"+316{10_000_000 + index % 90_000_000}",
+        sender="BENCH",
+        body=f"backlog message {index}",
+        accepted_at=now,
+        expires_at=now + 3600,
+    )
+
+
+async def _publish_confirmed(
+    exchange: aio_pika.abc.AbstractExchange,
+    bodies: Any,
+    *,
+    routing_key: str,
+    in_flight: int,
+    headers: Any = None,
+) -> int:
+    slots = asyncio.Semaphore(in_flight)
+    count = 0
+
+    async def one(message: aio_pika.Message) -> None:
+        try:
+            await exchange.publish(message, routing_key=routing_key, mandatory=True)
+        finally:
+            slots.release()
+
+    tasks = []
+    for message_id, body in bodies:
+        await slots.acquire()
+        message = aio_pika.Message(
+            body, delivery_mode=DeliveryMode.PERSISTENT, message_id=message_id, headers=headers
+        )
+        tasks.append(asyncio.create_task(one(message)))
+        count += 1
+        if len(tasks) >= 10 * in_flight:
+            await asyncio.gather(*tasks)
+            tasks = []
+    await asyncio.gather(*tasks)
+    return count
+
+
+async def publish_ceiling(broker_url: str, *, count: int, in_flight: int = IN_FLIGHT) -> dict[str, float]:
+    """Raw aio-pika confirmed publishes of job-sized persistent messages to a fresh quorum queue."""
+    queue_name = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
+        try:
+            body = encode_job(backlog_job(0))
+            started = time.perf_counter()
+            await _publish_confirmed(
+                channel.default_exchange,
+                ((str(i), body) for i in range(count)),
+                routing_key=queue_name,
+                in_flight=in_flight,
+            )
+            elapsed_s = time.perf_counter() - started
+        finally:
+            await channel.queue_delete(queue_name)
+    return {
+        "count": count,
+        "in_flight": in_flight,
+        "seconds": round(elapsed_s, 3),
+        "per_s": round(count / elapsed_s),
+    }
+
+
+async def fill_backlog(settings: Settings, *, count: int) -> float:
+    """Publish `count` jobs to the site's queue exactly as the ingress does; seconds taken."""
+    connection = await aio_pika.connect(settings.broker.url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await declare(channel, topology_from(settings))
+        exchange = await channel.get_exchange(jobs_exchange(settings.broker.prefix))
+        headers = {H_ATTEMPT: 0, H_SITE_ATTEMPT: 0, H_SITE: SITE, H_ORIGIN: SITE}
+        started = time.perf_counter()
+        jobs = (backlog_job(i) for i in range(count))
+        await _publish_confirmed(
+            exchange,
+            ((job.id, encode_job(job)) for job in jobs),
+            routing_key=SITE,
+            in_flight=IN_FLIGHT,
+            headers=headers,
+        )
+        return time.perf_counter() - started
+
+
+async def queue_depth(settings: Settings) -> int:
+    connection = await aio_pika.connect(settings.broker.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(site_queue(settings.broker.prefix, SITE), passive=True)
+        return queue.declaration_result.message_count or 0
+
+
+def _wait_listening(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+def run_backlog(
+    size: int, *, directory: Path, broker_url: str = BROKER_URL, timeout_s: float = 600.0
+) -> dict[str, Any]:
+    """One backlog size, start to end, in a topology of its own that is deleted afterwards."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    config = write_config(directory, broker_url=broker_url, prefix=prefix, concurrency=64)
+    settings = load_settings(broker={"url": broker_url, "prefix": prefix})
+    relay = [*RELAY, "--config", str(config.path)]
+    admin_a = config.admin_url(SITE)
+    try:
+        publish_s = asyncio.run(fill_backlog(settings, count=size))
+        print(f"backlog {size}: published in {publish_s:.1f} s", file=sys.stderr)
+        sims = [
+            [
+                *relay,
+                "platform-sim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(config.platform_ports[site]),
+                "--admin-port",
+                str(config.admin_ports[site]),
+            ]
+            for site in ("a", "b")
+        ]
+        with (
+            child(sims[0], log=directory / "sim-a.log"),
+            child(sims[1], log=directory / "sim-b.log"),
+        ):
+            _wait_listening(f"{admin_a}/stats")
+            started = time.perf_counter()
+            with (
+                child(
+                    [*relay, "worker", "--site", SITE, "--metrics-port", "0"], log=directory / "worker.log"
+                ) as worker,
+                RssSampler(pids={"worker": worker.pid}) as rss,
+            ):
+                delivered = 0
+                deadline = time.monotonic() + timeout_s
+                while delivered < size and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    delivered = httpx.get(f"{admin_a}/stats", timeout=5).json()["unique"]
+                drain_s = time.perf_counter() - started
+            remaining = asyncio.run(queue_depth(settings))
+    finally:
+        asyncio.run(delete_topology(broker_url, settings))
+    samples = rss.samples.get("worker", [])
+    return {
+        "size": size,
+        "publish_s": round(publish_s, 2),
+        "publish_per_s": round(size / publish_s),
+        "delivered": delivered,
+        "left_in_queue": remaining,
+        "drain_s": round(drain_s, 2),
+        "delivery_per_s": round(delivered / drain_s),
+        "worker_rss": rss.summary_mb().get("worker", {}),
+        "worker_rss_samples": [[round(t, 2), r] for t, r in samples],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 200_000])
+    parser.add_argument("--ceiling-count", type=int, default=20_000)
+    args = parser.parse_args()
+    print(json.dumps({"ceiling": asyncio.run(publish_ceiling(BROKER_URL, count=args.ceiling_count))}))
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="relay-backlog-") as tmp:
+            result = run_backlog(size, directory=Path(tmp))
+        result.pop("worker_rss_samples")
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
