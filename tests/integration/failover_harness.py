@@ -103,6 +103,9 @@ class Simulator:
     def fault(self, mode: str, **options: Any) -> None:
         self._admin("POST", "/faults", {"mode": mode, **options})
 
+    def reset(self) -> None:
+        self._admin("POST", "/reset")
+
 
 @dataclass
 class Relay:
@@ -207,6 +210,7 @@ class JobPublisher:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publisher: ConfirmedPublisher | None = None
         self.published: list[Job] = []
+        self.site_of: dict[str, str] = {}
         self.records: list[AttemptRecord] = []
         self.dead: list[tuple[Job, dict[str, Any]]] = []
 
@@ -230,6 +234,7 @@ class JobPublisher:
             headers={H_ATTEMPT: 0, H_SITE_ATTEMPT: 0, H_SITE: site, H_ORIGIN: site},
         )
         self.published.append(job)
+        self.site_of[job.id] = site
 
     async def stream(
         self,

@@ -1,0 +1,173 @@
+"""Failover between two sites under every simulated platform fault, a killed worker and a stopped one.
+
+Real RabbitMQ, real `relay platform-sim` and `relay worker` processes. Each fault hits site a's platform
+while jobs stream to both sites; then it clears. Nothing accepted may be lost, duplicates may only come
+from ambiguous attempts, and site a must take work again afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.model import DeadReason, Status
+from tests.integration.failover_harness import (
+    FAST_WORKER,
+    JobPublisher,
+    Relay,
+    all_consuming,
+    make_job,
+    publisher,
+    rejected_for_good,
+    running_relay,
+    sigkill,
+    tally,
+    wait_for_consumers,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+STREAM_JOBS = 300
+STREAM_RATE_PER_S = 150.0
+FAULT_AFTER_S = 0.5
+FAULT_FOR_S = 2.0
+
+
+@pytest.fixture(scope="module")
+async def two_sites(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> AsyncIterator[Relay]:
+    async with running_relay(
+        tmp_path_factory.mktemp("failover"), broker_url=broker_url, workers={"a": 1, "b": 1}
+    ) as r:
+        yield r
+
+
+@pytest.fixture(autouse=True)
+async def healthy_platforms(two_sites: Relay) -> None:
+    for sim in two_sites.sims.values():
+        sim.fault("none")
+    await all_consuming(two_sites, timeout_s=30)
+    for sim in two_sites.sims.values():
+        sim.reset()
+
+
+async def _a_takes_work_again(r: Relay, jobs: JobPublisher, *, timeout_s: float = 20.0) -> bool:
+    before = r.sims["a"].stats()["received"]
+
+    async def a_received_more() -> bool:
+        for _ in range(5):
+            await jobs.publish(make_job(), site="a")
+        return r.sims["a"].stats()["received"] > before
+
+    return await wait_until(a_received_more, timeout_s=timeout_s, interval_s=0.5)
+
+
+FAULTS = [
+    pytest.param("down", {}, True, id="down"),
+    pytest.param("blackhole", {}, True, id="blackhole"),
+    pytest.param("error", {}, True, id="error"),
+    pytest.param("slow", {"latency_ms": 300}, False, id="slow"),
+    pytest.param("reject", {"share": 0.2}, False, id="reject"),
+    pytest.param("flaky", {"share": 0.5}, False, id="flaky"),
+]
+
+
+@pytest.mark.parametrize(("mode", "options", "fails_over"), FAULTS)
+async def test_fault_at_site_a_mid_stream_loses_nothing(
+    two_sites: Relay, mode: str, options: dict[str, float], fails_over: bool
+) -> None:
+    r = two_sites
+    async with publisher(r) as jobs:
+        stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
+        await asyncio.sleep(FAULT_AFTER_S)
+        r.sims["a"].fault(mode, **options)
+        fault_began = len(jobs.published)
+        await asyncio.sleep(FAULT_FOR_S)
+        during = {job.id for job in jobs.published[fault_began:] if jobs.site_of[job.id] == "a"}
+        r.sims["a"].fault("none")
+        await stream
+        assert await _a_takes_work_again(r, jobs), "site a took no work after its fault cleared\n" + r.logs()
+        assert await jobs.wait_all_final(timeout_s=40), r.logs()
+
+        dead = await jobs.dead_letters()
+        rejected = {job.id for job, verdict in dead if verdict["reason"] is DeadReason.REJECTED}
+        assert {verdict["reason"] for _, verdict in dead} <= {DeadReason.REJECTED}, dead
+        if mode == "reject":
+            assert rejected, "a reject fault of share 0.2 over a stream rejects some"
+            assert all(rejected_for_good(i, options["share"]) for i in rejected)
+        else:
+            assert not rejected
+        records = await jobs.events()
+        result = tally(jobs.published, r.sims, records, excluded=rejected)
+        result.assert_no_loss_and_only_ambiguous_duplicates()
+        finals = await jobs.final_statuses()
+        assert all(set(statuses) == {Status.DELIVERED} for i, statuses in finals.items() if i not in rejected)
+        if fails_over:
+            # Site a's jobs published while its platform failed went out through site b.
+            taken_by_b = during & set(r.sims["b"].references())
+            assert len(taken_by_b) >= len(during) // 2, (len(taken_by_b), len(during))
+
+
+async def test_both_sites_down_then_one_back_delivers_everything(two_sites: Relay) -> None:
+    r = two_sites
+    r.sims["a"].fault("down")
+    r.sims["b"].fault("down")
+    async with publisher(r) as jobs:
+        await jobs.stream(100, rate_per_s=200)
+        await asyncio.sleep(2.0)
+        received = sum(sim.stats()["received"] for sim in r.sims.values())
+        assert received == 0
+        finals = await jobs.final_statuses()
+        assert not finals, "nothing can be final while both platforms are down"
+        r.sims["b"].fault("none")
+        assert await jobs.wait_all_final(timeout_s=40), r.logs()
+        records = await jobs.events()
+        result = tally(jobs.published, r.sims, records)
+        result.assert_no_loss_and_only_ambiguous_duplicates()
+        assert set(r.sims["b"].references()) >= {job.id for job in jobs.published}
+        assert all(set(s) == {Status.DELIVERED} for s in (await jobs.final_statuses()).values())
+
+
+async def test_sigkill_of_a_worker_mid_stream_loses_nothing(two_sites: Relay) -> None:
+    r = two_sites
+    victim = r.start_worker("a")
+    async with publisher(r) as jobs:
+        await wait_for_consumers(jobs, {"a": 3, "b": 3}, timeout_s=30)
+        stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
+        await asyncio.sleep(1.0)
+        sigkill(victim)
+        await stream
+        assert await jobs.wait_all_final(timeout_s=30), r.logs()
+        records = await jobs.events()
+        result = tally(jobs.published, r.sims, records)
+        # Jobs the killed worker had sent but not acked are redelivered: the only duplicates a kill can
+        # add, at most what it held (own and standby prefetch).
+        held_at_most = 2 * int(FAST_WORKER["concurrency"])
+        result.assert_no_loss_and_only_ambiguous_duplicates(extra_allowed=held_at_most)
+
+
+async def test_sigterm_of_a_worker_mid_stream_loses_nothing_and_exits_in_grace(two_sites: Relay) -> None:
+    r = two_sites
+    leaving = r.start_worker("a")
+    async with publisher(r) as jobs:
+        await wait_for_consumers(jobs, {"a": 3, "b": 3}, timeout_s=30)
+        # A slow platform keeps requests in flight at the moment of the SIGTERM.
+        r.sims["a"].fault("slow", latency_ms=200)
+        stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
+        await asyncio.sleep(1.0)
+        began = time.monotonic()
+        leaving.terminate()
+        exit_code = await asyncio.to_thread(leaving.wait, 30)
+        took_s = time.monotonic() - began
+        await stream
+        assert exit_code == 0
+        assert took_s < float(FAST_WORKER["grace_s"]), took_s
+        r.sims["a"].fault("none")
+        assert await jobs.wait_all_final(timeout_s=30), r.logs()
+        records = await jobs.events()
+        result = tally(jobs.published, r.sims, records)
+        # A graceful stop finishes or hands back what it holds: no duplicate at all beyond ambiguous ones.
+        result.assert_no_loss_and_only_ambiguous_duplicates()
