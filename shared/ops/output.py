@@ -72,7 +72,7 @@ def json_default(value: Any) -> Any:
 
 
 def json_line(obj: Mapping[str, Any]) -> str:
-    return orjson.dumps(obj, default=json_default).decode()
+    return orjson.dumps(obj, default=json_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
 def write_lines(lines: Iterable[str], stream: TextIO | None = None) -> None:
