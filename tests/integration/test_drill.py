@@ -1,0 +1,134 @@
+"""`relay drill` against a real `relay up` deployment: every fault once, nothing lost; and a deployment
+that does lose messages within the drill's bound, which the drill must report with exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from shared.settings import load_settings
+from shared.topology import topology_from
+from tests.helpers import RELAY, free_port
+from tests.integration.test_launcher_up import Deployment, relay_up
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DRILL_MESSAGES = 240
+DRILL_RATE = 80
+
+
+async def _delete_topology(broker_url: str, prefix: str) -> None:
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        topology = topology_from(load_settings(broker={"url": broker_url, "prefix": prefix}))
+        for spec in topology.queues():
+            await channel.queue_delete(spec.name)
+        for name, _ in topology.exchanges():
+            await channel.exchange_delete(name)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterator[Deployment]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        with relay_up(tmp_path_factory.mktemp("drill"), broker_url=broker_url, prefix=prefix) as up:
+            yield up
+    finally:
+        asyncio.run(_delete_topology(broker_url, prefix))
+
+
+def run_drill(up: Deployment, *args: str, timeout_s: float = 120) -> tuple[int, dict[str, Any], str]:
+    completed = subprocess.run(
+        [*RELAY, "--config", str(up.config), "drill", "--json", "--run-dir", str(up.run_dir), *args],
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    stdout = completed.stdout.decode()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    assert lines, (
+        f"drill printed no JSON (exit {completed.returncode}): {stdout}\n{completed.stderr.decode()}"
+    )
+    return completed.returncode, json.loads(lines[-1]), completed.stderr.decode()
+
+
+@pytest.mark.parametrize("fault", ["down", "blackhole", "error", "kill-worker"])
+def test_drill_loses_nothing_under_each_fault(deployment: Deployment, fault: str) -> None:
+    code, verdict, stderr = run_drill(
+        deployment,
+        "--site",
+        "a",
+        "--fault",
+        fault,
+        "--messages",
+        str(DRILL_MESSAGES),
+        "--rate",
+        str(DRILL_RATE),
+        "--settle-timeout-s",
+        "60",
+    )
+    assert verdict["accepted"] > 0, verdict
+    assert verdict["lost"] == 0, verdict
+    assert code == 0, (verdict, stderr[-2000:])
+    assert verdict["delivered"] + sum(verdict["dead_lettered"].values()) == verdict["accepted"]
+    # The other site took over: it delivered more than its round-robin half.
+    assert verdict["delivered_per_site"]["b"] > verdict["accepted"] // 2, verdict
+    assert verdict["failover_gap_s"] is not None and verdict["failover_gap_s"] < 30, verdict
+    assert verdict["recovery_s"] is not None, verdict
+
+
+def test_drill_reports_messages_a_frozen_worker_holds_as_lost_with_exit_1(deployment: Deployment) -> None:
+    # Site b's worker is frozen: it keeps the jobs the broker already gave it and sends none. Within the
+    # drill's short bound those messages arrive nowhere, and the drill must say so.
+    frozen = deployment.child_pids["worker-b-1"]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        code, verdict, _ = run_drill(
+            deployment,
+            "--site",
+            "a",
+            "--fault",
+            "down",
+            "--messages",
+            "90",
+            "--rate",
+            "60",
+            "--settle-timeout-s",
+            "4",
+        )
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert verdict["lost"] > 0, verdict
+    assert verdict["unsettled"] > 0, verdict
+    assert len(verdict["lost_ids"]) == min(verdict["lost"], 20)
+    assert code == 1
+
+
+def test_drill_refuses_platforms_that_are_not_simulators(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        f'[sites.a]\nurl = "http://127.0.0.1:{free_port()}/v1.0/message"\n'
+        f'sim_admin_url = "http://127.0.0.1:{free_port()}"\n'
+        '[sites.b]\nurl = "https://platform.example.com/v1.0/message"\n'
+    )
+    completed = subprocess.run(
+        [*RELAY, "--config", str(config), "drill", "--fault", "down", "--json", "--run-dir", str(tmp_path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    answer = json.loads(completed.stdout.decode().splitlines()[-1])
+    assert "not simulators" in answer["refused"]
+    assert "site b has no sim_admin_url" in answer["refused"]
