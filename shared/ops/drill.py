@@ -382,7 +382,7 @@ async def _drill(plan: DrillPlan, *, as_json: bool) -> int:
         run = {
             "messages": plan.messages,
             "rate_per_s": plan.rate_per_s,
-            "send_rate_per_s": drill.send_rate_per_s,
+            "send_rate_per_s": round(drill.send_rate_per_s, 1),
         }
         typer.echo(json.dumps(verdict.as_dict() | {"run": run}))
     else:
