@@ -300,7 +300,8 @@ class StatusReader:
                     .where(Attempt.at >= since, Attempt.outcome == Outcome.ACCEPTED.value)
                     .group_by(Attempt.site)
                 )
-                rates = {site: round(n / RATE_WINDOW_S, 2) for site, n in rows.all()}
+                rates = dict.fromkeys(self._config.site_names, 0.0)
+                rates.update({site: round(n / RATE_WINDOW_S, 2) for site, n in rows.all()})
         except STORE_ERRORS as exc:
             return "down", str(store_error(exc)), {"total": UNKNOWN, "by_reason": {}}, {}
         return "ok", None, {"total": sum(counts.values()), "by_reason": counts}, rates
