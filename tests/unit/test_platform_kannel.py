@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
@@ -120,3 +121,29 @@ def test_fakesmsc_log_lines_are_decoded() -> None:
         "hello world",
     )
     assert (second.kind, second.text) == ("ucs-2", "пр €")
+
+
+async def test_requests_in_flight_never_exceed_the_concurrency() -> None:
+    in_flight = 0
+    most = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(202, text="0: Accepted for delivery")
+
+    platform = KannelPlatform(
+        url=URL,
+        username="u",
+        password="p",
+        timeout_s=1.0,
+        concurrency=3,
+        transport=httpx.MockTransport(handler),
+    )
+    results = await platform.send([job(id=f"m{n}") for n in range(20)])
+    await platform.aclose()
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 20
+    assert most == 3

@@ -13,8 +13,8 @@ from shared.model import Job, Outcome
 from workers.platforms.base import Result
 from workers.platforms.http_client import (
     TRANSPORT_ERRORS,
+    ClientPool,
     classify_transport_error,
-    make_client,
     short,
 )
 
@@ -24,6 +24,7 @@ MAX_BATCH = 100
 _CONTENT_REFUSED = frozenset({400, 413, 422})
 # Answers that say the platform is not taking traffic now (overload, maintenance, throttling).
 _NOT_TAKING = frozenset({408, 425, 429, 503})
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class HttpJsonPlatform:
@@ -44,7 +45,7 @@ class HttpJsonPlatform:
         self.max_batch = batch_size
         self._url = url
         self._token = token or ""
-        self._client = make_client(timeout_s=timeout_s, concurrency=concurrency, transport=transport)
+        self._clients = ClientPool(url=url, timeout_s=timeout_s, size=concurrency, transport=transport)
 
     async def send(self, jobs: Sequence[Job]) -> list[Result]:
         results: list[Result] = []
@@ -53,15 +54,13 @@ class HttpJsonPlatform:
         return results
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
     async def _send_batch(self, jobs: Sequence[Job]) -> list[Result]:
+        content = encode_submit(jobs, token=self._token)
         try:
-            response = await self._client.post(
-                self._url,
-                content=encode_submit(jobs, token=self._token),
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-            )
+            async with self._clients.client() as client:
+                response = await client.post(self._url, content=content, headers=_HEADERS)
         except TRANSPORT_ERRORS as exc:
             return [classify_transport_error(exc)] * len(jobs)
         results = classify_answer(response.status_code, response.content, jobs)

@@ -9,7 +9,7 @@ import httpx
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http_client import TRANSPORT_ERRORS, classify_transport_error, make_client, short
+from workers.platforms.http_client import TRANSPORT_ERRORS, ClientPool, classify_transport_error, short
 
 CODING_DEFAULT = 0  # SMSC default alphabet
 CODING_UCS2 = 8
@@ -34,13 +34,13 @@ class JasminPlatform:
         self._url = url
         self._username = username
         self._password = password
-        self._client = make_client(timeout_s=timeout_s, concurrency=concurrency, transport=transport)
+        self._clients = ClientPool(url=url, timeout_s=timeout_s, size=concurrency, transport=transport)
 
     async def send(self, jobs: Sequence[Job]) -> list[Result]:
         return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
     def form(self, job: Job) -> dict[str, str]:
         form = {"username": self._username, "password": self._password, "to": job.to, "from": job.sender}
@@ -53,7 +53,8 @@ class JasminPlatform:
 
     async def _send_one(self, job: Job) -> Result:
         try:
-            response = await self._client.post(self._url, data=self.form(job))
+            async with self._clients.client() as client:
+                response = await client.post(self._url, data=self.form(job))
         except TRANSPORT_ERRORS as exc:
             return classify_transport_error(exc)
         return classify_answer(response.status_code, response.content)

@@ -11,7 +11,7 @@ import httpx
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http_client import TRANSPORT_ERRORS, classify_transport_error, make_client, short
+from workers.platforms.http_client import TRANSPORT_ERRORS, ClientPool, classify_transport_error, short
 
 # Kannel's own answers to a sendsms request that it took.
 _TAKEN_PREFIXES = ("0:", "3:")  # "0: Accepted for delivery", "3: Queued for later delivery"
@@ -39,13 +39,13 @@ class KannelPlatform:
         self._username = username
         self._password = password
         self._dlr_mask = dlr_mask
-        self._client = make_client(timeout_s=timeout_s, concurrency=concurrency, transport=transport)
+        self._clients = ClientPool(url=url, timeout_s=timeout_s, size=concurrency, transport=transport)
 
     async def send(self, jobs: Sequence[Job]) -> list[Result]:
         return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
     def params(self, job: Job, *, now: float | None = None) -> dict[str, str]:
         params = {
@@ -68,7 +68,8 @@ class KannelPlatform:
 
     async def _send_one(self, job: Job) -> Result:
         try:
-            response = await self._client.get(self._url, params=self.params(job))
+            async with self._clients.client() as client:
+                response = await client.get(self._url, params=self.params(job))
         except TRANSPORT_ERRORS as exc:
             return classify_transport_error(exc)
         return classify_answer(response.status_code, response.content)
