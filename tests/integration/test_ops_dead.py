@@ -6,6 +6,10 @@ import asyncio
 import csv
 import io
 import json
+import os
+import pty
+import select
+import subprocess
 import time
 from datetime import timedelta
 
@@ -14,7 +18,7 @@ import pytest
 
 from shared.envelope import H_ATTEMPT, H_ORIGIN, H_REPLAY, H_SITE, H_SITE_ATTEMPT, decode_job
 from shared.topology import site_queue
-from tests.helpers import free_port
+from tests.helpers import RELAY, free_port
 from tests.integration.ops_support import (
     attempt_row,
     dead_row,
@@ -287,3 +291,48 @@ async def test_errors_are_one_line_with_exit_codes(
     assert broker_down.stderr.startswith("relay: cannot connect to the broker")
     assert len(broker_down.stderr.strip().splitlines()) == 1
     assert (await fetch_dead(store_url, job.id)).replayed_at is None  # type: ignore[union-attr]
+
+
+def converse_on_a_terminal(args: list[str], *, env: dict[str, str], answer: bytes) -> tuple[int, str]:
+    """Run `relay` with a pseudo-terminal as stdin/stdout, answer its prompt, return (exit code, output)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*RELAY, *args], env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the child closed the terminal: it has exited
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and b"[y/N]" in seen:
+                os.write(master, answer)
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        return proc.wait(timeout=10), seen.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_purge_on_a_terminal_asks_and_a_no_deletes_nothing(store_url: str, env: dict[str, str]) -> None:
+    old = make_job()
+    await insert(store_url, [dead_row(old, dead_ago=timedelta(days=30))])
+
+    code, seen = converse_on_a_terminal(["dead", "purge", "--older-than", "7d"], env=env, answer=b"n\n")
+    assert "Delete 1 dead letters" in seen
+    assert code == 1 and "nothing deleted" in seen
+    assert await fetch_dead(store_url, old.id) is not None
+
+    code, seen = converse_on_a_terminal(["dead", "purge", "--older-than", "7d"], env=env, answer=b"y\n")
+    assert code == 0 and "deleted 1 dead letters" in seen
+    assert await fetch_dead(store_url, old.id) is None

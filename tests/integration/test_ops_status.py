@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from datetime import timedelta
 
@@ -155,3 +156,32 @@ def test_status_with_the_broker_down_prints_what_it_knows_and_exits_4(
     assert result.returncode == 4
     assert "broker down  store ok" in result.stdout
     assert result.stderr.startswith("relay: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_watch_writes_one_snapshot_per_interval_until_interrupted(
+    broker_url: str, prefix: str, store_url: str, broker_cleanup: None
+) -> None:
+    env = relay_env(broker_url=broker_url, prefix=prefix, store_url=store_url)
+    proc = await asyncio.create_subprocess_exec(
+        *RELAY, "status", "--watch", "--json", "--interval", "0.3", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        snapshots = []
+        while len(snapshots) < 3:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+            assert line, (await proc.stderr.read()).decode() if proc.stderr else "no output"
+            if line.strip():
+                snapshots.append(json.loads(line))
+        assert proc.returncode is None  # still watching after three snapshots
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), timeout=15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0
+    assert all(s["broker"] == "ok" and s["prefix"] == prefix for s in snapshots)
+    # Nothing was declared under this prefix, and status declares nothing: the depths are unknown.
+    assert all(site["ready"] is None for s in snapshots for site in s["sites"])
