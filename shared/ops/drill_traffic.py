@@ -24,7 +24,7 @@ def submit_body(*, to: str, sender: str, text: str, reference: str | None = None
 
 def drill_number(index: int) -> str:
     """A valid Dutch mobile number per message, so numbers differ without ever being invalid."""
-    return f"+316{10_000_000 + index % 90_000_000}"
+    return f"+316{10_000_000 + index % 10_000_000}"
 
 
 def message_id_from(answer: Any) -> str | None:
