@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import RELAY
 from tests.platform_sim_harness import RunningSim, running_sim
+from workers.simulator.http11 import HttpServer, Request, Response
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +185,21 @@ def test_relay_platform_sim_command_serves_and_stops_cleanly_on_sigterm(tmp_path
         assert sim.stats()["received"] == 1
     assert sim.process.returncode == 0  # the harness sent SIGTERM: a clean stop exits 0
     assert "Traceback" not in log.read_text()
+
+
+async def test_a_failing_handler_answers_500_and_closes() -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("bug")
+
+    server = HttpServer(host="127.0.0.1", port=0, handler=broken)
+    await server.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"http://127.0.0.1:{server.port}/v1.0/message", content=b"{}")
+        assert response.status_code == 500
+        assert (
+            "messages" not in response.json()
+        )  # nothing claimed either way: the client must call it ambiguous
+        assert response.headers["connection"] == "close"
+    finally:
+        await server.stop()

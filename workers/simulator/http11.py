@@ -16,6 +16,10 @@ from http import HTTPStatus
 
 import orjson
 
+from shared.logs import get_logger
+
+log = get_logger("relay.platform_sim.http")
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Requests parsed but not yet answered on one connection before reading pauses (backpressure).
@@ -178,7 +182,14 @@ class HttpProtocol(asyncio.Protocol):
             if self._paused and len(self._pending) < MAX_QUEUED_REQUESTS // 2 and self._transport is not None:
                 self._paused = False
                 self._transport.resume_reading()
-            response = await self._handler(request)
+            try:
+                response = await self._handler(request)
+            except Exception:
+                # A bug in a handler must not leave the client hanging. No "messages" in the body: the
+                # client cannot know what was taken, which is what a real platform's crash looks like.
+                log.exception("request handler failed", path=request.path)
+                response = json_response(500, {"errorCode": 999, "details": "internal error"})
+                request.keep_alive = False
             if self._closing or self._transport is None:
                 return
             if response is None:
