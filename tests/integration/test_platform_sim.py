@@ -172,6 +172,10 @@ def test_reset_clears_counters(sim: RunningSim) -> None:
     stats = sim.stats()
     assert (stats["received"], stats["unique"], stats["duplicates"]) == (3, 2, 1)
     assert sim.references() == ["a", "b"]
+    httpx.post(sim.url, content=submit_body("c", "b"), timeout=5).raise_for_status()
+    assert sim.admin("GET", "/references?since=2") == {"references": ["c"], "total": 3}
+    assert sim.admin("GET", "/references?since=9") == {"references": [], "total": 3}
+    assert httpx.get(sim.admin_url + "/references?since=-1", timeout=5).status_code == 400
     sim.admin("POST", "/reset")
     assert sim.stats() == {"received": 0, "unique": 0, "duplicates": 0, "accepted": 0, "rejected": 0}
     assert sim.references() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -26,7 +27,7 @@ class AdminApi:
         if route == ("GET", "/stats"):
             return json_response(200, self._counters.stats())
         if route == ("GET", "/references"):
-            return json_response(200, {"references": self._counters.references()})
+            return self._references(request)
         if route == ("GET", "/faults"):
             return json_response(200, self._current_fault().as_dict())
         if route == ("POST", "/faults"):
@@ -40,6 +41,14 @@ class AdminApi:
         if route[1] in known:
             return json_response(405, {"error": f"{request.method} not allowed on {route[1]}"})
         return json_response(404, {"error": f"no such endpoint {request.path}"})
+
+    def _references(self, request: Request) -> Response:
+        # `?since=N` returns only what came after the first N, so a poller need not fetch everything again.
+        raw = parse_qs(request.query).get("since", ["0"])[-1]
+        if not raw.isdigit():
+            return json_response(400, {"error": "since must be a whole number"})
+        references = self._counters.references(int(raw))
+        return json_response(200, {"references": references, "total": self._counters.unique})
 
     async def _set_fault(self, request: Request) -> Response:
         try:

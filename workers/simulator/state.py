@@ -60,7 +60,8 @@ class Counters:
     """Messages received, by reference; a reference seen again is a duplicate."""
 
     def __init__(self) -> None:
-        self._first_seen: dict[str, None] = {}  # insertion-ordered set
+        self._seen: set[str] = set()
+        self._order: list[str] = []  # references in order of first receipt
         self.received = 0
         self.accepted = 0
         self.rejected = 0
@@ -71,14 +72,17 @@ class Counters:
             self.accepted += 1
         else:
             self.rejected += 1
-        self._first_seen.setdefault(reference, None)
+        if reference not in self._seen:
+            self._seen.add(reference)
+            self._order.append(reference)
 
     @property
     def unique(self) -> int:
-        return len(self._first_seen)
+        return len(self._order)
 
-    def references(self) -> list[str]:
-        return list(self._first_seen)
+    def references(self, since: int = 0) -> list[str]:
+        """Unique references in order of first receipt, from position `since` on."""
+        return self._order[since:]
 
     def stats(self) -> dict[str, int]:
         return {
@@ -90,5 +94,6 @@ class Counters:
         }
 
     def reset(self) -> None:
-        self._first_seen.clear()
+        self._seen.clear()
+        self._order.clear()
         self.received = self.accepted = self.rejected = 0
