@@ -1,0 +1,184 @@
+"""Each benchmark figure against its target, and by how much a missed one is missed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Worker memory is "flat" when the largest backlog costs at most this much more than the smallest.
+FLAT_RSS_GROWTH = 1.25
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetCheck:
+    name: str
+    value: float | None
+    target: float
+    comparison: str  # ">=" or "<" or "<="
+    unit: str
+    met: bool | None  # None: the figure could not be measured
+    missed_by: str | None  # e.g. "0.12 x ceiling (24% short)"
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(
+    name: str, value: float | None, *, target: float, comparison: str, unit: str, source: str
+) -> TargetCheck:
+    if value is None:
+        return TargetCheck(
+            name=name,
+            value=None,
+            target=target,
+            comparison=comparison,
+            unit=unit,
+            met=None,
+            missed_by="not measured",
+            source=source,
+        )
+    if comparison == ">=":
+        met = value >= target
+        gap = target - value
+    elif comparison == "<":
+        met = value < target
+        gap = value - target
+    elif comparison == "<=":
+        met = value <= target
+        gap = value - target
+    else:
+        raise ValueError(f"unknown comparison {comparison!r}")
+    missed_by = None
+    if not met:
+        relative = abs(gap) / target * 100 if target else float("inf")
+        direction = "short" if comparison == ">=" else "over"
+        missed_by = f"{abs(gap):.3g} {unit} ({relative:.0f}% {direction})"
+    return TargetCheck(
+        name=name,
+        value=round(value, 4),
+        target=target,
+        comparison=comparison,
+        unit=unit,
+        met=met,
+        missed_by=missed_by,
+        source=source,
+    )
+
+
+def _get(data: Any, *path: str | int) -> Any:
+    for key in path:
+        in_dict = isinstance(data, dict) and key in data
+        in_list = isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data)
+        if not (in_dict or in_list):
+            return None
+        data = data[key]
+    return data
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    if isinstance(numerator, int | float) and isinstance(denominator, int | float) and denominator:
+        return float(numerator) / float(denominator)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and value == value else None  # NaN is not a figure
+
+
+def evaluate(sections: dict[str, Any], *, blackhole_timeout_s: float) -> list[TargetCheck]:
+    """Every target of the suite, from whatever sections ran."""
+    submit = sections.get("submit") or {}
+    e2e = sections.get("e2e") or {}
+    outage = sections.get("outage") or {}
+    backlog = sections.get("backlog") or {}
+    ceiling = _get(submit, "ceiling", "per_s")
+    checks = [
+        check(
+            "single submits vs confirmed-publish ceiling",
+            _ratio(_get(submit, "single", "per_s"), ceiling),
+            target=0.5,
+            comparison=">=",
+            unit="x ceiling",
+            source="bench_submit single.per_s / ceiling.per_s",
+        ),
+        check(
+            "batch submits vs confirmed-publish ceiling",
+            _ratio(_get(submit, "batch", "per_s"), ceiling),
+            target=0.8,
+            comparison=">=",
+            unit="x ceiling",
+            source="bench_submit batch.per_s / ceiling.per_s",
+        ),
+        check(
+            "submit p99 latency at 500/s offered",
+            _number(_get(submit, "paced", "p99_ms")),
+            target=20.0,
+            comparison="<",
+            unit="ms",
+            source="bench_submit paced.p99_ms",
+        ),
+        check(
+            "end-to-end single (batch_size 1)",
+            _number(_get(e2e, "single", "delivered_per_s")),
+            target=2000.0,
+            comparison=">=",
+            unit="msg/s",
+            source="bench_e2e single.delivered_per_s",
+        ),
+        check(
+            "end-to-end batched (batch_size 100)",
+            _number(_get(e2e, "batched", "delivered_per_s")),
+            target=5000.0,
+            comparison=">=",
+            unit="msg/s",
+            source="bench_e2e batched.delivered_per_s",
+        ),
+        check(
+            "failover gap, platform refusing connections",
+            _number(_get(outage, "down", "verdict", "failover_gap_s")),
+            target=2.0,
+            comparison="<",
+            unit="s",
+            source="outage down: drill failover gap (longest hold-up of a message by the fault)",
+        ),
+        check(
+            "failover gap, platform black-holed",
+            _number(_get(outage, "blackhole", "verdict", "failover_gap_s")),
+            target=blackhole_timeout_s + 1.0,
+            comparison="<",
+            unit="s",
+            source=f"outage blackhole: drill failover gap; platform timeout {blackhole_timeout_s:g} s + 1 s",
+        ),
+    ]
+    for fault in ("down", "blackhole"):
+        checks.append(
+            check(
+                f"messages lost through the {fault} outage",
+                _number(_get(outage, fault, "verdict", "lost")),
+                target=0.0,
+                comparison="<=",
+                unit="messages",
+                source=f"outage {fault}: drill verdict lost",
+            )
+        )
+    sizes = [s for s in backlog.get("sizes", []) if _get(s, "worker_rss", "max_mb")]
+    growth = None
+    if len(sizes) >= 2:
+        smallest = min(sizes, key=lambda s: s["size"])
+        largest = max(sizes, key=lambda s: s["size"])
+        growth = _ratio(largest["worker_rss"]["max_mb"], smallest["worker_rss"]["max_mb"])
+        label = f"{largest['size']:,} vs {smallest['size']:,} queued"
+    else:
+        label = "largest vs smallest backlog"
+    checks.append(
+        check(
+            f"worker memory growth with backlog ({label})",
+            growth,
+            target=FLAT_RSS_GROWTH,
+            comparison="<=",
+            unit="x RSS",
+            source="backlog: worker max RSS at the largest size / at the smallest",
+        )
+    )
+    return checks
