@@ -9,6 +9,10 @@ import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
+from typer.testing import CliRunner
+
+from shared import cli
+from shared.errors import RelayError
 from shared.model import Job
 from shared.settings import StoreSettings
 from shared.store.engine import make_engine, make_sessionmaker
@@ -135,3 +139,26 @@ def run_relay(
         timeout=timeout_s,
         check=False,
     )
+
+
+_plugins_registered = False
+
+
+def invoke_relay(args: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`relay ARGS` in this process (much faster than a child), with `shared.cli.main`'s error handling:
+    a `RelayError` becomes one `relay: ...` line on stderr and its exit code. Commands run `asyncio.run`,
+    so async tests call this through `asyncio.to_thread`."""
+    global _plugins_registered
+    if not _plugins_registered:
+        cli._register_plugins()
+        _plugins_registered = True
+    overrides: dict[str, str | None] = {k: v for k, v in env.items() if k.startswith("RELAY_")}
+    overrides.update({k: None for k in os.environ if k.startswith("RELAY_") and k not in overrides})
+    result = CliRunner().invoke(cli.app, args, env=overrides, catch_exceptions=True)
+    code, stderr = result.exit_code, result.stderr
+    if isinstance(result.exception, RelayError):
+        code = cli.exit_code_for(result.exception)
+        stderr += f"relay: {result.exception}\n"
+    elif result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["relay", *args], code, result.stdout, stderr)

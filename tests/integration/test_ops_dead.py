@@ -25,6 +25,7 @@ from tests.integration.ops_support import (
     fetch_dead,
     fetch_message,
     insert,
+    invoke_relay,
     make_job,
     message_row,
     relay_env,
@@ -37,6 +38,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def env(broker_url: str, prefix: str, store_url: str) -> dict[str, str]:
     return relay_env(broker_url=broker_url, prefix=prefix, store_url=store_url)
+
+
+async def relay(args: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(invoke_relay, args, env=env)
 
 
 def json_lines(text: str) -> list[dict]:
@@ -75,25 +80,25 @@ async def test_list_filters_json_and_table(store_url: str, env: dict[str, str]) 
         ],
     )
 
-    everything = run_relay(["dead", "list", "--json"], env=env)
+    everything = await relay(["dead", "list", "--json"], env=env)
     assert everything.returncode == 0, everything.stderr
     rows = json_lines(everything.stdout)
     assert {r["id"] for r in rows} == {j.id for j in [*acme, other, old]}
     assert rows[-1]["id"] == old.id  # newest first
     assert all("counts" not in r for r in rows)
 
-    def ids(*args: str) -> set[str]:
-        result = run_relay(["dead", "list", "--json", *args], env=env)
+    async def ids(*args: str) -> set[str]:
+        result = await relay(["dead", "list", "--json", *args], env=env)
         assert result.returncode == 0, result.stderr
         return {r["id"] for r in json_lines(result.stdout)}
 
-    assert ids("--reason", "rejected") == {j.id for j in acme}
-    assert ids("--site", "b") == {other.id}
-    assert ids("--tenant", "globex") == {other.id}
-    assert ids("--since", "1d") == {j.id for j in [*acme, other]}
-    assert ids("--limit", "2") == {acme[0].id, acme[1].id}  # dead 1 and 2 minutes ago: the newest
+    assert await ids("--reason", "rejected") == {j.id for j in acme}
+    assert await ids("--site", "b") == {other.id}
+    assert await ids("--tenant", "globex") == {other.id}
+    assert await ids("--since", "1d") == {j.id for j in [*acme, other]}
+    assert await ids("--limit", "2") == {acme[0].id, acme[1].id}  # dead 1 and 2 minutes ago: the newest
 
-    table = run_relay(["dead", "list"], env=env)
+    table = await relay(["dead", "list"], env=env)
     assert table.returncode == 0, table.stderr
     for job in [*acme, other, old]:
         assert job.id in table.stdout
@@ -114,7 +119,7 @@ async def test_show_masks_unless_revealed(store_url: str, env: dict[str, str]) -
             ),
         ],
     )
-    shown = run_relay(["dead", "show", job.id, "--json"], env=env)
+    shown = await relay(["dead", "show", job.id, "--json"], env=env)
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["reason"] == "rejected"
@@ -126,11 +131,11 @@ async def test_show_masks_unless_revealed(store_url: str, env: dict[str, str]) -
         ("b", "rejected", "24: invalid destination"),
     ]
 
-    revealed = json.loads(run_relay(["dead", "show", job.id, "--json", "--reveal"], env=env).stdout)
+    revealed = json.loads((await relay(["dead", "show", job.id, "--json", "--reveal"], env=env)).stdout)
     assert revealed["message"]["to"] == job.to
     assert revealed["message"]["body"] == job.body
 
-    table = run_relay(["dead", "show", job.id], env=env)
+    table = await relay(["dead", "show", job.id], env=env)
     assert table.returncode == 0, table.stderr
     assert "24: invalid destination" in table.stdout
     assert job.body not in table.stdout
@@ -143,7 +148,7 @@ async def test_replay_publishes_the_job_once_and_refuses_a_second(
     await insert(store_url, [dead_row(job, reason="expired"), message_row(job, status="expired")])
 
     before_s = time.time()
-    result = run_relay(["dead", "replay", job.id], env=env)
+    result = await relay(["dead", "replay", job.id], env=env)
     assert result.returncode == 0, result.stderr
     assert "replayed 1 (a 1)" in result.stdout
 
@@ -169,13 +174,13 @@ async def test_replay_publishes_the_job_once_and_refuses_a_second(
     stored = await fetch_message(store_url, job.id)
     assert stored is not None and stored.status == "accepted"
 
-    again = run_relay(["dead", "replay", job.id], env=env)
+    again = await relay(["dead", "replay", job.id], env=env)
     assert again.returncode == 2
     assert "already replayed" in again.stderr and "--force" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     assert await get_all(broker_url, site_queue(prefix, "a"), wait_s=0.3) == []
 
-    forced = run_relay(["dead", "replay", job.id, "--force", "--to-site", "b"], env=env)
+    forced = await relay(["dead", "replay", job.id, "--force", "--to-site", "b"], env=env)
     assert forced.returncode == 0, forced.stderr
     [moved] = await get_all(broker_url, site_queue(prefix, "b"))
     assert moved.message_id == job.id and moved.headers[H_REPLAY] == 2 and moved.headers[H_SITE] == "b"
@@ -189,32 +194,32 @@ async def test_replay_all_with_filters_and_dry_run(
     rejected = [make_job() for _ in range(4)]
     expired = make_job()
     await insert(store_url, [*(dead_row(j) for j in rejected), dead_row(expired, site="b", reason="expired")])
-    dry = run_relay(["dead", "replay", "--all", "--reason", "rejected", "--dry-run"], env=env)
+    dry = await relay(["dead", "replay", "--all", "--reason", "rejected", "--dry-run"], env=env)
     assert dry.returncode == 0, dry.stderr
     assert "4 would be replayed" in dry.stdout
     assert all(f"would replay {j.id} to site a" in dry.stdout for j in rejected)
     assert (await fetch_dead(store_url, rejected[0].id)).replayed_at is None  # type: ignore[union-attr]
 
-    result = run_relay(["dead", "replay", "--all", "--reason", "rejected"], env=env)
+    result = await relay(["dead", "replay", "--all", "--reason", "rejected"], env=env)
     assert result.returncode == 0, result.stderr
     got = await get_all(broker_url, site_queue(prefix, "a"))
     assert sorted(m.message_id for m in got) == sorted(j.id for j in rejected)
     assert (await fetch_dead(store_url, expired.id)).replayed_at is None  # type: ignore[union-attr]
 
     # Already replayed ones are left out of a second --all.
-    again = run_relay(["dead", "replay", "--all", "--reason", "rejected"], env=env)
+    again = await relay(["dead", "replay", "--all", "--reason", "rejected"], env=env)
     assert again.returncode == 0 and "replayed 0" in again.stdout
 
 
 async def test_replay_refuses_unknown_site_and_bad_arguments(store_url: str, env: dict[str, str]) -> None:
     job = make_job()
     await insert(store_url, [dead_row(job, site="gone")])
-    result = run_relay(["dead", "replay", job.id], env=env)
+    result = await relay(["dead", "replay", job.id], env=env)
     assert result.returncode == 2 and "not configured" in result.stderr
     assert (await fetch_dead(store_url, job.id)).replayed_at is None  # type: ignore[union-attr]
-    both = run_relay(["dead", "replay", job.id, "--all"], env=env)
+    both = await relay(["dead", "replay", job.id, "--all"], env=env)
     assert both.returncode == 2 and "not both" in both.stderr
-    bad_site = run_relay(["dead", "replay", job.id, "--to-site", "z"], env=env)
+    bad_site = await relay(["dead", "replay", job.id, "--to-site", "z"], env=env)
     assert bad_site.returncode == 2 and "--to-site" in bad_site.stderr
 
 
@@ -228,12 +233,12 @@ async def test_purge_asks_unless_yes(store_url: str, env: dict[str, str]) -> Non
             dead_row(recent, dead_ago=timedelta(hours=1)),
         ],
     )
-    refused = run_relay(["dead", "purge", "--older-than", "7d"], env=env)  # stdin is not a terminal
+    refused = await relay(["dead", "purge", "--older-than", "7d"], env=env)  # stdin is not a terminal
     assert refused.returncode == 2
     assert "without --yes" in refused.stderr
     assert await fetch_dead(store_url, old[0].id) is not None
 
-    done = run_relay(["dead", "purge", "--older-than", "7d", "--yes"], env=env)
+    done = await relay(["dead", "purge", "--older-than", "7d", "--yes"], env=env)
     assert done.returncode == 0, done.stderr
     assert "deleted 2 dead letters" in done.stdout
     assert await fetch_dead(store_url, old[0].id) is None
@@ -245,7 +250,7 @@ async def test_export_jsonl_and_csv_of_thousands(store_url: str, env: dict[str, 
     await insert(store_url, [dead_row(j, dead_ago=timedelta(seconds=i)) for i, j in enumerate(jobs)])
     expected = {j.id for j in jobs}
 
-    jsonl = run_relay(["dead", "export", "--format", "jsonl"], env=env)
+    jsonl = await relay(["dead", "export", "--format", "jsonl"], env=env)
     assert jsonl.returncode == 0, jsonl.stderr
     records = json_lines(jsonl.stdout)
     assert len(records) == 3000 and {r["id"] for r in records} == expected
@@ -253,7 +258,7 @@ async def test_export_jsonl_and_csv_of_thousands(store_url: str, env: dict[str, 
     assert all(r["job"]["to"].count("*") == 6 for r in records)
     assert "+31610000000" not in jsonl.stdout
 
-    as_csv = run_relay(["dead", "export", "--format", "csv", "--reveal"], env=env)
+    as_csv = await relay(["dead", "export", "--format", "csv", "--reveal"], env=env)
     assert as_csv.returncode == 0, as_csv.stderr
     table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert len(table) == 3000 and {r["id"] for r in table} == expected
@@ -268,18 +273,19 @@ async def test_errors_are_one_line_with_exit_codes(
     job = make_job()
     await insert(store_url, [dead_row(job)])
 
-    missing = run_relay(["dead", "show", "0" * 32], env=env)
+    missing = await relay(["dead", "show", "0" * 32], env=env)
     assert missing.returncode == 3 and "no dead letter" in missing.stderr
 
-    bad_since = run_relay(["dead", "list", "--since", "2 fortnights"], env=env)
+    bad_since = await relay(["dead", "list", "--since", "2 fortnights"], env=env)
     assert bad_since.returncode == 2 and "--since" in bad_since.stderr
     assert len(bad_since.stderr.strip().splitlines()) == 1
 
-    bad_reason = run_relay(["dead", "list", "--reason", "lost"], env=env)
+    bad_reason = await relay(["dead", "list", "--reason", "lost"], env=env)
     assert bad_reason.returncode == 2 and "--reason" in bad_reason.stderr
 
     closed = free_port()
     no_store = {**env, "RELAY_STORE__URL": f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/none"}
+    # The last two through a child process: `relay` itself prints the one line and exits with the code.
     store_down = run_relay(["dead", "list"], env=no_store)
     assert store_down.returncode == 5, store_down.stderr
     assert store_down.stderr.startswith("relay: the store cannot be reached")
