@@ -20,9 +20,8 @@ from shared.model import AttemptRecord
 log = get_logger(__name__)
 
 MAX_RECORDS_PER_MESSAGE = 100
-# A batch the broker refuses is tried again, backing off, before its jobs are given up as unconfirmed.
-PUBLISH_TRIES = 6
 FIRST_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 2.0
 
 
 class EventSink:
@@ -66,25 +65,32 @@ class EventSink:
                 return
 
     async def _publish(self, chunk: list[tuple[AttemptRecord, asyncio.Future[None]]]) -> None:
+        # Tried again until confirmed: the jobs these records describe were delivered, and giving up would
+        # hand them back to their queue to be delivered a second time. Only a closing sink gives up; its
+        # jobs then stay unacked and the broker redelivers them when the connection closes.
         body = encode_events([record for record, _ in chunk])
         backoff_s = FIRST_BACKOFF_S
-        error: Exception | None = None
-        for _ in range(PUBLISH_TRIES):
+        while True:
             try:
                 await self._publisher.publish(body, exchange=self._exchange, routing_key="")
             except TransientError as exc:
-                error = exc
-                log.warning("event publish failed", error=str(exc), records=len(chunk))
+                log.warning("event publish failed; trying again", error=str(exc), records=len(chunk))
+                if self._closing:
+                    _fail(chunk, exc)
+                    return
                 await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 2.0)
+                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
                 continue
             for _, future in chunk:
                 if not future.done():
                     future.set_result(None)
             return
-        for _, future in chunk:
-            if not future.done():
-                future.set_exception(error or TransientError("event publish failed"))
-                # Retrieved here too so an abandoned future never logs "exception never retrieved".
-                with contextlib.suppress(BaseException):
-                    future.exception()
+
+
+def _fail(chunk: list[tuple[AttemptRecord, asyncio.Future[None]]], error: Exception) -> None:
+    for _, future in chunk:
+        if not future.done():
+            future.set_exception(error)
+            # Retrieved here too so an abandoned future never logs "exception never retrieved".
+            with contextlib.suppress(BaseException):
+                future.exception()

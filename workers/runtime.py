@@ -43,8 +43,12 @@ from workers.policy import DeliveryState, GiveUp, Retry, after_failure
 
 log = get_logger(__name__)
 
-# AMQP's prefetch count is a 16-bit field.
-MAX_PREFETCH = 65_535
+# Most jobs one consumer holds. Batching platforms want several full requests' worth; more only floods
+# the event loop with deliveries and delays the publisher confirms the acks wait for.
+MAX_PREFETCH = 1000
+# Confirms the worker waits for (retries, dead letters, events). Not the ingress's short submit timeout:
+# a worker has no spool to fall back on, and giving up early turns a slow broker into duplicates.
+MIN_CONFIRM_TIMEOUT_S = 15.0
 # Time kept back from the grace period to flush events and close the connection.
 CLOSE_MARGIN_S = 0.5
 PROBE_GET_TIMEOUT_S = 2.0
@@ -83,6 +87,9 @@ class Worker:
         self._topology = topology_from(settings)
         self._prefix = settings.broker.prefix
         self.metrics = metrics or WorkerMetrics(site=site)
+        # Labelled children looked up once: `labels()` per message shows in profiles.
+        self._deliveries = {o: self.metrics.deliveries.labels(site=site, outcome=o.value) for o in Outcome}
+        self._in_flight_gauge = self.metrics.in_flight.labels(site=site)
         self._metrics_port = metrics_port
         self.breaker = CircuitBreaker(
             failure_threshold=settings.worker.breaker_failure_threshold,
@@ -111,11 +118,11 @@ class Worker:
     @property
     def own_prefetch_count(self) -> int:
         # One request slot can carry a whole batch, so a batching platform gets full requests.
-        return min(self._concurrency * self._max_batch, MAX_PREFETCH)
+        return max(self._concurrency, min(self._concurrency * self._max_batch, MAX_PREFETCH))
 
     @property
     def standby_prefetch_count(self) -> int:
-        return min(self._worker_settings.standby_prefetch_count or self.own_prefetch_count, MAX_PREFETCH)
+        return self._worker_settings.standby_prefetch_count or self.own_prefetch_count
 
     @property
     def circuit(self) -> CircuitState:
@@ -144,7 +151,8 @@ class Worker:
     async def _open(self) -> None:
         self._connection = await connect(self._settings.broker, name=f"relay-worker-{self.site}")
         self._publisher = await ConfirmedPublisher.open(
-            self._connection, confirm_timeout_s=self._settings.broker.confirm_timeout_s
+            self._connection,
+            confirm_timeout_s=max(MIN_CONFIRM_TIMEOUT_S, self._settings.broker.confirm_timeout_s),
         )
         await declare(self._publisher.channel, self._topology)
         own_channel = await self._consume_channel(self.own_prefetch_count)
@@ -242,7 +250,7 @@ class Worker:
     async def _hold(self, message: AbstractIncomingMessage, queue_site: str) -> Held | None:
         """Track a delivered message; a body that is no job is dead-lettered at once."""
         self.in_flight += 1
-        self.metrics.in_flight.labels(site=self.site).set(self.in_flight)
+        self._in_flight_gauge.set(self.in_flight)
         state = DeliveryState.from_headers(message.headers, queue_site=queue_site)
         try:
             job = decode_job(message.body)
@@ -295,10 +303,37 @@ class Worker:
                 to_send.append(held)
         if to_send:
             results, latency_ms = await self._send(to_send)
+            accepted: list[Held] = []
             for held, result in zip(to_send, results, strict=True):
-                settling.append(asyncio.ensure_future(self._settle(held, result, latency_ms)))
+                if result.outcome is Outcome.ACCEPTED:
+                    accepted.append(held)
+                else:
+                    settling.append(asyncio.ensure_future(self._settle(held, result, latency_ms)))
+            if accepted:
+                settling.append(asyncio.ensure_future(self._settle_accepted(accepted, latency_ms)))
         if settling:
             await asyncio.gather(*settling)
+
+    async def _settle_accepted(self, batch: list[Held], latency_ms: float) -> None:
+        """The common case in bulk: one confirmed event batch, then the acks."""
+        assert self._sink is not None
+        self._deliveries[Outcome.ACCEPTED].inc(len(batch))
+        self._breaker_success()
+        accepted = Result(Outcome.ACCEPTED, "")
+        confirms = [
+            self._sink.record(
+                self._record(held, held.state.attempt + 1, accepted, latency_ms, Status.DELIVERED)
+            )
+            for held in batch
+        ]
+        outcomes = await asyncio.gather(*confirms, return_exceptions=True)
+        for held, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("event not confirmed; job goes back to its queue", message_id=held.job.id)
+                await self._nack(held)
+            else:
+                self.delivered_total += 1
+                await self._ack(held)
 
     async def _send(self, jobs: Sequence[Held]) -> tuple[list[Result], float]:
         started = time.perf_counter()
@@ -316,7 +351,7 @@ class Worker:
         return results, elapsed_s * 1000
 
     async def _settle(self, held: Held, result: Result, latency_ms: float) -> None:
-        self.metrics.deliveries.labels(site=self.site, outcome=result.outcome.value).inc()
+        self._deliveries[result.outcome].inc()
         attempt = held.state.attempt + 1
         if result.outcome is Outcome.ACCEPTED:
             self._breaker_success()
@@ -449,7 +484,7 @@ class Worker:
     def _release(self, held: Held) -> None:
         held.settled = True
         self.in_flight -= 1
-        self.metrics.in_flight.labels(site=self.site).set(self.in_flight)
+        self._in_flight_gauge.set(self.in_flight)
 
     async def _ack(self, held: Held) -> None:
         if held.settled:

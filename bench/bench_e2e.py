@@ -1,0 +1,470 @@
+"""End to end through the workers: publish to the broker -> `relay worker` -> simulated platforms (receipt).
+
+Jobs are published straight to the jobs exchange (as the ingress would, persistent and confirmed), not
+submitted over HTTP: this measures the workers; the ingress has its own submit benchmark.
+
+Scenarios, each bounded in count and time, everything on 127.0.0.1 and stopped at the end:
+  single     batch_size 1: delivered messages/s from first publish to last receipt
+  batched    batch_size 100: the same
+  kannel     baseline: two real Kannels (bearerbox + smsbox + fakesmsc), sendsms GETs from many
+             concurrent keep-alive clients; accepted/s and delivered-to-fakesmsc/s, and the relay's ratio
+  failover   the gap from site a's platform going down (refused connections, then a black hole) to site
+             a's jobs arriving at site b's platform
+  rss        a worker's RSS while it works through a backlog of N queued jobs (prefetch bounds it)
+
+Run: `python -m bench.bench_e2e [--quick]`. Prints one JSON document. Figures on a shared machine are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import httpx
+import psutil
+
+from shared.model import Job
+from tests.helpers import RELAY, free_port, spawned, wait_for_port
+from tests.integration.failover_harness import (
+    SITES,
+    JobPublisher,
+    Simulator,
+    delete_topology,
+    make_job,
+    wait_for_consumers,
+    write_toml,
+)
+from tests.kannel_harness import KannelInstance, running_kannel
+
+PUBLISH_IN_FLIGHT = 256
+POLL_S = 0.02
+
+
+def _sims(stack: contextlib.ExitStack, tmp: Path) -> dict[str, Simulator]:
+    sims = {site: Simulator(site=site, port=free_port(), admin_port=free_port()) for site in SITES}
+    for sim in sims.values():
+        sim.proc = stack.enter_context(
+            spawned(
+                [*RELAY, "platform-sim", "--port", str(sim.port), "--admin-port", str(sim.admin_port)],
+                log=tmp / f"sim-{sim.site}.log",
+            )
+        )
+    for sim in sims.values():
+        wait_for_port(sim.admin_port, timeout_s=30)
+        wait_for_port(sim.port, timeout_s=30)
+    return sims
+
+
+def _config(
+    tmp: Path,
+    *,
+    broker_url: str,
+    prefix: str,
+    sims: dict[str, Simulator],
+    batch_size: int,
+    timeout_s: float,
+    concurrency: int,
+) -> Path:
+    sections: dict[str, dict[str, Any]] = {
+        "broker": {"url": broker_url, "prefix": prefix, "confirm_timeout_s": 5.0},
+        "log": {"level": "WARNING", "json": True},
+        "worker": {"concurrency": concurrency, "metrics_port": 0, "grace_s": 5.0},
+    }
+    for site, sim in sims.items():
+        sections[f"sites.{site}"] = {"url": sim.url, "timeout_s": timeout_s, "batch_size": batch_size}
+    return write_toml(tmp / f"{prefix}.toml", sections)
+
+
+@contextlib.contextmanager
+def _workers(tmp: Path, config: Path, per_site: int, sites: tuple[str, ...] = SITES) -> Iterator[list[Any]]:
+    with contextlib.ExitStack() as stack:
+        procs = [
+            stack.enter_context(
+                spawned(
+                    [*RELAY, "--config", str(config), "worker", "--site", site, "--metrics-port", "0"],
+                    log=tmp / f"worker-{site}-{i}.log",
+                )
+            )
+            for site in sites
+            for i in range(per_site)
+        ]
+        yield procs
+
+
+def _cpu_s(procs: list[Any]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(proc.pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def _publish_fast(jobs: JobPublisher, items: list[tuple[Job, str]]) -> float:
+    """Publish with many confirms outstanding; returns the seconds it took."""
+    began = time.perf_counter()
+    gate = asyncio.Semaphore(PUBLISH_IN_FLIGHT)
+
+    async def one(job: Job, site: str) -> None:
+        async with gate:
+            await jobs.publish(job, site=site)
+
+    await asyncio.gather(*(one(job, site) for job, site in items))
+    return time.perf_counter() - began
+
+
+async def _received(sims: dict[str, Simulator], client: httpx.AsyncClient) -> int:
+    total = 0
+    for sim in sims.values():
+        total += (await client.get(sim.admin_url + "/stats")).json()["unique"]
+    return total
+
+
+async def throughput(
+    tmp: Path,
+    sims: dict[str, Simulator],
+    *,
+    broker_url: str,
+    batch_size: int,
+    count: int,
+    per_site: int,
+    concurrency: int,
+    deadline_s: float,
+) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    config = _config(
+        tmp,
+        broker_url=broker_url,
+        prefix=prefix,
+        sims=sims,
+        batch_size=batch_size,
+        timeout_s=5.0,
+        concurrency=concurrency,
+    )
+    for sim in sims.values():
+        sim.fault("none")
+        sim.reset()
+    try:
+        async with JobPublisher(broker_url, prefix, config) as jobs, httpx.AsyncClient() as client:
+            with _workers(tmp, config, per_site) as procs:
+                await wait_for_consumers(jobs, dict.fromkeys(SITES, per_site * len(SITES)), timeout_s=60)
+                items = [(make_job(), SITES[i % len(SITES)]) for i in range(count)]
+                cpu_before_s = _cpu_s(procs)
+                began = time.perf_counter()
+                publish_task = asyncio.create_task(_publish_fast(jobs, items))
+                received = 0
+                while time.perf_counter() - began < deadline_s:
+                    received = await _received(sims, client)
+                    if received >= count:
+                        break
+                    await asyncio.sleep(POLL_S)
+                elapsed_s = time.perf_counter() - began
+                worker_cpu_s = _cpu_s(procs) - cpu_before_s
+                publish_s = await publish_task
+        return {
+            "batch_size": batch_size,
+            "workers_per_site": per_site,
+            "concurrency": concurrency,
+            "messages": count,
+            "delivered": received,
+            "seconds": round(elapsed_s, 2),
+            "delivered_per_s": round(received / elapsed_s, 1),
+            "published_per_s": round(count / publish_s, 1),
+            # CPU the workers spent per delivered message: the fairer figure on a shared machine.
+            "worker_cpu_ms_per_message": round(1000 * worker_cpu_s / max(1, received), 3),
+            "complete": received >= count,
+        }
+    finally:
+        await delete_topology(broker_url, config)
+
+
+def _kannel_binaries() -> dict[str, str] | None:
+    binaries = {
+        "bearerbox": shutil.which("bearerbox") or "/usr/sbin/bearerbox",
+        "smsbox": shutil.which("smsbox") or "/usr/sbin/smsbox",
+        "fakesmsc": "/usr/lib/kannel/test/fakesmsc",
+    }
+    return binaries if all(Path(p).exists() for p in binaries.values()) else None
+
+
+async def kannel_baseline(tmp: Path, *, count: int, clients: int, deadline_s: float) -> dict[str, Any]:
+    binaries = _kannel_binaries()
+    if binaries is None:
+        return {"skipped": "Kannel (kannel, kannel-extras) is not installed"}
+    with contextlib.ExitStack() as stack:
+        kannels: list[KannelInstance] = [
+            stack.enter_context(running_kannel(tmp / f"kannel-{site}", binaries)) for site in SITES
+        ]
+        accepted = 0
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        began = time.perf_counter()
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+            gate = asyncio.Semaphore(clients)
+
+            async def one(i: int) -> bool:
+                kannel = kannels[i % len(kannels)]
+                params = {
+                    "username": kannel.username,
+                    "password": kannel.password,
+                    "to": "+31612345678",
+                    "from": "Relay",
+                    "text": f"bench {i}",
+                }
+                async with gate:
+                    response = await client.get(kannel.sendsms_url, params=params)
+                return response.status_code < 300 and response.text.startswith(("0:", "3:"))
+
+            results = await asyncio.gather(*(one(i) for i in range(count)))
+            accepted = sum(results)
+        accept_s = time.perf_counter() - began
+        delivered = 0
+        while time.perf_counter() - began < deadline_s:
+            delivered = sum(len(k.received()) for k in kannels)
+            if delivered >= accepted:
+                break
+            await asyncio.sleep(0.1)
+        delivered_s = time.perf_counter() - began
+    return {
+        "messages": count,
+        "clients": clients,
+        "accepted": accepted,
+        "accepted_per_s": round(accepted / accept_s, 1),
+        "delivered_to_fakesmsc": delivered,
+        "delivered_per_s": round(delivered / delivered_s, 1),
+    }
+
+
+async def failover_gap(
+    tmp: Path,
+    sims: dict[str, Simulator],
+    *,
+    broker_url: str,
+    mode: str,
+    timeout_s: float,
+    rate_per_s: float,
+    concurrency: int,
+) -> dict[str, Any]:
+    """Jobs stream to site a only; then a's platform fails.
+
+    `first_via_b_s`: from the fault to site b's platform receiving the first job it had not received before.
+    `held_recovered_s`: from the fault until every job published before it has reached some platform: the
+    jobs a's worker held when its platform failed are the ones that wait longest.
+    """
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    config = _config(
+        tmp,
+        broker_url=broker_url,
+        prefix=prefix,
+        sims=sims,
+        batch_size=1,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+    )
+    for sim in sims.values():
+        sim.fault("none")
+        sim.reset()
+    try:
+        async with JobPublisher(broker_url, prefix, config) as jobs:
+            with _workers(tmp, config, 1):
+                await wait_for_consumers(jobs, {"a": 2, "b": 2}, timeout_s=60)
+                stream = asyncio.create_task(
+                    jobs.stream(int(rate_per_s * 30), rate_per_s=rate_per_s, sites=("a",))
+                )
+                await asyncio.sleep(2.0)
+                b_before = set(sims["b"].references())
+                began = time.perf_counter()
+                sims["a"].fault(mode)
+                before_fault = {job.id for job in jobs.published}
+                first_via_b_s: float | None = None
+                held_recovered_s: float | None = None
+                while time.perf_counter() - began < timeout_s + 15:
+                    b_now = set(sims["b"].references())
+                    now_s = time.perf_counter() - began
+                    if first_via_b_s is None and b_now - b_before:
+                        first_via_b_s = now_s
+                    if before_fault <= b_now | set(sims["a"].references()):
+                        held_recovered_s = now_s
+                        if first_via_b_s is not None:
+                            break
+                    await asyncio.sleep(POLL_S)
+                stream.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stream
+                sims["a"].fault("none")
+        return {
+            "mode": mode,
+            "site_timeout_s": timeout_s,
+            "stream_per_s": rate_per_s,
+            "first_via_b_s": _round(first_via_b_s),
+            "held_recovered_s": _round(held_recovered_s),
+            "b_received_before_fault": len(b_before),
+        }
+    finally:
+        await delete_topology(broker_url, config)
+
+
+async def rss_with_backlog(
+    tmp: Path, sims: dict[str, Simulator], *, broker_url: str, backlog: int, watch_s: float, concurrency: int
+) -> dict[str, Any]:
+    """Queue `backlog` jobs for site a, nobody consuming; start one worker, sample its RSS as it drains."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    config = _config(
+        tmp,
+        broker_url=broker_url,
+        prefix=prefix,
+        sims=sims,
+        batch_size=1,
+        timeout_s=5.0,
+        concurrency=concurrency,
+    )
+    for sim in sims.values():
+        sim.fault("none")
+        sim.reset()
+    try:
+        async with JobPublisher(broker_url, prefix, config) as jobs:
+            publish_s = await _publish_fast(jobs, [(make_job(), "a") for _ in range(backlog)])
+            jobs.published.clear()  # 200,000 jobs need not stay in this process
+            with _workers(tmp, config, 1, sites=("a",)) as procs:
+                proc = psutil.Process(procs[0].pid)
+                await wait_for_consumers(jobs, {"a": 1}, timeout_s=60)
+                samples: list[float] = []
+                began = time.perf_counter()
+                while time.perf_counter() - began < watch_s + 60 and len(samples) < watch_s / 0.25:
+                    with contextlib.suppress(psutil.Error):
+                        samples.append(proc.memory_info().rss / 2**20)
+                    await asyncio.sleep(0.25)
+                delivered = sims["a"].stats()["unique"]
+                remaining = await jobs.queue_depth(f"{prefix}.site.a")
+        started = samples[: max(1, len(samples) // 5)]
+        return {
+            "backlog": backlog,
+            "published_per_s": round(backlog / publish_s, 1),
+            "watched_s": watch_s,
+            "delivered_while_watched": delivered,
+            "still_queued": remaining,
+            "rss_mb_first_fifth_max": round(max(started), 1) if samples else None,
+            "rss_mb_max": round(max(samples), 1) if samples else None,
+            "rss_mb_last": round(samples[-1], 1) if samples else None,
+        }
+    finally:
+        await delete_topology(broker_url, config)
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    broker_url = args.broker_url
+    with TemporaryDirectory(prefix="bench-e2e-") as raw, contextlib.ExitStack() as stack:
+        tmp = Path(raw)
+        sims = _sims(stack, tmp)
+        report: dict[str, Any] = {
+            "what": "publish to the broker -> relay worker -> simulated platform receipt (no HTTP submit)",
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "caveat": "measured on a machine whose cores are shared with other work: figures are noisy",
+        }
+        report["single"] = await throughput(
+            tmp,
+            sims,
+            broker_url=broker_url,
+            batch_size=1,
+            count=args.count,
+            per_site=args.workers_per_site,
+            concurrency=args.concurrency,
+            deadline_s=args.deadline_s,
+        )
+        report["batched"] = await throughput(
+            tmp,
+            sims,
+            broker_url=broker_url,
+            batch_size=100,
+            count=args.count_batched,
+            per_site=args.workers_per_site,
+            concurrency=args.concurrency,
+            deadline_s=args.deadline_s,
+        )
+        report["kannel"] = await kannel_baseline(
+            tmp, count=args.kannel_count, clients=args.kannel_clients, deadline_s=args.deadline_s
+        )
+        kannel_rate = report["kannel"].get("delivered_per_s")
+        if kannel_rate:
+            report["ratio_to_kannel"] = {
+                "single": round(report["single"]["delivered_per_s"] / kannel_rate, 2),
+                "batched": round(report["batched"]["delivered_per_s"] / kannel_rate, 2),
+            }
+        report["failover"] = [
+            await failover_gap(
+                tmp,
+                sims,
+                broker_url=broker_url,
+                mode=mode,
+                timeout_s=args.failover_timeout_s,
+                rate_per_s=args.failover_rate,
+                concurrency=args.concurrency,
+            )
+            for mode in ("down", "blackhole")
+        ]
+        report["rss"] = await rss_with_backlog(
+            tmp,
+            sims,
+            broker_url=broker_url,
+            backlog=args.backlog,
+            watch_s=args.rss_watch_s,
+            concurrency=args.concurrency,
+        )
+        report["targets"] = {
+            "single_delivered_per_s": 2000,
+            "batched_delivered_per_s": 5000,
+            "failover_held_recovered_down_s": 2.0,
+            "failover_held_recovered_blackhole_s": args.failover_timeout_s + 1.0,
+        }
+        return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--quick", action="store_true", help="small counts: checks the bench works")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--count-batched", type=int, default=40_000)
+    parser.add_argument("--kannel-count", type=int, default=10_000)
+    parser.add_argument("--kannel-clients", type=int, default=64)
+    parser.add_argument("--workers-per-site", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--failover-timeout-s", type=float, default=2.0)
+    parser.add_argument("--failover-rate", type=float, default=300.0)
+    parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument("--rss-watch-s", type=float, default=15.0)
+    parser.add_argument("--deadline-s", type=float, default=120.0)
+    args = parser.parse_args()
+    if args.quick:
+        args.count, args.count_batched, args.kannel_count = 2_000, 4_000, 1_000
+        args.backlog, args.rss_watch_s = 10_000, 5.0
+    try:
+        report = asyncio.run(run(args))
+    except Exception as exc:
+        print(json.dumps({"error": repr(exc)}), file=sys.stderr)
+        raise
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
