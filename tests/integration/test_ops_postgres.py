@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -14,6 +16,7 @@ from tests.integration.ops_support import (
     dead_row,
     fetch_dead,
     insert,
+    invoke_relay,
     make_job,
     message_row,
     relay_env,
@@ -23,6 +26,10 @@ from tests.integration.ops_support import (
 pytestmark = pytest.mark.integration
 
 ADMIN_DSN = os.environ.get("RELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def relay(args: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(invoke_relay, args, env=env)
 
 
 @pytest.fixture
@@ -65,25 +72,30 @@ async def test_upgrade_and_dead_letters_round_trip_on_postgres(
         ],
     )
 
-    listed = run_relay(["dead", "list", "--json", "--since", "1d"], env=env)
+    listed = await relay(["dead", "list", "--json", "--since", "1d"], env=env)
     assert listed.returncode == 0, listed.stderr
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [j.id for j in jobs]
 
-    shown = run_relay(["dead", "show", jobs[0].id, "--json"], env=env)
+    shown = await relay(["dead", "show", jobs[0].id, "--json"], env=env)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["message"]["status"] == "rejected"
 
-    replayed = run_relay(["dead", "replay", jobs[0].id, "--to-site", "b"], env=env)
+    replayed = await relay(["dead", "replay", jobs[0].id, "--to-site", "b"], env=env)
     assert replayed.returncode == 0, replayed.stderr
     dead = await fetch_dead(postgres_url, jobs[0].id)
     assert dead is not None and (dead.replay_count, dead.replayed_to_site) == (1, "b")
     assert dead.replayed_at is not None and dead.replayed_at.tzinfo is not None
-    assert run_relay(["dead", "replay", jobs[0].id], env=env).returncode == 2
+    assert (await relay(["dead", "replay", jobs[0].id], env=env)).returncode == 2
 
-    exported = run_relay(["dead", "export", "--format", "csv"], env=env)
+    exported = await relay(["dead", "export", "--format", "csv"], env=env)
     assert exported.returncode == 0, exported.stderr
     assert len(exported.stdout.strip().splitlines()) == 1 + 4
 
-    purged = run_relay(["dead", "purge", "--older-than", "7d", "--yes"], env=env)
+    purged = await relay(["dead", "purge", "--older-than", "7d", "--yes"], env=env)
     assert purged.returncode == 0 and "deleted 1 dead letters" in purged.stdout
     assert await fetch_dead(postgres_url, old.id) is None
+
+    status = await relay(["status", "--json"], env=env)
+    assert status.returncode == 0, status.stderr
+    snap = json.loads(status.stdout)
+    assert snap["store"] == "ok" and snap["dead_letters"] == {"total": 3, "by_reason": {"rejected": 3}}
