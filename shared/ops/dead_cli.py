@@ -278,12 +278,18 @@ def replay_command(
         by_site[target] = by_site.get(target, 0) + 1
     typer.echo(
         f"replayed {len(result.replayed)} ({output.format_counts(by_site)}); "
-        f"skipped {len(result.skipped)} replayed before or by someone else; failed {len(result.failed)}"
+        f"skipped {len(result.skipped)} replayed before or by someone else; "
+        f"refused {len(result.refused)}; failed {len(result.failed)}"
     )
-    for message_id, why in result.failed:
+    for message_id, why in [*result.refused, *result.failed]:
         typer.echo(f"relay: {message_id}: {why}", err=True)
     if result.failed:
-        raise BrokerUnavailable(f"{len(result.failed)} dead letters were not replayed; run the command again")
+        raise BrokerUnavailable(
+            f"the broker did not take {len(result.failed)} dead letters; "
+            "they are unchanged: run the command again"
+        )
+    if result.refused:
+        raise PermanentError(f"{len(result.refused)} dead letters cannot be replayed as they are (see above)")
 
 
 async def _replay(
@@ -323,6 +329,7 @@ async def _replay(
                     publisher=publisher,
                     prefix=config.broker.prefix,
                     to_site=to_site,
+                    known_sites=frozenset(config.sites),
                     force=force,
                     default_validity_s=config.ingress.default_validity_s,
                     on_progress=advance,
@@ -373,20 +380,22 @@ def _check_sites(
 async def _dry_run(
     sessions: Any, config: Settings, ids: list[str], dead_filter: DeadFilter, to_site: str | None
 ) -> None:
-    lines: list[str] = []
+    def line(row: DeadLetter) -> str:
+        target = to_site or row.site
+        note = "" if target in config.sites else " (site not configured: give --to-site)"
+        return f"would replay {row.message_id} to site {target}{note}"
+
+    count = 0
     async with sessions() as session:
         if ids:
             rows = await dead_letters.get_many(session, ids)
+            output.write_lines(line(row) for row in rows)
+            count = len(rows)
         else:
-            rows = [
-                row async for row in dead_letters.stream(session, dead_filter)
-            ]  # dry runs only print ids: fine to hold them
-    for row in rows:
-        target = to_site or row.site
-        note = "" if target in config.sites else " (site not configured: give --to-site)"
-        lines.append(f"would replay {row.message_id} to site {target}{note}")
-    lines.append(f"{len(rows)} would be replayed (dry run: nothing changed)")
-    output.write_lines(lines)
+            async for row in dead_letters.stream(session, dead_filter):
+                output.write_lines([line(row)])
+                count += 1
+    output.write_lines([f"{count} would be replayed (dry run: nothing changed)"])
 
 
 class _progress:

@@ -78,6 +78,8 @@ def json_line(obj: Mapping[str, Any]) -> str:
 def write_lines(lines: Iterable[str], stream: TextIO | None = None) -> None:
     """Write lines as they come; a reader that goes away (``| head``) ends the output quietly."""
     out = stream if stream is not None else sys.stdout
+    if out is None:  # the reader went away earlier
+        return
     try:
         for line in lines:
             out.write(line)

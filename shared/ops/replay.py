@@ -30,7 +30,8 @@ from shared.topology import jobs_exchange
 class ReplayResult:
     replayed: list[tuple[str, str]] = field(default_factory=list)  # (id, site)
     skipped: list[str] = field(default_factory=list)  # replayed before, or claimed by someone else
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, why): the broker did not take it
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (id, why): cannot be replayed as it is
 
 
 def job_from_row(job: dict[str, object]) -> Job:
@@ -68,6 +69,7 @@ class Replayer:
         publisher: ConfirmedPublisher,
         prefix: str,
         to_site: str | None,
+        known_sites: frozenset[str],
         force: bool,
         default_validity_s: int,
         on_progress: Callable[[int], None] = lambda _: None,
@@ -76,6 +78,7 @@ class Replayer:
         self._publisher = publisher
         self._exchange = jobs_exchange(prefix)
         self._to_site = to_site
+        self._known_sites = known_sites
         self._force = force
         self._default_validity_s = default_validity_s
         self._on_progress = on_progress
@@ -84,10 +87,15 @@ class Replayer:
         jobs: dict[str, Job] = {}
         valid_rows = []
         for row in rows:
+            target = self._to_site or row.site
+            if target not in self._known_sites:
+                # Unroutable: the broker would return it. Say so rather than claim and undo.
+                result.refused.append((row.message_id, f"site {target!r} is not configured: give --to-site"))
+                continue
             try:
                 jobs[row.message_id] = job_from_row(row.job)
             except RelayError as exc:
-                result.failed.append((row.message_id, str(exc)))
+                result.refused.append((row.message_id, str(exc)))
                 continue
             valid_rows.append(row)
         now_s = time.time()
@@ -104,7 +112,7 @@ class Replayer:
                 await dead_letters.mark_message_accepted(session, item, expires_at=expires_at)
         claimed_ids = {c.message_id for c in claims}
         result.skipped.extend(row.message_id for row in valid_rows if row.message_id not in claimed_ids)
-        self._on_progress(len(rows) - len(claims))
+        self._on_progress(len(rows) - len(claims))  # refused and skipped ones are done too
 
         outcomes = await asyncio.gather(
             *(self._publish(item, fresh[item.message_id]) for item in claims), return_exceptions=True

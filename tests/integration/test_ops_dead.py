@@ -211,11 +211,17 @@ async def test_replay_all_with_filters_and_dry_run(
     assert again.returncode == 0 and "replayed 0" in again.stdout
 
 
-async def test_replay_refuses_unknown_site_and_bad_arguments(store_url: str, env: dict[str, str]) -> None:
+async def test_replay_refuses_unknown_site_and_bad_arguments(
+    store_url: str, env: dict[str, str], broker_cleanup: None
+) -> None:
     job = make_job()
     await insert(store_url, [dead_row(job, site="gone")])
     result = await relay(["dead", "replay", job.id], env=env)
     assert result.returncode == 2 and "not configured" in result.stderr
+    assert (await fetch_dead(store_url, job.id)).replayed_at is None  # type: ignore[union-attr]
+    in_bulk = await relay(["dead", "replay", "--all"], env=env)
+    assert in_bulk.returncode == 2
+    assert "refused 1" in in_bulk.stdout and "not configured" in in_bulk.stderr
     assert (await fetch_dead(store_url, job.id)).replayed_at is None  # type: ignore[union-attr]
     both = await relay(["dead", "replay", job.id, "--all"], env=env)
     assert both.returncode == 2 and "not both" in both.stderr

@@ -36,6 +36,7 @@ async def test_a_failed_publish_undoes_the_claim(broker_url: str, prefix: str, s
             publisher=publisher,
             prefix=prefix,
             to_site=None,
+            known_sites=frozenset({"a", "b"}),
             force=False,
             default_validity_s=60,
         )
