@@ -119,7 +119,7 @@ async def run_raw(port: int, requests: list[bytes], connections: int, latencies_
 
 
 async def run_adapter(url: str, jobs: list[Job], scenario: Scenario, latencies_s: list[float]) -> None:
-    """The relay's own adapter (httpx), as a worker uses it: `connections` sends at once."""
+    """The relay's own adapter, as a worker uses it: `connections` sends at once."""
     platform = HttpJsonPlatform(
         url=url,
         token="bench",

@@ -119,7 +119,7 @@ async def test_smsbox_down_is_unavailable(kannel: KannelInstance, adapter: Kanne
     try:
         (result,) = await adapter.send([job("sbdown")])
         assert result.outcome is Outcome.UNAVAILABLE
-        assert "ConnectError" in result.detail
+        assert "ConnectionRefused" in result.detail
     finally:
         kannel.start_smsbox()
         kannel.wait_until_online()

@@ -1,15 +1,16 @@
-"""Classification of every answer of an http-json platform (no network: httpx.MockTransport)."""
+"""Classification of every answer of an http-json platform (no network: a fake HTTP client)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-import httpx
 import orjson
 import pytest
 
 from shared.model import Job, Outcome
+from tests.fake_http import FakeHttp, SentRequest, answer
+from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.http_json import HttpJsonPlatform, classify_answer, encode_submit
 
 URL = "http://platform.test/v1.0/message"
@@ -27,34 +28,34 @@ def job(n: int = 0, **fields: object) -> Job:
     return Job(**{**base, **fields})  # type: ignore[arg-type]
 
 
-def platform(
-    handler: Callable[[httpx.Request], httpx.Response], *, batch_size: int = 100
-) -> HttpJsonPlatform:
+def platform(handler: Callable[[SentRequest], HttpAnswer], *, batch_size: int = 100) -> HttpJsonPlatform:
     return HttpJsonPlatform(
-        url=URL, token="tok", timeout_s=1.0, batch_size=batch_size, transport=httpx.MockTransport(handler)
+        url=URL, token="tok", timeout_s=1.0, batch_size=batch_size, client=FakeHttp(handler)
     )
 
 
-def answer_all(status_of: Callable[[dict[str, object]], str]) -> Callable[[httpx.Request], httpx.Response]:
-    def handler(request: httpx.Request) -> httpx.Response:
-        msgs = orjson.loads(request.content)["messages"]["msg"]
-        return httpx.Response(
+def answer_all(status_of: Callable[[dict[str, object]], str]) -> Callable[[SentRequest], HttpAnswer]:
+    def handler(request: SentRequest) -> HttpAnswer:
+        msgs = orjson.loads(request.body)["messages"]["msg"]
+        return answer(
             200,
-            json={
-                "errorCode": 0,
-                "details": "ok",
-                "messages": [
-                    {
-                        "to": m["to"][0]["number"],
-                        "reference": m["reference"],
-                        "status": status_of(m),
-                        "messageErrorCode": 0 if status_of(m) == "Accepted" else 303,
-                        "messageDetails": None if status_of(m) == "Accepted" else "invalid number",
-                        "parts": 1,
-                    }
-                    for m in msgs
-                ],
-            },
+            orjson.dumps(
+                {
+                    "errorCode": 0,
+                    "details": "ok",
+                    "messages": [
+                        {
+                            "to": m["to"][0]["number"],
+                            "reference": m["reference"],
+                            "status": status_of(m),
+                            "messageErrorCode": 0 if status_of(m) == "Accepted" else 303,
+                            "messageDetails": None if status_of(m) == "Accepted" else "invalid number",
+                            "parts": 1,
+                        }
+                        for m in msgs
+                    ],
+                }
+            ),
         )
 
     return handler
@@ -84,8 +85,8 @@ async def test_more_jobs_than_the_batch_go_in_several_requests() -> None:
     sizes: list[int] = []
     inner = answer_all(lambda m: "Accepted")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        sizes.append(len(orjson.loads(request.content)["messages"]["msg"]))
+    def handler(request: SentRequest) -> HttpAnswer:
+        sizes.append(len(orjson.loads(request.body)["messages"]["msg"]))
         return inner(request)
 
     adapter = platform(handler, batch_size=2)
@@ -96,9 +97,9 @@ async def test_more_jobs_than_the_batch_go_in_several_requests() -> None:
 
 
 async def test_answers_are_matched_by_reference_and_a_missing_one_is_ambiguous() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, json={"errorCode": 0, "messages": [{"reference": "msg1", "status": "Accepted"}]}
+    def handler(request: SentRequest) -> HttpAnswer:
+        return answer(
+            200, orjson.dumps({"errorCode": 0, "messages": [{"reference": "msg1", "status": "Accepted"}]})
         )
 
     results = await platform(handler).send([job(0), job(1)])
@@ -108,11 +109,11 @@ async def test_answers_are_matched_by_reference_and_a_missing_one_is_ambiguous()
 async def test_whole_request_refused_is_split_so_one_bad_message_only_rejects_itself() -> None:
     requests: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        msgs = orjson.loads(request.content)["messages"]["msg"]
+    def handler(request: SentRequest) -> HttpAnswer:
+        msgs = orjson.loads(request.body)["messages"]["msg"]
         requests.append(len(msgs))
         if any(m["to"][0]["number"] == "bad" for m in msgs):
-            return httpx.Response(400, json={"errorCode": 201, "details": "invalid recipient"})
+            return answer(400, orjson.dumps({"errorCode": 201, "details": "invalid recipient"}))
         return answer_all(lambda m: "Accepted")(request)
 
     results = await platform(handler).send([job(0), job(1, to="bad"), job(2)])
@@ -154,24 +155,33 @@ def test_unknown_message_status_is_ambiguous() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "expected"),
+    ("error", "expected", "detail"),
     [
-        (httpx.ConnectError("refused"), Outcome.UNAVAILABLE),
-        (httpx.ConnectTimeout("connect timeout"), Outcome.UNAVAILABLE),
-        (httpx.PoolTimeout("no connection free"), Outcome.UNAVAILABLE),
-        (httpx.WriteError("broken pipe"), Outcome.UNAVAILABLE),
-        (httpx.ReadTimeout("read timeout"), Outcome.AMBIGUOUS),
-        (httpx.ReadError("connection reset"), Outcome.AMBIGUOUS),
-        (httpx.RemoteProtocolError("server disconnected"), Outcome.AMBIGUOUS),
+        (NotSent("connect failed: refused"), Outcome.UNAVAILABLE, "not sent"),
+        (NotSent("request not sent whole"), Outcome.UNAVAILABLE, "not sent"),
+        (AnswerLost("no answer within 1.0 s"), Outcome.AMBIGUOUS, "answer lost"),
+        (AnswerLost("connection closed before the answer"), Outcome.AMBIGUOUS, "answer lost"),
     ],
 )
-async def test_transport_failures(error: Exception, expected: Outcome) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+async def test_transport_failures(error: TransportFailure, expected: Outcome, detail: str) -> None:
+    def handler(request: SentRequest) -> HttpAnswer:
         raise error
 
     results = await platform(handler).send([job(0), job(1)])
     assert [r.outcome for r in results] == [expected, expected]
-    assert type(error).__name__ in results[0].detail
+    assert results[0].detail.startswith(detail)
+    assert str(error) in results[0].detail
+
+
+async def test_request_goes_to_the_configured_path_as_json() -> None:
+    fake = FakeHttp(answer_all(lambda m: "Accepted"))
+    adapter = HttpJsonPlatform(url=URL, token="tok", timeout_s=1.0, batch_size=10, client=fake)
+    await adapter.send([job(0)])
+    await adapter.aclose()
+    (sent,) = fake.sent
+    assert (sent.method, sent.target) == ("POST", "/v1.0/message")
+    assert sent.headers["Content-Type"] == "application/json"
+    assert fake.closed
 
 
 def test_batch_size_beyond_the_contract_is_refused() -> None:

@@ -1,4 +1,4 @@
-"""Jasmin /send: form fields and the classification of every answer (httpx.MockTransport).
+"""Jasmin /send: form fields and the classification of every answer (a fake HTTP client).
 
 Jasmin itself cannot be installed on the test machines, so its answers are taken from its documentation.
 """
@@ -6,12 +6,12 @@ Jasmin itself cannot be installed on the test machines, so its answers are taken
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import parse_qs
 
-import httpx
 import pytest
 
 from shared.model import Job, Outcome
+from tests.fake_http import FakeHttp, SentRequest, answer
+from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.jasmin import JasminPlatform, classify_answer
 
 URL = "http://jasmin.test:1401/send"
@@ -28,36 +28,31 @@ def job(**fields: object) -> Job:
     return Job(**{**base, **fields})  # type: ignore[arg-type]
 
 
-def jasmin(handler: Callable[[httpx.Request], httpx.Response]) -> JasminPlatform:
-    return JasminPlatform(
-        url=URL, username="u", password="p", timeout_s=1.0, transport=httpx.MockTransport(handler)
-    )
+def jasmin(handler: Callable[[SentRequest], HttpAnswer]) -> JasminPlatform:
+    return JasminPlatform(url=URL, username="u", password="p", timeout_s=1.0, client=FakeHttp(handler))
 
 
 async def test_gsm_message_is_a_form_post_with_content() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, text='Success "07033084-5cfd-4812-90a4-e4d24ffb6e3d"')
-
-    (result,) = await jasmin(handler).send([job()])
+    fake = FakeHttp(lambda request: answer(200, 'Success "07033084-5cfd-4812-90a4-e4d24ffb6e3d"'))
+    platform = JasminPlatform(url=URL, username="u", password="p", timeout_s=1.0, client=fake)
+    (result,) = await platform.send([job()])
     assert result.outcome is Outcome.ACCEPTED
     assert "07033084" in result.detail
-    form = parse_qs(seen[0].content.decode())
-    assert seen[0].method == "POST"
-    assert form == {
-        "username": ["u"],
-        "password": ["p"],
-        "to": ["+31612345678"],
-        "from": ["Bank"],
-        "content": ["hi"],
-        "coding": ["0"],
+    (sent,) = fake.sent
+    assert (sent.method, sent.target) == ("POST", "/send")
+    assert sent.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert sent.form == {
+        "username": "u",
+        "password": "p",
+        "to": "+31612345678",
+        "from": "Bank",
+        "content": "hi",
+        "coding": "0",
     }
 
 
 def test_unicode_message_goes_as_ucs2_hex() -> None:
-    form = jasmin(lambda r: httpx.Response(200)).form(job(body="€a", encoding="ucs2"))
+    form = jasmin(lambda r: answer(200)).form(job(body="€a", encoding="ucs2"))
     assert form["hex-content"] == "20ac0061"
     assert form["coding"] == "8"
     assert "content" not in form
@@ -86,13 +81,13 @@ def test_answers(status: int, body: bytes, expected: Outcome) -> None:
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (httpx.ConnectError("refused"), Outcome.UNAVAILABLE),
-        (httpx.ConnectTimeout("connect timed out"), Outcome.UNAVAILABLE),
-        (httpx.ReadTimeout("timed out"), Outcome.AMBIGUOUS),
+        (NotSent("connect failed: refused"), Outcome.UNAVAILABLE),
+        (NotSent("connect timeout after 1.0 s"), Outcome.UNAVAILABLE),
+        (AnswerLost("no answer within 1.0 s"), Outcome.AMBIGUOUS),
     ],
 )
-async def test_transport_failures(error: Exception, expected: Outcome) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+async def test_transport_failures(error: TransportFailure, expected: Outcome) -> None:
+    def handler(request: SentRequest) -> HttpAnswer:
         raise error
 
     results = await jasmin(handler).send([job(id="a"), job(id="b")])

@@ -1,15 +1,15 @@
-"""Kannel sendsms: request parameters and the classification of every answer (httpx.MockTransport)."""
+"""Kannel sendsms: request parameters and the classification of every answer (a fake HTTP client)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from shared.model import Job, Outcome
+from tests.fake_http import FakeHttp, SentRequest, answer
 from tests.kannel_harness import parse_fakesmsc_log
+from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.kannel import KannelPlatform, classify_answer
 
 URL = "http://kannel.test/cgi-bin/sendsms"
@@ -26,19 +26,19 @@ def job(**fields: object) -> Job:
     return Job(**{**base, **fields})  # type: ignore[arg-type]
 
 
-def kannel(handler: Callable[[httpx.Request], httpx.Response], **options: object) -> KannelPlatform:
+def kannel(handler: Callable[[SentRequest], HttpAnswer], **options: object) -> KannelPlatform:
     return KannelPlatform(
         url=URL,
         username="u",
         password="p",
         timeout_s=1.0,
-        transport=httpx.MockTransport(handler),
+        client=FakeHttp(handler),
         **options,  # type: ignore[arg-type]
     )
 
 
 def test_parameters_of_a_gsm_and_a_unicode_message() -> None:
-    platform = kannel(lambda r: httpx.Response(202), dlr_mask=31)
+    platform = kannel(lambda r: answer(202), dlr_mask=31)
     gsm = platform.params(job(expires_at=1000.0 + 601), now=1000.0)
     assert gsm == {
         "username": "u",
@@ -58,18 +58,16 @@ def test_parameters_of_a_gsm_and_a_unicode_message() -> None:
 
 
 async def test_request_is_a_get_with_url_encoded_parameters() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(202, text="0: Accepted for delivery")
-
-    results = await kannel(handler).send([job(body="a&b=c +d")])
+    fake = FakeHttp(lambda request: answer(202, "0: Accepted for delivery"))
+    platform = KannelPlatform(url=URL, username="u", password="p", timeout_s=1.0, client=fake)
+    results = await platform.send([job(body="a&b=c +d")])
     assert results[0].outcome is Outcome.ACCEPTED
-    assert seen[0].method == "GET"
-    assert seen[0].url.params["text"] == "a&b=c +d"
-    assert seen[0].url.params["to"] == "+31612345678"
-    assert kannel(handler).max_batch == 1
+    (sent,) = fake.sent
+    assert sent.method == "GET"
+    assert sent.target.startswith("/cgi-bin/sendsms?")
+    assert sent.query["text"] == "a&b=c +d"
+    assert sent.query["to"] == "+31612345678"
+    assert platform.max_batch == 1
 
 
 @pytest.mark.parametrize(
@@ -94,13 +92,13 @@ def test_answers(status: int, body: bytes, expected: Outcome) -> None:
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (httpx.ConnectError("refused"), Outcome.UNAVAILABLE),
-        (httpx.ReadTimeout("timed out"), Outcome.AMBIGUOUS),
-        (httpx.RemoteProtocolError("closed"), Outcome.AMBIGUOUS),
+        (NotSent("connect failed: refused"), Outcome.UNAVAILABLE),
+        (AnswerLost("no answer within 1.0 s"), Outcome.AMBIGUOUS),
+        (AnswerLost("connection closed before the answer"), Outcome.AMBIGUOUS),
     ],
 )
-async def test_transport_failures(error: Exception, expected: Outcome) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+async def test_transport_failures(error: TransportFailure, expected: Outcome) -> None:
+    def handler(request: SentRequest) -> HttpAnswer:
         raise error
 
     results = await kannel(handler).send([job(id="a"), job(id="b")])
@@ -121,29 +119,3 @@ def test_fakesmsc_log_lines_are_decoded() -> None:
         "hello world",
     )
     assert (second.kind, second.text) == ("ucs-2", "пр €")
-
-
-async def test_requests_in_flight_never_exceed_the_concurrency() -> None:
-    in_flight = 0
-    most = 0
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return httpx.Response(202, text="0: Accepted for delivery")
-
-    platform = KannelPlatform(
-        url=URL,
-        username="u",
-        password="p",
-        timeout_s=1.0,
-        concurrency=3,
-        transport=httpx.MockTransport(handler),
-    )
-    results = await platform.send([job(id=f"m{n}") for n in range(20)])
-    await platform.aclose()
-    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 20
-    assert most == 3

@@ -6,17 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http_client import (
-    TRANSPORT_ERRORS,
-    ClientPool,
-    classify_transport_error,
-    short,
-)
+from workers.platforms.http1 import Http1Client, TransportFailure
+from workers.platforms.http_client import HttpRequester, classify_transport_error, short
 
 MAX_BATCH = 100
 
@@ -24,7 +19,7 @@ MAX_BATCH = 100
 _CONTENT_REFUSED = frozenset({400, 413, 422})
 # Answers that say the platform is not taking traffic now (overload, maintenance, throttling).
 _NOT_TAKING = frozenset({408, 425, 429, 503})
-_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_HEADERS = [("Content-Type", "application/json"), ("Accept", "application/json")]
 
 
 class HttpJsonPlatform:
@@ -38,14 +33,14 @@ class HttpJsonPlatform:
         timeout_s: float,
         batch_size: int = 1,
         concurrency: int = 64,
-        transport: httpx.AsyncBaseTransport | None = None,
+        client: HttpRequester | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH}")
         self.max_batch = batch_size
-        self._url = url
+        self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
+        self._target = Http1Client.target_of(url)
         self._token = token or ""
-        self._clients = ClientPool(url=url, timeout_s=timeout_s, size=concurrency, transport=transport)
 
     async def send(self, jobs: Sequence[Job]) -> list[Result]:
         results: list[Result] = []
@@ -54,16 +49,15 @@ class HttpJsonPlatform:
         return results
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self._http.aclose()
 
     async def _send_batch(self, jobs: Sequence[Job]) -> list[Result]:
         content = encode_submit(jobs, token=self._token)
         try:
-            async with self._clients.client() as client:
-                response = await client.post(self._url, content=content, headers=_HEADERS)
-        except TRANSPORT_ERRORS as exc:
+            answer = await self._http.request("POST", self._target, headers=_HEADERS, body=content)
+        except TransportFailure as exc:
             return [classify_transport_error(exc)] * len(jobs)
-        results = classify_answer(response.status_code, response.content, jobs)
+        results = classify_answer(answer.status, answer.body, jobs)
         if results is None:
             # The platform refused the request as a whole without saying which message is at fault. Send
             # each alone, so one bad message does not take 99 good ones down with it.

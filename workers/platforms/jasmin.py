@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-
-import httpx
+from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http_client import TRANSPORT_ERRORS, ClientPool, classify_transport_error, short
+from workers.platforms.http1 import Http1Client, TransportFailure
+from workers.platforms.http_client import HttpRequester, classify_transport_error, short
 
 CODING_DEFAULT = 0  # SMSC default alphabet
 CODING_UCS2 = 8
+_FORM = [("Content-Type", "application/x-www-form-urlencoded")]
 _REJECTING = frozenset({400, 403, 412})  # bad request, not authorised / no balance, no route
 
 
@@ -29,18 +30,18 @@ class JasminPlatform:
         password: str,
         timeout_s: float,
         concurrency: int = 64,
-        transport: httpx.AsyncBaseTransport | None = None,
+        client: HttpRequester | None = None,
     ) -> None:
-        self._url = url
+        self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
+        self._target = Http1Client.target_of(url)
         self._username = username
         self._password = password
-        self._clients = ClientPool(url=url, timeout_s=timeout_s, size=concurrency, transport=transport)
 
     async def send(self, jobs: Sequence[Job]) -> list[Result]:
         return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self._http.aclose()
 
     def form(self, job: Job) -> dict[str, str]:
         form = {"username": self._username, "password": self._password, "to": job.to, "from": job.sender}
@@ -52,12 +53,12 @@ class JasminPlatform:
         return form
 
     async def _send_one(self, job: Job) -> Result:
+        body = urlencode(self.form(job)).encode()
         try:
-            async with self._clients.client() as client:
-                response = await client.post(self._url, data=self.form(job))
-        except TRANSPORT_ERRORS as exc:
+            answer = await self._http.request("POST", self._target, headers=_FORM, body=body)
+        except TransportFailure as exc:
             return classify_transport_error(exc)
-        return classify_answer(response.status_code, response.content)
+        return classify_answer(answer.status, answer.body)
 
 
 def classify_answer(status: int, body: bytes) -> Result:

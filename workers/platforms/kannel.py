@@ -6,12 +6,12 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
-
-import httpx
+from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http_client import TRANSPORT_ERRORS, ClientPool, classify_transport_error, short
+from workers.platforms.http1 import Http1Client, TransportFailure
+from workers.platforms.http_client import HttpRequester, classify_transport_error, short
 
 # Kannel's own answers to a sendsms request that it took.
 _TAKEN_PREFIXES = ("0:", "3:")  # "0: Accepted for delivery", "3: Queued for later delivery"
@@ -33,19 +33,19 @@ class KannelPlatform:
         timeout_s: float,
         concurrency: int = 64,
         dlr_mask: int | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        client: HttpRequester | None = None,
     ) -> None:
-        self._url = url
+        self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
+        self._target = Http1Client.target_of(url)
         self._username = username
         self._password = password
         self._dlr_mask = dlr_mask
-        self._clients = ClientPool(url=url, timeout_s=timeout_s, size=concurrency, transport=transport)
 
     async def send(self, jobs: Sequence[Job]) -> list[Result]:
         return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self._http.aclose()
 
     def params(self, job: Job, *, now: float | None = None) -> dict[str, str]:
         params = {
@@ -67,12 +67,12 @@ class KannelPlatform:
         return params
 
     async def _send_one(self, job: Job) -> Result:
+        separator = "&" if "?" in self._target else "?"
         try:
-            async with self._clients.client() as client:
-                response = await client.get(self._url, params=self.params(job))
-        except TRANSPORT_ERRORS as exc:
+            answer = await self._http.request("GET", self._target + separator + urlencode(self.params(job)))
+        except TransportFailure as exc:
             return classify_transport_error(exc)
-        return classify_answer(response.status_code, response.content)
+        return classify_answer(answer.status, answer.body)
 
 
 def classify_answer(status: int, body: bytes) -> Result:
