@@ -104,10 +104,14 @@ async def test_error_is_unavailable_and_takes_nothing(sim: RunningSim, adapter: 
     assert sim.stats()["received"] == 0
 
 
-async def test_slow_within_the_timeout_is_accepted(sim: RunningSim, adapter: HttpJsonPlatform) -> None:
+async def test_slow_within_the_timeout_is_accepted(sim: RunningSim) -> None:
     sim.set_fault("slow", latency_ms=200)
+    patient = HttpJsonPlatform(url=sim.url, token="tok", timeout_s=3.0, batch_size=10)
     started = time.monotonic()
-    results = await adapter.send(jobs(2))
+    try:
+        results = await patient.send(jobs(2))
+    finally:
+        await patient.aclose()
     assert time.monotonic() - started >= 0.2
     assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 2
 
