@@ -149,7 +149,9 @@ class Worker:
             await self._shutdown()
 
     async def _open(self) -> None:
-        self._connection = await connect(self._settings.broker, name=f"relay-worker-{self.site}")
+        self._connection = await connect(
+            self._settings.broker, name=f"relay-worker-{self.site} {self.worker_id}"
+        )
         self._publisher = await ConfirmedPublisher.open(
             self._connection,
             confirm_timeout_s=max(MIN_CONFIRM_TIMEOUT_S, self._settings.broker.confirm_timeout_s),

@@ -455,3 +455,32 @@ async def all_consuming(r: Relay, *, timeout_s: float = 20.0) -> None:
     alive = sum(1 for proc in r.workers if proc.poll() is None)
     async with publisher(r) as jobs:
         await wait_for_consumers(jobs, dict.fromkeys(SITES, alive), timeout_s=timeout_s)
+
+
+def close_broker_connection_of(pid: int) -> bool:
+    """Have RabbitMQ close the AMQP connection of the worker with this pid (as a broker restart would).
+
+    Uses `rabbitmqctl`, so it only touches that one connection of the shared local broker.
+    """
+    import shutil
+
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        return False
+    listing = subprocess.run(
+        [rabbitmqctl, "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    marker = f':{pid}"'
+    names = [line.split("\t", 1)[0] for line in listing.stdout.splitlines() if marker in line]
+    for name in names:
+        subprocess.run(
+            [rabbitmqctl, "-q", "close_connection", name, "connection-loss test"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    return bool(names)

@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.model import DeadReason, Status
+from tests.helpers import missing_service
 from tests.integration.failover_harness import (
     FAST_WORKER,
     JobPublisher,
     Relay,
     all_consuming,
+    close_broker_connection_of,
     make_job,
     publisher,
     rejected_for_good,
@@ -171,3 +173,24 @@ async def test_sigterm_of_a_worker_mid_stream_loses_nothing_and_exits_in_grace(t
         result = tally(jobs.published, r.sims, records)
         # A graceful stop finishes or hands back what it holds: no duplicate at all beyond ambiguous ones.
         result.assert_no_loss_and_only_ambiguous_duplicates()
+
+
+async def test_broker_connection_loss_mid_stream_loses_nothing(two_sites: Relay) -> None:
+    r = two_sites
+    worker_a = r.workers[0]
+    async with publisher(r) as jobs:
+        stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
+        await asyncio.sleep(0.7)
+        closed = await asyncio.to_thread(close_broker_connection_of, worker_a.pid)
+        if not closed:
+            missing_service("rabbitmqctl cannot close the worker's connection on this broker")
+        await stream
+        assert await jobs.wait_all_final(timeout_s=30), r.logs()
+        assert worker_a.poll() is None, "the worker must survive the connection loss"
+        # The worker reconnected and consumes again.
+        await all_consuming(r, timeout_s=20)
+        records = await jobs.events()
+        result = tally(jobs.published, r.sims, records)
+        # Jobs sent but not yet acked when the connection dropped are redelivered: at most what the worker
+        # held (own and standby prefetch) can arrive twice.
+        result.assert_no_loss_and_only_ambiguous_duplicates(extra_allowed=2 * int(FAST_WORKER["concurrency"]))
