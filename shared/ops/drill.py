@@ -29,7 +29,7 @@ from shared.errors import TransientError
 from shared.ops.drill_heartbeats import HeartbeatWatcher
 from shared.ops.drill_keys import obtain_key
 from shared.ops.drill_sims import ReceiptTracker, SimStats, SimulatorAdmin, SimulatorUnavailable
-from shared.ops.drill_traffic import Traffic
+from shared.ops.drill_traffic import Traffic, TrafficResult
 from shared.ops.drill_verdict import Observation, Verdict, compute
 from shared.ops.launcher import api_url
 from shared.ops.supervisor import relay_command
@@ -216,16 +216,22 @@ class Drill:
 
         tracker.start()
         sending_started = time.time()
-        sending = asyncio.create_task(traffic.run(on_progress=progress))
+        cleared = asyncio.Event()
+        # The last third is sent only once the fault is cleared (for kill-worker: once the site's worker
+        # is back), so the faulted site's recovery is always observed under traffic.
+        sending = asyncio.create_task(
+            traffic.run(on_progress=progress, pause_before=2 * plan.messages // 3, resume=cleared)
+        )
         fault_at = cleared_at = 0.0
         injected = False
         try:
-            await third.wait()
+            await _until(third, sending)
             fault_at = await self._inject(sims, watcher)
             injected = True
-            await two_thirds.wait()
+            await _until(two_thirds, sending)
             cleared_at = await self._clear(sims, watcher)
             injected = False
+            cleared.set()
             result = await sending
             self.send_rate_per_s = result.sent / max(time.time() - sending_started, 1e-6)
             self._say(
@@ -322,6 +328,16 @@ class Drill:
         return sum(ambiguous_in(m) for m in known) if known else None
 
 
+async def _until(event: asyncio.Event, sending: asyncio.Task[TrafficResult]) -> None:
+    """Wait for `event`; if the traffic ends first, its error (or a clear one) is raised here."""
+    waiting = asyncio.create_task(event.wait())
+    await asyncio.wait({waiting, sending}, return_when=asyncio.FIRST_COMPLETED)
+    if not event.is_set():
+        waiting.cancel()
+        sending.result()  # re-raises what stopped the traffic
+        raise DrillRefused("the traffic ended before the fault's turn came")
+
+
 _FINAL = frozenset({"rejected", "expired", "dead"})
 
 
@@ -397,7 +413,7 @@ def register(app: typer.Typer) -> None:
     def drill(
         site: str = typer.Option("a", "--site", help="Site to inject the fault at."),
         fault: str = typer.Option(..., "--fault", help="down | blackhole | error | kill-worker"),
-        messages: int = typer.Option(2000, "--messages", min=1, max=100_000, help="Test messages to send."),
+        messages: int = typer.Option(2000, "--messages", min=3, max=100_000, help="Test messages to send."),
         rate: float = typer.Option(100.0, "--rate", min=1.0, max=10_000.0, help="Messages per second."),
         settle_timeout_s: float = typer.Option(
             120.0,

@@ -1,8 +1,9 @@
 """The simulated platforms as the drill sees them: their admin API and the receipts of drill messages.
 
-Receipt times come from polling each simulator's GET /references (unique references in order of first
-receipt) every `poll_interval_s` (100 ms by default) and stamping the references that are new since the
-last poll: a receipt time is late by at most one poll interval plus the poll's own duration.
+Receipt times come from polling each simulator's GET /references?since=N (unique references in order
+of first receipt, after the first N) every `poll_interval_s` (100 ms by default) and stamping the
+references that are new since the last poll: a receipt time is late by at most one poll interval plus
+the poll's own duration.
 """
 
 from __future__ import annotations
@@ -63,12 +64,16 @@ class SimulatorAdmin:
             raise SimulatorUnavailable(f"site {self.site}: /stats answered non-integers: {answer!r}")
         return SimStats(**values)
 
-    async def references(self) -> list[str]:
-        answer = await self._get("/references")
+    async def references(self, since: int = 0) -> tuple[list[str], int]:
+        """References first received after the first `since`, and how many there are in all."""
+        answer = await self._get(f"/references?since={since}")
         refs = answer.get("references") if isinstance(answer, dict) else None
         if not isinstance(refs, list):
             raise SimulatorUnavailable(f"site {self.site}: /references answered {answer!r}")
-        return [str(r) for r in refs]
+        total = answer.get("total")
+        if not isinstance(total, int):  # a simulator that ignores `since` answers the whole list
+            return [str(r) for r in refs[since:]], len(refs)
+        return [str(r) for r in refs], total
 
     async def set_fault(self, mode: str) -> None:
         if mode not in FAULT_MODES:
@@ -111,7 +116,7 @@ class ReceiptTracker:
     async def baseline(self) -> None:
         """Skip what the simulators received before the drill."""
         for sim in self._sims:
-            self._receipts[sim.site].seen_count = len(await sim.references())
+            _, self._receipts[sim.site].seen_count = await sim.references()
 
     def track(self, ids: Collection[str]) -> None:
         """Count these ids as the drill's; a receipt seen before its submit's answer keeps its time."""
@@ -130,16 +135,15 @@ class ReceiptTracker:
     async def poll_once(self) -> None:
         now = time.time()
         for sim in self._sims:
+            state = self._receipts[sim.site]
             try:
-                refs = await sim.references()
+                new, total = await sim.references(since=state.seen_count)
+                if total < state.seen_count:  # someone reset the simulator: its list starts again
+                    new, total = await sim.references(since=0)
             except SimulatorUnavailable:
                 self.poll_errors += 1
                 continue
-            state = self._receipts[sim.site]
-            if len(refs) < state.seen_count:  # someone reset the simulator: its list starts again
-                state.seen_count = 0
-            new = refs[state.seen_count :]
-            state.seen_count = len(refs)
+            state.seen_count = total
             for ref in new:
                 if ref not in state.first_seen:
                     state.first_seen[ref] = now

@@ -71,11 +71,24 @@ class Traffic:
     def duration_s(self) -> float:
         return self._count / self._rate_per_s
 
-    async def run(self, on_progress: Callable[[int], None] | None = None) -> TrafficResult:
-        """Send everything; `on_progress(n)` after the n-th message is scheduled."""
+    async def run(
+        self,
+        on_progress: Callable[[int], None] | None = None,
+        *,
+        pause_before: int | None = None,
+        resume: asyncio.Event | None = None,
+    ) -> TrafficResult:
+        """Send everything; `on_progress(n)` after the n-th message is scheduled.
+
+        With `pause_before` and `resume`, the message of that index waits until `resume` is set, and the
+        rate starts again from there (no burst to catch up).
+        """
         started = time.monotonic()
         tasks = []
         for index in range(self._count):
+            if index == pause_before and resume is not None and not resume.is_set():
+                await resume.wait()
+                started = time.monotonic() - index / self._rate_per_s
             due = started + index / self._rate_per_s
             delay_s = due - time.monotonic()
             if delay_s > 0:

@@ -1,0 +1,71 @@
+"""The drill's receipt tracker against a fake simulator admin API (httpx mock transport)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from shared.ops.drill_sims import ReceiptTracker, SimulatorAdmin, SimulatorUnavailable
+
+
+class FakeSimulator:
+    """Answers /references?since=N and /stats like the simulator does."""
+
+    def __init__(self, *, with_total: bool = True) -> None:
+        self.order: list[str] = []
+        self.with_total = with_total
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/references":
+            since = int(request.url.params.get("since", "0"))
+            if not self.with_total:
+                return httpx.Response(200, json={"references": self.order})
+            return httpx.Response(200, json={"references": self.order[since:], "total": len(self.order)})
+        if request.url.path == "/stats":
+            n = len(self.order)
+            return httpx.Response(200, json={"received": n, "unique": n, "duplicates": 0})
+        return httpx.Response(404)
+
+
+def admin(sim: FakeSimulator, site: str) -> SimulatorAdmin:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(sim.handle))
+    return SimulatorAdmin(client=client, site=site, admin_url=f"http://sim-{site}")
+
+
+@pytest.mark.parametrize("with_total", [True, False])
+async def test_only_drill_ids_received_after_the_baseline_count(with_total: bool) -> None:
+    sim_a, sim_b = FakeSimulator(with_total=with_total), FakeSimulator(with_total=with_total)
+    sim_a.order = ["old-1", "old-2"]
+    tracker = ReceiptTracker(sims=[admin(sim_a, "a"), admin(sim_b, "b")])
+    await tracker.baseline()
+    sim_a.order += ["m1", "other"]
+    sim_b.order += ["m2"]
+    await tracker.poll_once()
+    sim_a.order += ["m3"]
+    sim_b.order += ["m1"]
+    await tracker.poll_once()
+    tracker.track(["m1", "m2", "m3", "old-1"])
+    receipts = tracker.receipts()
+    assert set(receipts["a"]) == {"m1", "m3"}
+    assert set(receipts["b"]) == {"m2", "m1"}
+    assert receipts["a"]["m1"] <= receipts["a"]["m3"]
+    assert tracker.received_ids() == {"m1", "m2", "m3"}
+
+
+async def test_a_reset_simulator_is_read_again_from_the_start() -> None:
+    sim = FakeSimulator()
+    sim.order = ["x1", "x2", "x3"]
+    tracker = ReceiptTracker(sims=[admin(sim, "a")])
+    await tracker.baseline()
+    sim.order = ["m1"]  # someone reset it, then m1 arrived
+    await tracker.poll_once()
+    tracker.track(["m1"])
+    assert tracker.received_ids() == {"m1"}
+
+
+async def test_a_platform_that_is_not_the_simulator_is_refused() -> None:
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"ok": True}))
+    )
+    with pytest.raises(SimulatorUnavailable, match="does not answer like the simulator"):
+        await SimulatorAdmin(client=client, site="a", admin_url="http://real-platform").stats()
