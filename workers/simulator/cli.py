@@ -25,7 +25,13 @@ def platform_sim(
 ) -> None:
     """Run a simulated SMS platform (http-json contract) with faults switchable on its admin port."""
     settings()  # configures logging
-    asyncio.run(_serve(host=host, port=port, admin_port=admin_port, token=token))
+    serve = _serve(host=host, port=port, admin_port=admin_port, token=token)
+    try:
+        import uvloop
+    except ImportError:  # optional: the standard loop works, more slowly
+        asyncio.run(serve)
+        return
+    uvloop.run(serve)
 
 
 async def _serve(*, host: str, port: int, admin_port: int, token: str | None) -> None:
