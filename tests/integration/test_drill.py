@@ -115,6 +115,41 @@ def test_drill_reports_messages_a_frozen_worker_holds_as_lost_with_exit_1(deploy
     assert code == 1
 
 
+def test_allowed_real_platform_counts_delivered_statuses_it_cannot_observe(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # The same deployment, seen through a configuration that does not know site b's simulator: the drill
+    # runs only with --allow-real-platforms and trusts the store's `delivered` for what b took.
+    config = tmp_path / "relay.toml"
+    lines = deployment.config.read_text().splitlines()
+    b_admin = next(
+        i for i, line in enumerate(lines) if line.startswith("sim_admin_url") and i > lines.index("[sites.b]")
+    )
+    config.write_text("\n".join(lines[:b_admin] + lines[b_admin + 1 :]) + "\n")
+    args = [
+        "--config",
+        str(config),
+        "drill",
+        "--json",
+        "--run-dir",
+        str(deployment.run_dir),
+        "--fault",
+        "down",
+    ]
+    args += ["--messages", "60", "--rate", "60", "--settle-timeout-s", "60"]
+    refused = subprocess.run([*RELAY, *args], capture_output=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    completed = subprocess.run(
+        [*RELAY, *args, "--allow-real-platforms"], capture_output=True, timeout=120, check=False
+    )
+    verdict = json.loads(completed.stdout.decode().splitlines()[-1])
+    assert completed.returncode == 0, verdict
+    assert verdict["lost"] == 0
+    assert list(verdict["delivered_per_site"]) == ["a"]
+    assert verdict["dead_lettered"].get("delivered-unobserved", 0) > 0
+    assert verdict["delivered"] + verdict["dead_lettered"]["delivered-unobserved"] == verdict["accepted"]
+
+
 def test_drill_refuses_platforms_that_are_not_simulators(tmp_path: Path) -> None:
     config = tmp_path / "relay.toml"
     config.write_text(
