@@ -32,7 +32,7 @@ from shared.ops.drill_sims import ReceiptTracker, SimStats, SimulatorAdmin, Simu
 from shared.ops.drill_traffic import Traffic, TrafficResult
 from shared.ops.drill_verdict import Observation, Verdict, compute
 from shared.ops.launcher import api_url
-from shared.ops.supervisor import relay_command
+from shared.ops.supervisor import quiet_http_client_logs, relay_command
 from shared.settings import Settings, config_file_in_use
 
 FAULTS = ("down", "blackhole", "error", "kill-worker")
@@ -391,6 +391,7 @@ def render(verdict: Verdict, console: Console) -> None:
 
 async def _drill(plan: DrillPlan, *, as_json: bool) -> int:
     config = settings()
+    quiet_http_client_logs()
     console = Console(stderr=as_json, log_path=False)
     say: Callable[[str], None] = (lambda _: None) if as_json else console.log
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=128)) as client:

@@ -25,7 +25,7 @@ from shared.errors import ConfigError, TransientError
 from shared.logs import get_logger
 from shared.ops.drill_keys import obtain_key
 from shared.ops.drill_traffic import submit_body
-from shared.ops.supervisor import ChildSpec, Supervisor, relay_command, run_once
+from shared.ops.supervisor import ChildSpec, Supervisor, quiet_http_client_logs, relay_command, run_once
 from shared.settings import Settings, config_file_in_use
 
 log = get_logger("relay.up")
@@ -165,6 +165,7 @@ async def _up(
     ready_timeout_s: float,
 ) -> int:
     config = settings()
+    quiet_http_client_logs()
     relay = relay_command(config_file_in_use())
     busy = ports_in_use(config, with_simulators=with_simulators)
     if busy:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,11 @@ from shared.logs import get_logger
 log = get_logger("relay.supervisor")
 
 _PR_SET_PDEATHSIG = 1
+
+
+def quiet_http_client_logs() -> None:
+    """httpx logs every request at INFO; the operator commands poll, which would flood their output."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def relay_command(config_file: Path | None) -> list[str]:
