@@ -251,9 +251,9 @@ class Drill:
         stats_after = {site: await sim.stats() for site, sim in sims.items()}
         tracker.track(result.accepted)
         received = tracker.received_ids()
-        missing = [m for m in result.accepted if m not in received]
+        missing = {m for m in result.accepted if m not in received}
         ambiguous = await self._ambiguous_attempts(key=key, ids=list(result.accepted))
-        statuses = {m: s for m, s in self._statuses.items() if m in set(missing)}
+        statuses = {m: s for m, s in self._statuses.items() if m in missing}
         self.observation = Observation(
             accepted=result.accepted,
             receipts=tracker.receipts(),
