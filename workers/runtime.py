@@ -52,6 +52,8 @@ MIN_CONFIRM_TIMEOUT_S = 15.0
 # Time kept back from the grace period to flush events and close the connection.
 CLOSE_MARGIN_S = 0.5
 PROBE_GET_TIMEOUT_S = 2.0
+# How long a failed job waits for the breaker's verdict before it is retried at the same site.
+FAILURE_VERDICT_WAIT_S = 0.25
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -106,6 +108,7 @@ class Worker:
         self._idle.set()
         self._stop_requested = asyncio.Event()
         self._circuit_wake = asyncio.Event()
+        self._breaker_opened = asyncio.Event()
         self._stopping = False
         self._connection: AbstractRobustConnection | None = None
         self._publisher: ConfirmedPublisher | None = None
@@ -379,6 +382,12 @@ class Worker:
             await self._after_failure(held, result, latency_ms)
 
     async def _after_failure(self, held: Held, result: Result, latency_ms: float) -> None:
+        if self.breaker.allows_traffic():
+            # Requests sent together fail together (a black hole times them all out at once): wait a
+            # moment for the others' outcomes, so a job whose failure opens the breaker a few ms later
+            # goes straight to the next site instead of a delay queue of the failing one.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._breaker_opened.wait(), timeout=FAILURE_VERDICT_WAIT_S)
         step = after_failure(
             held.state,
             tried_site=self.site,
@@ -534,6 +543,7 @@ class Worker:
     def _breaker_failure(self) -> None:
         if self.breaker.record_failure() is Transition.OPENED:
             log.warning("circuit opened", site=self.site, cooldown_s=self.breaker.cooldown_s)
+            self._breaker_opened.set()
             self._circuit_wake.set()
         self.metrics.set_circuit(self.breaker.state)
 
@@ -557,6 +567,7 @@ class Worker:
                     log.info(
                         "circuit recovering", site=self.site, probed=probed, state=self.breaker.state.value
                     )
+                    self._breaker_opened.clear()
                     await self._consumers.start()
 
     async def _sleep_unless_stopping(self, delay_s: float) -> None:
