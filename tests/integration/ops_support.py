@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +19,7 @@ from shared.model import Job
 from shared.settings import StoreSettings
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Attempt, DeadLetter, Message
-from tests.helpers import RELAY
+from tests.helpers import RELAY, missing_service
 
 
 def make_job(*, tenant: str = "acme", expires_in_s: float = 3600.0, to: str = "+31612345678") -> Job:
@@ -162,3 +164,26 @@ def invoke_relay(args: list[str], *, env: dict[str, str]) -> subprocess.Complete
     elif result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(["relay", *args], code, result.stdout, stderr)
+
+
+POSTGRES_ADMIN_DSN = os.environ.get("RELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.asynccontextmanager
+async def scratch_postgres() -> AsyncIterator[str]:
+    """A store URL of a new, empty PostgreSQL database, dropped afterwards (with any open sessions)."""
+    import asyncpg
+
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        missing_service(f"no PostgreSQL at {POSTGRES_ADMIN_DSN} ({exc!r})")
+        raise AssertionError("unreachable") from exc
+    name = f"relay_t_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    host_part = POSTGRES_ADMIN_DSN.removeprefix("postgresql://").rsplit("/", 1)[0]
+    try:
+        yield f"postgresql+asyncpg://{host_part}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -1,18 +1,21 @@
 """The whole dead-letter loop with real processes: a platform rejects, the worker dead-letters, the ingress's
-recorder stores it, `relay dead list` shows it, and `relay dead replay` gets it delivered."""
+recorder stores it, `relay dead list` shows it, and `relay dead replay` gets it delivered; on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
-from tests.integration.ops_support import fetch_message, relay_env, run_relay
+from tests.integration.ops_support import fetch_message, relay_env, run_relay, scratch_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,9 +29,22 @@ async def wait_until(predicate, *, timeout_s: float, what: str) -> None:  # type
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_store_url(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[str]:
+    """The migrated SQLite file, or a scratch PostgreSQL database migrated by `relay db upgrade`."""
+    if request.param == "sqlite":
+        yield store_url
+        return
+    async with scratch_postgres() as url:
+        upgraded = run_relay(["db", "upgrade"], env={**os.environ, "RELAY_STORE__URL": url})
+        assert upgraded.returncode == 0, upgraded.stderr
+        yield url
+
+
 async def test_rejected_messages_are_listed_then_replayed_and_delivered(
-    tmp_path: Path, broker_url: str, prefix: str, store_url: str, broker_cleanup: None
+    tmp_path: Path, broker_url: str, prefix: str, any_store_url: str, broker_cleanup: None
 ) -> None:
+    store_url = any_store_url
     sim_port, sim_admin, api_port = free_port(), free_port(), free_port()
     env = {
         **relay_env(broker_url=broker_url, prefix=prefix, store_url=store_url),
@@ -49,8 +65,9 @@ async def test_rejected_messages_are_listed_then_replayed_and_delivered(
         ),
     ):
         key = run_relay(["keys", "create", "--tenant", "bank"], env=env).stdout.strip().splitlines()[-1]
-        wait_for_port(sim_admin)
-        wait_for_port(api_port)
+        # Generous: the machine running the tests may be busy; nothing here waits longer than needed.
+        wait_for_port(sim_admin, timeout_s=60)
+        wait_for_port(api_port, timeout_s=60)
         async with httpx.AsyncClient(timeout=5) as client:
             await client.post(f"{admin}/faults", json={"mode": "reject", "share": 1.0})
             ids = []
@@ -67,7 +84,7 @@ async def test_rejected_messages_are_listed_then_replayed_and_delivered(
                 listed = run_relay(["dead", "list", "--json"], env=env)
                 return {json.loads(line)["id"] for line in listed.stdout.splitlines()} == set(ids)
 
-            await wait_until(all_dead, timeout_s=30, what="three dead letters in the store")
+            await wait_until(all_dead, timeout_s=60, what="three dead letters in the store")
             shown = json.loads(run_relay(["dead", "show", ids[0], "--json"], env=env).stdout)
             assert shown["reason"] == "rejected" and shown["attempt_history"][0]["outcome"] == "rejected"
 
@@ -80,6 +97,6 @@ async def test_rejected_messages_are_listed_then_replayed_and_delivered(
                 statuses = [await fetch_message(store_url, mid) for mid in ids]
                 return all(m is not None and m.status == "delivered" for m in statuses)
 
-            await wait_until(all_delivered, timeout_s=30, what="the replayed messages to be delivered")
+            await wait_until(all_delivered, timeout_s=60, what="the replayed messages to be delivered")
             references = (await client.get(f"{admin}/references")).json()["references"]
             assert set(ids) <= set(references)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -21,11 +19,10 @@ from tests.integration.ops_support import (
     message_row,
     relay_env,
     run_relay,
+    scratch_postgres,
 )
 
 pytestmark = pytest.mark.integration
-
-ADMIN_DSN = os.environ.get("RELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 async def relay(args: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,24 +31,8 @@ async def relay(args: list[str], *, env: dict[str, str]) -> subprocess.Completed
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
-    """A scratch database of this test alone, dropped afterwards."""
-    import asyncpg
-
-    try:
-        admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        from tests.helpers import missing_service
-
-        missing_service(f"no PostgreSQL at {ADMIN_DSN} ({exc!r})")
-        raise AssertionError("unreachable") from exc
-    name = f"relay_t_{uuid.uuid4().hex[:10]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    host_part = ADMIN_DSN.removeprefix("postgresql://").rsplit("/", 1)[0]
-    try:
-        yield f"postgresql+asyncpg://{host_part}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_postgres() as url:
+        yield url
 
 
 async def test_upgrade_and_dead_letters_round_trip_on_postgres(
