@@ -18,8 +18,8 @@ from starlette.responses import Response
 
 from ingress import problems
 from ingress.auth import bearer_key
-from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, request_hash
-from ingress.metrics import SUBMITS
+from ingress.fast_path import RelayApp
+from ingress.idempotency import MAX_KEY_CHARS
 from ingress.problems import ProblemError
 from ingress.schemas import (
     BatchAccepted,
@@ -31,8 +31,8 @@ from ingress.schemas import (
     SubmitRequest,
 )
 from ingress.service import Ingress
-from ingress.validation import ValidMessage, validate_message
-from shared.errors import StoreUnavailable, ValidationFailed
+from ingress.submission import BATCH_PATH, SINGLE_PATH, IncomingSubmit, Submissions
+from shared.errors import StoreUnavailable
 from shared.logs import get_logger
 from shared.settings import Settings
 from shared.store.messages import MessageView, get_message
@@ -50,11 +50,11 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def create_app(settings: Settings, *, ingress: Ingress | None = None) -> FastAPI:
-    """The app; it starts its own `Ingress` in its lifespan unless one (already started) is given."""
+def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayApp:
+    """The ASGI app (the FastAPI app behind the submit fast path); it starts its own `Ingress` in its
+    lifespan unless one (already started) is given."""
     owned = ingress is None
     runtime = ingress if ingress is not None else Ingress(settings=settings)
-    limits = settings.ingress
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -91,75 +91,34 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> FastAPI
         errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         return problems.invalid(errors, "the request is not acceptable").response()
 
+    submissions = Submissions(ingress=runtime)
+
     async def tenant_of(request: Request) -> str:
         key = bearer_key(request.headers.get("authorization"))
-        if key is None:
-            SUBMITS.labels("unauthorized").inc()
-            raise problems.unauthorized("an Authorization: Bearer <API key> header is required")
         try:
-            tenant = await runtime.keys.tenant(key)
+            tenant = await runtime.keys.tenant(key) if key is not None else None
         except StoreUnavailable as exc:
             raise problems.unavailable("cannot check the API key right now") from exc
         if tenant is None:
-            SUBMITS.labels("unauthorized").inc()
-            raise problems.unauthorized("the API key is unknown or revoked")
+            raise problems.unauthorized("an Authorization: Bearer <valid API key> header is required")
         return tenant
 
-    async def read_json(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
-            raise problems.too_large(limits.max_request_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_request_bytes:
-                raise problems.too_large(limits.max_request_bytes)
-            chunks.append(chunk)
-        try:
-            return orjson.loads(b"".join(chunks))
-        except orjson.JSONDecodeError as exc:
-            raise problems.malformed(f"the body is not valid JSON: {exc}") from None
-
-    async def answer(request: Request, payload: Any, tenant: str, produce: Any) -> Answer:
-        key = request.headers.get("idempotency-key")
-        if key is None:
-            result: Answer = await produce()
-            return result
-        if not key or len(key) > MAX_KEY_CHARS:
-            raise problems.malformed(f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")
-        try:
-            return await runtime.idempotency.run(
-                tenant=tenant, key=key, digest=request_hash(request.url.path, payload), produce=produce
+    async def framework_submit(request: Request) -> Response:
+        reply = await submissions.handle(
+            IncomingSubmit(
+                path=request.url.path.rstrip("/"),
+                authorization=request.headers.get("authorization"),
+                idempotency_key=request.headers.get("idempotency-key"),
+                content_length=request.headers.get("content-length"),
+                body=request.stream(),
             )
-        except IdempotencyConflict as exc:
-            SUBMITS.labels("conflict").inc()
-            raise problems.conflict(str(exc)) from None
-        except StoreUnavailable as exc:
-            raise problems.unavailable("cannot check the Idempotency-Key right now") from exc
-
-    async def accept(tenant: str, messages: list[ValidMessage]) -> list[str]:
-        try:
-            return [a.id for a in await runtime.accept(tenant, messages)]
-        except Exception as exc:
-            log.error("could not make messages durable", error=repr(exc), count=len(messages))
-            raise problems.unavailable(
-                "the messages could not be made durable; nothing was accepted"
-            ) from exc
-
-    def respond(result: Answer, *, location: bool) -> Response:
-        headers: dict[str, str] = {}
-        if result.replayed:
-            headers["Idempotent-Replayed"] = "true"
-            SUBMITS.labels("duplicate").inc()
-        if result.status_code >= 400:
-            return problems.problem_response(result.body, headers=headers)
-        if location:
-            headers["Location"] = f"/v1/messages/{result.body['id']}"
-        return _json(result.body, result.status_code, headers)
+        )
+        return Response(
+            reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers
+        )
 
     @app.post(
-        "/v1/messages",
+        SINGLE_PATH,
         status_code=202,
         response_model=SubmitAccepted,
         responses=_PROBLEMS,
@@ -168,22 +127,10 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> FastAPI
         "first answer and send nothing.",
     )
     async def submit(request: Request) -> Response:
-        tenant = await tenant_of(request)
-        payload = await read_json(request)
-
-        async def produce() -> Answer:
-            try:
-                message = validate_message(payload, limits)
-            except ValidationFailed as exc:
-                SUBMITS.labels("invalid").inc()
-                return Answer(status_code=422, body=problems.invalid(exc.errors).body)
-            (message_id,) = await accept(tenant, [message])
-            return Answer(status_code=202, body={"id": message_id, "status": "accepted"})
-
-        return respond(await answer(request, payload, tenant, produce), location=True)
+        return await framework_submit(request)
 
     @app.post(
-        "/v1/messages/batch",
+        BATCH_PATH,
         status_code=202,
         response_model=BatchAccepted,
         responses=_PROBLEMS,
@@ -191,48 +138,7 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> FastAPI
         description="Valid items are accepted, invalid ones rejected with their errors (partial acceptance).",
     )
     async def submit_batch(request: Request) -> Response:
-        tenant = await tenant_of(request)
-        payload = await read_json(request)
-        items = payload.get("messages") if isinstance(payload, dict) else None
-        if not isinstance(items, list) or not items:
-            SUBMITS.labels("invalid").inc()
-            raise problems.invalid(
-                [{"field": "messages", "message": "a non-empty list of messages is required"}],
-                "the batch is not acceptable",
-            )
-        if len(items) > limits.max_batch:
-            SUBMITS.labels("invalid").inc()
-            raise problems.invalid(
-                [{"field": "messages", "message": f"at most {limits.max_batch} messages per batch"}],
-                f"the batch holds {len(items)} messages; at most {limits.max_batch} are allowed",
-            )
-
-        async def produce() -> Answer:
-            valid: list[tuple[int, ValidMessage]] = []
-            results: list[dict[str, Any]] = []
-            all_errors: list[dict[str, str]] = []
-            for index, item in enumerate(items):
-                try:
-                    valid.append((index, validate_message(item, limits, field_prefix=f"messages[{index}].")))
-                except ValidationFailed as exc:
-                    results.append({"index": index, "status": "rejected", "errors": exc.errors})
-                    all_errors.extend(exc.errors)
-            SUBMITS.labels("invalid").inc(len(results))
-            if not valid:
-                return Answer(
-                    status_code=422,
-                    body=problems.invalid(all_errors, "no message of the batch is acceptable").body,
-                )
-            ids = await accept(tenant, [m for _, m in valid])
-            results += [
-                {"index": index, "status": "accepted", "id": message_id}
-                for (index, _), message_id in zip(valid, ids, strict=True)
-            ]
-            results.sort(key=lambda r: int(r["index"]))
-            body = {"accepted": len(ids), "rejected": len(items) - len(ids), "results": results}
-            return Answer(status_code=202, body=body)
-
-        return respond(await answer(request, payload, tenant, produce), location=False)
+        return await framework_submit(request)
 
     @app.get(
         "/v1/messages/{message_id}",
@@ -273,7 +179,7 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> FastAPI
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     _document_request_bodies(app)
-    return app
+    return RelayApp(api=app, submissions=submissions)
 
 
 def _status_body(view: MessageView) -> dict[str, Any]:

@@ -1,8 +1,13 @@
 """Bearer-key authentication with a short in-process cache (a revoked key stops working within
-`POSITIVE_TTL_S`), so a submit costs no store round trip."""
+`POSITIVE_TTL_S`), so a submit costs no store round trip.
+
+Lookups are single-flight: when a key's entry expires under load, one query refreshes it and every
+concurrent request waits for that one, instead of all of them queueing for store connections.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,22 +33,33 @@ class KeyCache:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._entries: dict[str, tuple[str | None, float]] = {}
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     async def tenant(self, key: str) -> str | None:
         """The key's tenant; None for an unknown or revoked key; `StoreUnavailable` if unsure."""
         digest = hash_key(key)
         cached = self._entries.get(digest)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        running = self._lookups.get(digest)
+        if running is None:
+            running = asyncio.ensure_future(self._lookup(key, digest))
+            self._lookups[digest] = running
+            running.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        try:
+            return await asyncio.shield(running)
+        except StoreUnavailable:
+            if cached is not None and cached[0] is not None:
+                return cached[0]  # the store is away: a key it vouched for recently still counts
+            raise
+
+    async def _lookup(self, key: str, digest: str) -> str | None:
         try:
             async with self._sessions() as session:
                 tenant = await tenant_of(session, key)
         except Exception as exc:
-            if cached is not None and cached[0] is not None:
-                return cached[0]  # the store is away: a key it vouched for recently still counts
             raise StoreUnavailable(f"cannot check the API key: {exc!r}") from exc
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[digest] = (tenant, now + (POSITIVE_TTL_S if tenant else NEGATIVE_TTL_S))
+        self._entries[digest] = (tenant, time.monotonic() + (POSITIVE_TTL_S if tenant else NEGATIVE_TTL_S))
         return tenant

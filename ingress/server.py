@@ -7,7 +7,6 @@ is replaced (its spool is drained by whichever process finds its lock free).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -26,6 +25,7 @@ from shared.settings import Settings
 log = get_logger("ingress.server")
 
 RESPAWN_PAUSE_S = 1.0
+KEEP_ALIVE_S = 75
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -53,15 +53,18 @@ def serve(settings: Settings) -> None:
 def _serve_one(settings: Settings, sock: socket.socket) -> None:
     config = uvicorn.Config(
         create_app(settings),
+        interface="asgi3",
         loop="auto",
         http="auto",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # Clients keep connections open between bursts; uvicorn's default of 5 s drops them mid-reuse.
+        timeout_keep_alive=KEEP_ALIVE_S,
         backlog=2048,
     )
-    server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    # Server.run (not asyncio.run) so the configured loop is used: uvloop when it is installed.
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _supervise(settings: Settings, sock: socket.socket, processes: int) -> None:

@@ -36,6 +36,7 @@ from shared.model import Job, new_message_id
 from shared.settings import Settings
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.messages import row_for_job
+from shared.store.sync_engine import make_sync_sqlite_engine
 from shared.topology import topology_from
 
 log = get_logger("ingress")
@@ -61,7 +62,11 @@ class Ingress:
         self.router = Router(settings=settings.routing, sites=list(settings.sites))
         self.keys = KeyCache(sessions=self.sessions)
         self.idempotency = IdempotencyGuard(sessions=self.sessions, ttl_s=settings.ingress.idempotency_ttl_s)
-        self.store_writer = StoreWriter(sessions=self.sessions, batch_max=settings.store.batch_max)
+        self.store_writer = StoreWriter(
+            sessions=self.sessions,
+            batch_max=settings.store.batch_max,
+            sync_engine=make_sync_sqlite_engine(settings.store.url),
+        )
         self.link = BrokerLink(
             settings=settings.broker,
             topology=topology_from(settings),

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingress.metrics import STORE_BATCH_ROWS, STORE_WRITES
 from shared.errors import StoreUnavailable
 from shared.logs import get_logger
-from shared.store.messages import insert_submitted
+from shared.store.messages import insert_submitted, insert_submitted_sync
 
 log = get_logger("ingress.store")
 
@@ -27,8 +29,13 @@ RETRY_INTERVAL_S = 1.0
 
 
 class StoreWriter:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], batch_max: int) -> None:
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], batch_max: int, sync_engine: Engine | None = None
+    ) -> None:
         self._sessions = sessions
+        # SQLite: one thread owns the writes, so a group commit is one hop off the event loop.
+        self._sync_engine = sync_engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._batch_max = batch_max
         self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[None]]] = asyncio.Queue()
         self._retry: list[dict[str, Any]] = []
@@ -55,6 +62,9 @@ class StoreWriter:
                 await task
         if self._retry:
             log.error("store still down at shutdown: messages rows not written", rows=len(self._retry))
+        self._thread.shutdown(wait=True)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
     async def add(self, rows: list[dict[str, Any]]) -> None:
         """Returns once `rows` are committed; raises `StoreUnavailable` when that commit failed."""
@@ -63,8 +73,16 @@ class StoreWriter:
         await done
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
+        if self._sync_engine is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._write_sync, rows)
+            return
         async with self._sessions.begin() as session:
             await insert_submitted(session, rows)
+
+    def _write_sync(self, rows: list[dict[str, Any]]) -> None:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as connection:
+            insert_submitted_sync(connection, rows)
 
     async def _write_loop(self) -> None:
         while True:

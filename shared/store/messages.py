@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.model import Job, Outcome, Status
 from shared.store.models import Attempt, Message
-from shared.store.upsert import insert_for
 
 # Columns a submit knows; status, attempts and ambiguous belong to the recorder, which may have
 # written a placeholder row first when a worker reported faster than the submit's commit.
@@ -55,15 +56,27 @@ def row_for_job(job: Job, *, site: str, status: Status = Status.ACCEPTED) -> dic
     }
 
 
-async def insert_submitted(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Write the rows of accepted messages; an existing row keeps the status the recorder gave it."""
-    if not rows:
-        return
-    stmt = insert_for(session, Message)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Message.id], set_={name: stmt.excluded[name] for name in _SUBMIT_COLUMNS}
+@cache
+def submitted_upsert(dialect_name: str) -> Any:
+    """INSERT of accepted messages' rows; an existing row keeps the status the recorder gave it.
+
+    Core on the table, not the ORM's bulk path, which costs more CPU per row than the fsync it shares.
+    """
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    stmt = insert(cast(Table, Message.__table__))
+    return stmt.on_conflict_do_update(
+        index_elements=["id"], set_={name: stmt.excluded[name] for name in _SUBMIT_COLUMNS}
     )
-    await session.execute(stmt, rows)
+
+
+async def insert_submitted(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(submitted_upsert(session.get_bind().dialect.name), rows)
+
+
+def insert_submitted_sync(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        connection.execute(submitted_upsert(connection.dialect.name), rows)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

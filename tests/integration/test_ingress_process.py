@@ -52,6 +52,8 @@ def cli(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     """The ingress's commands in this process (a child `relay` costs seconds of imports)."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # Logging set up inside CliRunner would write to its captured stream, closed afterwards.
+    monkeypatch.setattr("shared.cli.configure_logging", lambda **_: None)
     settings.cache_clear()
     app = typer.Typer()
     app.callback()(lambda: None)

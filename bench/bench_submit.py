@@ -1,0 +1,378 @@
+"""Submit throughput and latency of the ingress, against the raw confirmed-publish ceiling of the broker.
+
+One run measures, each bounded in count and time:
+  1. ceiling: aio-pika publishes (persistent, publisher confirms, 256 in flight) into a scratch quorum queue;
+  2. single: accepted messages/s of POST /v1/messages with 64 concurrent keep-alive clients;
+  3. batch: accepted messages/s of POST /v1/messages/batch with 100 messages each;
+  4. paced: p50/p99 latency of single submits offered at a steady 500 messages/s.
+The ingress runs as a `relay ingress` child process (its own interpreter, so client and server do not share
+a GIL) with a scratch topology prefix, store and spool, all removed afterwards. Prints one JSON report with
+the ratios to the ceiling. Run: `python -m bench.bench_submit [--json] [--quick]`. Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import orjson
+import psutil
+
+from shared.settings import Settings, StoreSettings
+from shared.store.api_keys import create_key
+from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.migrate import upgrade
+from shared.topology import topology_from
+
+BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+START_TIMEOUT_S = 30.0
+PHASE_TIMEOUT_S = 90.0
+CLIENTS = 64
+TARGETS = {"single_ratio": 0.5, "batch_ratio": 0.8, "paced_p99_ms": 20.0}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(count: int, elapsed_s: float, latencies_s: list[float]) -> dict[str, Any]:
+    return {
+        "messages": count,
+        "elapsed_s": round(elapsed_s, 3),
+        "per_s": round(count / elapsed_s, 1) if elapsed_s else 0.0,
+        "p50_ms": round(percentile(latencies_s, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(latencies_s, 0.99) * 1000, 2),
+    }
+
+
+async def ceiling(count: int, in_flight: int) -> dict[str, Any]:
+    """The broker's confirmed-publish rate for this client library: what the relay can at best reach."""
+    connection = await aio_pika.connect(BROKER_URL)
+    name = f"bench.ceiling.{uuid.uuid4().hex[:8]}"
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        body = orjson.dumps({"v": 1, "job": {"id": "x" * 32, "to": "+31612345678", "body": "b" * 60}})
+        latencies: list[float] = []
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one() -> None:
+            async with gate:
+                started = time.perf_counter()
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=name,
+                    timeout=10,
+                )
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        async with asyncio.timeout(PHASE_TIMEOUT_S):
+            await asyncio.gather(*(one() for _ in range(count)))
+        elapsed = time.perf_counter() - started
+        await queue.delete(if_unused=False, if_empty=False)
+    return summary(count, elapsed, latencies)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def ingress_process(
+    workdir: Path, *, prefix: str, port: int, processes: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "RELAY_BROKER__URL": BROKER_URL,
+        "RELAY_BROKER__PREFIX": prefix,
+        "RELAY_STORE__URL": f"sqlite+aiosqlite:///{workdir / 'relay.db'}",
+        "RELAY_INGRESS__SPOOL_PATH": str(workdir / "spool.db"),
+        "RELAY_INGRESS__PORT": str(port),
+        "RELAY_INGRESS__PROCESSES": str(processes),
+        "RELAY_LOG__LEVEL": "WARNING",
+    }
+    log = (workdir / "ingress.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "ingress"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+
+
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the ingress was not ready after {START_TIMEOUT_S} s")
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection, with no more client work than the protocol needs.
+
+    httpx spent about 4 ms of CPU per request here (more than the server), so on a shared 2-core machine
+    it would have measured itself, not the relay.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._head = head
+
+    @classmethod
+    async def open(cls, port: int, key: str) -> RawConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nConnection: keep-alive\r\n"
+        ).encode()
+        return cls(reader, writer, head)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self._writer.write(
+            b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), self._head, len(body), body)
+        )
+        status_line = await self._reader.readline()
+        status = int(status_line.split(b" ", 2)[1])
+        length = 0
+        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self._reader.readexactly(length)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class RawPool:
+    def __init__(self, *, port: int, key: str, size: int) -> None:
+        self._port = port
+        self._key = key
+        self._size = size
+        self._idle: asyncio.Queue[RawConnection] = asyncio.Queue()
+        self._all: list[RawConnection] = []
+
+    async def __aenter__(self) -> RawPool:
+        for _ in range(self._size):
+            connection = await RawConnection.open(self._port, self._key)
+            self._all.append(connection)
+            self._idle.put_nowait(connection)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for connection in self._all:
+            connection.close()
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        connection = await self._idle.get()
+        try:
+            return await connection.post(path, body)
+        finally:
+            self._idle.put_nowait(connection)
+
+
+def message(n: int) -> dict[str, Any]:
+    return {"to": "+31612345678", "from": "Bench", "body": f"benchmark message {n}"}
+
+
+async def closed_loop(
+    count: int, concurrency: int, send: Callable[[int], Awaitable[int]]
+) -> tuple[float, list[float], int]:
+    """`concurrency` clients send back to back until `count` requests are done."""
+    latencies: list[float] = []
+    accepted = 0
+    next_index = iter(range(count))
+
+    async def client() -> None:
+        nonlocal accepted
+        for n in next_index:
+            started = time.perf_counter()
+            got = await send(n)  # awaited first: `x += await f()` reads x before the await
+            accepted += got
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    async with asyncio.timeout(PHASE_TIMEOUT_S):
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, accepted
+
+
+async def paced(
+    count: int, rate_per_s: float, send: Callable[[int], Awaitable[int]]
+) -> tuple[float, list[float], int]:
+    """Open loop: request n leaves at start + n / rate, whether or not earlier ones were answered."""
+    latencies: list[float] = []
+    accepted = 0
+    loop = asyncio.get_running_loop()
+    begin = loop.time() + 0.05
+
+    async def one(n: int) -> None:
+        nonlocal accepted
+        delay = begin + n / rate_per_s - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        started = time.perf_counter()
+        got = await send(n)  # awaited first: `x += await f()` reads x before the await
+        accepted += got
+        latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    async with asyncio.timeout(PHASE_TIMEOUT_S):
+        await asyncio.gather(*(one(n) for n in range(count)))
+    return time.perf_counter() - started, latencies, accepted
+
+
+async def relay_phases(key: str, port: int, scale: int, server: psutil.Process) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
+        await wait_ready(probe)
+    async with RawPool(port=port, key=key, size=CLIENTS) as client:
+        answers: Counter[str] = Counter()
+
+        async def single(n: int) -> int:
+            status, body = await client.post("/v1/messages", orjson.dumps(message(n)))
+            answers[str(status)] += 1
+            if status != 202 and answers[str(status)] == 1:
+                print(f"answer {status}: {body[:300]!r}", file=sys.stderr)
+            return 1 if status == 202 else 0
+
+        async def batch(n: int) -> int:
+            payload = orjson.dumps({"messages": [message(n * 100 + i) for i in range(100)]})
+            status, body = await client.post("/v1/messages/batch", payload)
+            answers[str(status)] += 1
+            return int(orjson.loads(body)["accepted"]) if status == 202 else 0
+
+        def server_cpu_s() -> float:
+            times = server.cpu_times()
+            return float(times.user + times.system)
+
+        async def measure(run: Awaitable[tuple[float, list[float], int]], **extra: Any) -> dict[str, Any]:
+            cpu_before = server_cpu_s()
+            elapsed, latencies, accepted = await run
+            cpu_ms = (server_cpu_s() - cpu_before) * 1000
+            per_message = round(cpu_ms / accepted, 3) if accepted else None
+            return {
+                **summary(accepted, elapsed, latencies),
+                "server_cpu_ms_per_message": per_message,
+                **extra,
+            }
+
+        await closed_loop(200, CLIENTS, single)  # warm-up: connections, key cache, page cache
+        results: dict[str, Any] = {}
+        count = 6000 // scale
+        results["single"] = await measure(
+            closed_loop(count, CLIENTS, single), requests=count, concurrency=CLIENTS
+        )
+        batches = 120 // scale
+        results["batch"] = await measure(
+            closed_loop(batches, 8, batch),
+            requests=batches,
+            batch_size=100,
+            concurrency=8,
+            latency_is="per batch request",
+        )
+        rate = 500.0
+        results["paced"] = await measure(paced(int(rate * 10 / scale), rate, single), offered_per_s=rate)
+        results["answers"] = dict(answers)
+        return results
+
+
+async def delete_topology(settings: Settings) -> None:
+    connection = await aio_pika.connect(BROKER_URL)
+    async with connection:
+        channel = await connection.channel()
+        topology = topology_from(settings)
+        for spec in topology.queues():
+            await channel.queue_delete(spec.name)
+        for name, _ in topology.exchanges():
+            await channel.exchange_delete(name)
+
+
+async def main_async(quick: bool, processes: int) -> dict[str, Any]:
+    scale = 4 if quick else 1
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "quick": quick}
+    report["ceiling"] = await ceiling(8000 // scale, 256)
+
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    settings = Settings(broker={"url": BROKER_URL, "prefix": prefix})  # type: ignore[arg-type]
+    try:
+        store = StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'relay.db'}")
+        await asyncio.to_thread(upgrade, store)
+        engine = make_engine(store)
+        key, _ = await create_key(make_sessionmaker(engine), tenant="bench")
+        await engine.dispose()
+        port = free_port()
+        with ingress_process(workdir, prefix=prefix, port=port, processes=processes) as proc:
+            report.update(await relay_phases(key, port, scale, psutil.Process(proc.pid)))
+        report["ingress_processes"] = processes
+    finally:
+        await delete_topology(settings)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    top = report["ceiling"]["per_s"]
+    report["ratios"] = {
+        "single_to_ceiling": round(report["single"]["per_s"] / top, 3),
+        "batch_to_ceiling": round(report["batch"]["per_s"] / top, 3),
+    }
+    report["targets"] = {
+        "single >= 0.5 x ceiling": report["ratios"]["single_to_ceiling"] >= TARGETS["single_ratio"],
+        "batch >= 0.8 x ceiling": report["ratios"]["batch_to_ceiling"] >= TARGETS["batch_ratio"],
+        "p99 < 20 ms at 500/s": report["paced"]["p99_ms"] < TARGETS["paced_p99_ms"],
+    }
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON report")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the counts")
+    parser.add_argument("--processes", type=int, default=1, help="ingress processes (ingress.processes)")
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args.quick, args.processes))
+    if not args.json:
+        print("submit benchmark (numbers are noisy when other work shares the CPU):", file=sys.stderr)
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

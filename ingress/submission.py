@@ -1,0 +1,203 @@
+"""The submit endpoints' logic, free of any web framework: headers and body in, status and body out.
+
+Both the FastAPI routes (which document the API) and the ASGI fast path (`ingress.fast_path`, which
+serves the two submit URLs without the framework's per-request machinery) call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ingress import problems
+from ingress.auth import bearer_key
+from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, request_hash
+from ingress.metrics import SUBMITS
+from ingress.problems import PROBLEM_TYPE, ProblemError
+from ingress.service import Ingress
+from ingress.validation import ValidMessage, validate_message
+from shared.errors import StoreUnavailable, ValidationFailed
+from shared.logs import get_logger
+
+log = get_logger("ingress.api")
+
+JSON = "application/json"
+SINGLE_PATH = "/v1/messages"
+BATCH_PATH = "/v1/messages/batch"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    status: int
+    body: bytes
+    media_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncomingSubmit:
+    path: str
+    authorization: str | None
+    idempotency_key: str | None
+    content_length: str | None
+    body: AsyncIterator[bytes]
+
+
+class Submissions:
+    def __init__(self, *, ingress: Ingress) -> None:
+        self._ingress = ingress
+        self._limits = ingress.settings.ingress
+
+    async def handle(self, request: IncomingSubmit) -> Reply:
+        try:
+            tenant = await self._tenant(request.authorization)
+            payload = await self._read_json(request)
+            if request.path == BATCH_PATH:
+                produce = self._batch(tenant, payload)
+                location = False
+            else:
+                produce = self._single(tenant, payload)
+                location = True
+            answer = await self._answer(request, payload, tenant, produce)
+        except ProblemError as problem:
+            return Reply(
+                status=problem.status,
+                body=orjson.dumps(problem.body),
+                media_type=PROBLEM_TYPE,
+                headers=problem.headers,
+            )
+        return self._reply(answer, location=location)
+
+    async def _tenant(self, authorization: str | None) -> str:
+        key = bearer_key(authorization)
+        if key is None:
+            SUBMITS.labels("unauthorized").inc()
+            raise problems.unauthorized("an Authorization: Bearer <API key> header is required")
+        try:
+            tenant = await self._ingress.keys.tenant(key)
+        except StoreUnavailable as exc:
+            raise problems.unavailable("cannot check the API key right now") from exc
+        if tenant is None:
+            SUBMITS.labels("unauthorized").inc()
+            raise problems.unauthorized("the API key is unknown or revoked")
+        return tenant
+
+    async def _read_json(self, request: IncomingSubmit) -> Any:
+        limit = self._limits.max_request_bytes
+        declared = request.content_length
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise problems.too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.body:
+            size += len(chunk)
+            if size > limit:
+                raise problems.too_large(limit)
+            chunks.append(chunk)
+        try:
+            return orjson.loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except orjson.JSONDecodeError as exc:
+            raise problems.malformed(f"the body is not valid JSON: {exc}") from None
+
+    async def _answer(
+        self, request: IncomingSubmit, payload: Any, tenant: str, produce: Callable[[], Awaitable[Answer]]
+    ) -> Answer:
+        key = request.idempotency_key
+        if key is None:
+            return await produce()
+        if not key or len(key) > MAX_KEY_CHARS:
+            raise problems.malformed(f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")
+        try:
+            return await self._ingress.idempotency.run(
+                tenant=tenant, key=key, digest=request_hash(request.path, payload), produce=produce
+            )
+        except IdempotencyConflict as exc:
+            SUBMITS.labels("conflict").inc()
+            raise problems.conflict(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise problems.unavailable("cannot check the Idempotency-Key right now") from exc
+
+    async def _accept(self, tenant: str, messages: list[ValidMessage]) -> list[str]:
+        try:
+            return [a.id for a in await self._ingress.accept(tenant, messages)]
+        except Exception as exc:
+            log.error("could not make messages durable", error=repr(exc), count=len(messages))
+            raise problems.unavailable(
+                "the messages could not be made durable; nothing was accepted"
+            ) from exc
+
+    def _single(self, tenant: str, payload: Any) -> Callable[[], Awaitable[Answer]]:
+        async def produce() -> Answer:
+            try:
+                message = validate_message(payload, self._limits)
+            except ValidationFailed as exc:
+                SUBMITS.labels("invalid").inc()
+                return Answer(status_code=422, body=problems.invalid(exc.errors).body)
+            (message_id,) = await self._accept(tenant, [message])
+            return Answer(status_code=202, body={"id": message_id, "status": "accepted"})
+
+        return produce
+
+    def _batch(self, tenant: str, payload: Any) -> Callable[[], Awaitable[Answer]]:
+        items = payload.get("messages") if isinstance(payload, dict) else None
+        max_batch = self._limits.max_batch
+        if not isinstance(items, list) or not items:
+            SUBMITS.labels("invalid").inc()
+            raise problems.invalid(
+                [{"field": "messages", "message": "a non-empty list of messages is required"}],
+                "the batch is not acceptable",
+            )
+        if len(items) > max_batch:
+            SUBMITS.labels("invalid").inc()
+            raise problems.invalid(
+                [{"field": "messages", "message": f"at most {max_batch} messages per batch"}],
+                f"the batch holds {len(items)} messages; at most {max_batch} are allowed",
+            )
+
+        async def produce() -> Answer:
+            valid: list[tuple[int, ValidMessage]] = []
+            results: list[dict[str, Any]] = []
+            all_errors: list[dict[str, str]] = []
+            for index, item in enumerate(items):
+                try:
+                    valid.append(
+                        (index, validate_message(item, self._limits, field_prefix=f"messages[{index}]."))
+                    )
+                except ValidationFailed as exc:
+                    results.append({"index": index, "status": "rejected", "errors": exc.errors})
+                    all_errors.extend(exc.errors)
+            SUBMITS.labels("invalid").inc(len(results))
+            if not valid:
+                return Answer(
+                    status_code=422,
+                    body=problems.invalid(all_errors, "no message of the batch is acceptable").body,
+                )
+            ids = await self._accept(tenant, [m for _, m in valid])
+            results += [
+                {"index": index, "status": "accepted", "id": message_id}
+                for (index, _), message_id in zip(valid, ids, strict=True)
+            ]
+            results.sort(key=lambda r: int(r["index"]))
+            body = {"accepted": len(ids), "rejected": len(items) - len(ids), "results": results}
+            return Answer(status_code=202, body=body)
+
+        return produce
+
+    def _reply(self, answer: Answer, *, location: bool) -> Reply:
+        headers: dict[str, str] = {}
+        if answer.replayed:
+            headers["Idempotent-Replayed"] = "true"
+            SUBMITS.labels("duplicate").inc()
+        if answer.status_code >= 400:
+            return Reply(
+                status=answer.status_code,
+                body=orjson.dumps(answer.body),
+                media_type=PROBLEM_TYPE,
+                headers=headers,
+            )
+        if location:
+            headers["Location"] = f"{SINGLE_PATH}/{answer.body['id']}"
+        return Reply(status=answer.status_code, body=orjson.dumps(answer.body), headers=headers)
