@@ -36,6 +36,8 @@ class Consumers:
         self._queues = [own, *standby]
         self._on_message = on_message
         self._tags: list[tuple[SiteQueue, ConsumerTag]] = []
+        # A cancel that overlapped a start could miss the consumers the start adds after it.
+        self._lock = asyncio.Lock()
         self.stopped = asyncio.Event()
         self.stopped.set()
 
@@ -60,26 +62,28 @@ class Consumers:
         return bool(self._tags)
 
     async def start(self) -> None:
-        if self._tags:
-            return
-        self.stopped.clear()
-        for site_queue in self._queues:
-            tag = await site_queue.queue.consume(
-                self._callback(site_queue.site), arguments={"x-priority": site_queue.priority}
-            )
-            self._tags.append((site_queue, tag))
-        log.info("consumers started", queues=[q.queue.name for q in self._queues])
+        async with self._lock:
+            if self._tags:
+                return
+            self.stopped.clear()
+            for site_queue in self._queues:
+                tag = await site_queue.queue.consume(
+                    self._callback(site_queue.site), arguments={"x-priority": site_queue.priority}
+                )
+                self._tags.append((site_queue, tag))
+            log.info("consumers started", queues=[q.queue.name for q in self._queues])
 
     async def cancel(self) -> None:
-        tags, self._tags = self._tags, []
-        for site_queue, tag in tags:
-            try:
-                await site_queue.queue.cancel(tag, timeout=CANCEL_TIMEOUT_S)
-            except Exception as exc:  # a lost channel cancels its consumers anyway
-                log.warning("consumer cancel failed", queue=site_queue.queue.name, error=repr(exc))
-        self.stopped.set()
-        if tags:
-            log.info("consumers cancelled", queues=[q.queue.name for q, _ in tags])
+        async with self._lock:
+            tags, self._tags = self._tags, []
+            for site_queue, tag in tags:
+                try:
+                    await site_queue.queue.cancel(tag, timeout=CANCEL_TIMEOUT_S)
+                except Exception as exc:  # a lost channel cancels its consumers anyway
+                    log.warning("consumer cancel failed", queue=site_queue.queue.name, error=repr(exc))
+            self.stopped.set()
+            if tags:
+                log.info("consumers cancelled", queues=[q.queue.name for q, _ in tags])
 
     def _callback(self, site: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_message(message: AbstractIncomingMessage) -> None:

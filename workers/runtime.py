@@ -52,6 +52,7 @@ MIN_CONFIRM_TIMEOUT_S = 15.0
 # Time kept back from the grace period to flush events and close the connection.
 CLOSE_MARGIN_S = 0.5
 PROBE_GET_TIMEOUT_S = 2.0
+SUPERVISION_RETRY_S = 1.0
 # How long a failed job waits for the breaker's verdict before it is retried at the same site.
 FAILURE_VERDICT_WAIT_S = 0.25
 
@@ -548,27 +549,33 @@ class Worker:
         self.metrics.set_circuit(self.breaker.state)
 
     async def _supervise_circuit(self) -> None:
-        assert self._consumers is not None
         while not self._stopping:
             await self._circuit_wake.wait()
             self._circuit_wake.clear()
-            # Cancel first, then hand back: nacked before the cancel, jobs come straight back to us.
-            while not self._stopping and self.breaker.state is CircuitState.OPEN:
-                await self._consumers.cancel()
-                await self._hand_back_intake()
-                await self._sleep_unless_stopping(self.breaker.seconds_until_probe())
-                if self._stopping or not self.breaker.begin_probe():
-                    continue
-                self.metrics.set_circuit(self.breaker.state)
-                probed = await self._probe()
-                if self.breaker.state is not CircuitState.OPEN and not self._stopping:
-                    # Closed by the probe, or half-open with nothing to probe with: the first real
-                    # outcome then decides, and one failure opens the breaker again.
-                    log.info(
-                        "circuit recovering", site=self.site, probed=probed, state=self.breaker.state.value
-                    )
-                    self._breaker_opened.clear()
-                    await self._consumers.start()
+            try:
+                await self._ride_out_open_circuit()
+            except Exception:  # e.g. the connection dropped mid-cancel: look again shortly
+                log.exception("circuit supervision failed; trying again", site=self.site)
+                self._circuit_wake.set()
+                await self._sleep_unless_stopping(SUPERVISION_RETRY_S)
+
+    async def _ride_out_open_circuit(self) -> None:
+        assert self._consumers is not None
+        # Cancel first, then hand back: nacked before the cancel, jobs come straight back to us.
+        while not self._stopping and self.breaker.state is CircuitState.OPEN:
+            await self._consumers.cancel()
+            await self._hand_back_intake()
+            await self._sleep_unless_stopping(self.breaker.seconds_until_probe())
+            if self._stopping or not self.breaker.begin_probe():
+                continue
+            self.metrics.set_circuit(self.breaker.state)
+            probed = await self._probe()
+            log.info("circuit probed", site=self.site, probed=probed, state=self.breaker.state.value)
+        if not self._stopping and self.breaker.state is not CircuitState.OPEN and not self._consumers.running:
+            # Closed by the probe, or half-open with nothing to probe with: the first real outcome then
+            # decides, and one failure opens the breaker again.
+            self._breaker_opened.clear()
+            await self._consumers.start()
 
     async def _sleep_unless_stopping(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
