@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
-from tests.integration.ops_support import fetch_message, relay_env, run_relay, scratch_postgres
+from tests.integration.ops_support import fetch_message, invoke_relay, relay_env, run_relay, scratch_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,11 +81,13 @@ async def test_rejected_messages_are_listed_then_replayed_and_delivered(
                 ids.append(answer.json()["id"])
 
             async def all_dead() -> bool:
-                listed = run_relay(["dead", "list", "--json"], env=env)
+                listed = await asyncio.to_thread(invoke_relay, ["dead", "list", "--json"], env=env)
                 return {json.loads(line)["id"] for line in listed.stdout.splitlines()} == set(ids)
 
             await wait_until(all_dead, timeout_s=60, what="three dead letters in the store")
-            shown = json.loads(run_relay(["dead", "show", ids[0], "--json"], env=env).stdout)
+            shown = json.loads(
+                (await asyncio.to_thread(invoke_relay, ["dead", "show", ids[0], "--json"], env=env)).stdout
+            )
             assert shown["reason"] == "rejected" and shown["attempt_history"][0]["outcome"] == "rejected"
 
             await client.post(f"{admin}/faults", json={"mode": "none"})
