@@ -35,6 +35,7 @@ from shared.logs import get_logger
 from shared.model import Job, new_message_id
 from shared.settings import Settings
 from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.idempotency import purge_expired
 from shared.store.messages import row_for_job
 from shared.store.sync_engine import make_sync_sqlite_engine
 from shared.topology import topology_from
@@ -45,6 +46,7 @@ QUEUED = "queued"  # confirmed by the broker
 SPOOLED_AT = "spooled"  # fsynced in the local spool
 STORE_CHECK_TIMEOUT_S = 1.0
 STORE_CHECK_CACHE_S = 1.0
+IDEMPOTENCY_PURGE_INTERVAL_S = 600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +79,7 @@ class Ingress:
         self.spool: Spool | None = None
         self.forwarder: Forwarder | None = None
         self._store_ok: tuple[bool, float] = (False, 0.0)
+        self._purger: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._spool_lock = claim_spool_file(self.settings.ingress.spool_path)
@@ -92,9 +95,14 @@ class Ingress:
             spool=self.spool, link=self.link, spool_base=self.settings.ingress.spool_path
         )
         self.forwarder.start()
+        self._purger = asyncio.create_task(self._purge_idempotency_keys(), name="idempotency-purge")
         log.info("ingress started", spool=str(self.spool.path), broker_ready=self.link.available)
 
     async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
         if self.forwarder is not None:
             await self.forwarder.close()
         await self.recorder.close()
@@ -205,6 +213,18 @@ class Ingress:
             SPOOLED.inc(len(to_spool))
             SPOOL_BACKLOG.set(self.spool_backlog)
         return places
+
+    async def _purge_idempotency_keys(self) -> None:
+        ttl_s = self.settings.ingress.idempotency_ttl_s
+        while True:
+            try:
+                async with self.sessions.begin() as session:
+                    purged = await purge_expired(session, ttl_s=ttl_s)
+                if purged:
+                    log.info("expired idempotency keys purged", count=purged)
+            except Exception as exc:
+                log.warning("purging idempotency keys failed", error=repr(exc))
+            await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL_S)
 
     async def store_ok(self) -> bool:
         ok, checked_at = self._store_ok

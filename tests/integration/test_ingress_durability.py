@@ -166,3 +166,28 @@ async def test_broker_down_at_start_still_accepts_and_forwards_later(
     got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=30, timeout_s=5)
     # Forwarded in order of arrival.
     assert [decode_job(item.body).id for item in got] == ids
+
+
+async def test_an_orphaned_spool_file_is_drained_in_order(
+    broker_cleanup, settings_factory, store_url, broker_url
+):
+    from ingress.spool import Spool, SpoolEntry, spool_file
+    from shared.envelope import encode_job
+    from shared.model import Job
+
+    settings = settings_factory(routing={"policy": "primary", "primary": "a"})
+    headers = {H_ATTEMPT: 0, H_SITE_ATTEMPT: 0, H_SITE: "a", H_ORIGIN: "a"}
+    jobs = [Job(id=f"{n:032x}", tenant="t", to="+31612345678", sender="S", body=f"m{n}") for n in range(5)]
+    # A spool file left by a process that died: nobody holds its lock.
+    orphan = await Spool(path=spool_file(settings.ingress.spool_path, 3)).open()
+    await orphan.append(
+        [SpoolEntry(message_id=j.id, routing_key="a", headers=headers, body=encode_job(j)) for j in jobs]
+    )
+    await orphan.close()
+    async with api_for(settings) as api:
+        await wait_until(lambda: api.ingress.forwarder.orphans_drained == 5, 15)
+    got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=5, timeout_s=5)
+    assert [decode_job(item.body).id for item in got] == [j.id for j in jobs]
+    reopened = await Spool(path=spool_file(settings.ingress.spool_path, 3)).open()
+    assert reopened.backlog == 0
+    await reopened.close()

@@ -4,6 +4,7 @@ after a burst of accepted submits (some spooled) that loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from shared.errors import NotFound
 from shared.topology import site_queue
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
 from tests.ingress_helpers import TcpProxy, drain, sms
-from tests.integration.test_ingress_durability import via_port
+from tests.integration.test_ingress_durability import via_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +153,43 @@ async def test_sigkill_after_a_burst_loses_nothing(tmp_path, store_url, broker_u
     ]
     assert places.count("queued") >= 50 and places.count("spooled") >= 50, "the burst was meant to spool some"
     print(f"accepted 200, queued {len(ids)} ({len(ids) - len(set(ids))} duplicates by id)")
+
+
+async def test_several_processes_each_claim_a_spool_file(
+    tmp_path, store_url, broker_url, prefix, broker_cleanup
+):
+    from ingress.spool import SpoolLock, spool_file
+
+    port = free_port()
+    env = relay_env(tmp_path, broker_url=broker_url, prefix=prefix, port=port, RELAY_INGRESS__PROCESSES="2")
+    async with api_key(env) as key, asyncio.timeout(60):
+        with spawned([*RELAY, "ingress"], env=env, log=tmp_path / "ingress.log"):
+            await asyncio.to_thread(wait_for_port, port, timeout_s=30)
+            base = Path(env["RELAY_INGRESS__SPOOL_PATH"])
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+            ) as client:
+                await wait_until(lambda: spool_file(base, 1).exists() and base.exists(), 20)
+                responses = await asyncio.gather(
+                    *(client.post("/v1/messages", json=sms()) for _ in range(40))
+                )
+                assert {r.status_code for r in responses} == {202}
+            # Both files are held, by two live processes.
+            assert SpoolLock.try_acquire(base) is None
+            assert SpoolLock.try_acquire(spool_file(base, 1)) is None
+            got = await drain(broker_url, site_queue(prefix, "a"), expect=40, timeout_s=10)
+    assert sorted(decode_job(item.body).id for item in got) == sorted(r.json()["id"] for r in responses)
+
+
+@contextlib.asynccontextmanager
+async def api_key(env: dict[str, str]):
+    from shared.settings import StoreSettings
+    from shared.store.api_keys import create_key
+    from shared.store.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(StoreSettings(url=env["RELAY_STORE__URL"]))
+    try:
+        key, _ = await create_key(make_sessionmaker(engine), tenant="acme")
+        yield key
+    finally:
+        await engine.dispose()

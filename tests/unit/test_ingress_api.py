@@ -194,3 +194,34 @@ async def test_health_readiness_metrics_and_openapi(api):
     assert request["schema"]["$ref"] == "#/components/schemas/SubmitRequest"
     assert "SubmitRequest" in document["components"]["schemas"]
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_store_down_at_submit_still_accepts_and_writes_the_row_later(api, monkeypatch):
+    """The broker's durability is the promise; the messages row follows once the store is back."""
+    from sqlalchemy.exc import OperationalError
+
+    from ingress import store_writer
+
+    monkeypatch.setattr(store_writer, "RETRY_INTERVAL_S", 0.1)
+    writer = api.ingress.store_writer
+    real_write = writer._write_sync
+
+    def store_down(rows):
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    writer._write_sync = store_down
+    try:
+        response = await api.submit(sms())
+        assert response.status_code == 202
+        assert await depth(api) == 1
+        assert writer.retry_backlog == 1
+        status = await api.client.get(response.headers["location"], headers=api.auth())
+        assert status.status_code == 404  # not in the store yet
+    finally:
+        writer._write_sync = real_write
+    for _ in range(100):
+        if writer.retry_backlog == 0:
+            break
+        await asyncio.sleep(0.05)
+    status = await api.client.get(response.headers["location"], headers=api.auth())
+    assert status.status_code == 200 and status.json()["status"] == "accepted"
