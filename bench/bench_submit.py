@@ -282,8 +282,13 @@ async def relay_phases(key: str, port: int, scale: int, server: psutil.Process) 
             return int(orjson.loads(body)["accepted"]) if status == 202 else 0
 
         def server_cpu_s() -> float:
-            times = server.cpu_times()
-            return float(times.user + times.system)
+            # With several ingress processes the parent only supervises: count its children too.
+            total = 0.0
+            for process in [server, *server.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+            return total
 
         async def measure(run: Awaitable[tuple[float, list[float], int]], **extra: Any) -> dict[str, Any]:
             cpu_before = server_cpu_s()
