@@ -38,8 +38,8 @@ def status(
 
 async def _status(config: Settings, *, watch: bool, as_json: bool, interval_s: float) -> Snapshot:
     reader = StatusReader(config=config)
-    await reader.open()
     try:
+        await reader.open()
         await reader.warm_up()
         if not watch:
             snap = await reader.snapshot()

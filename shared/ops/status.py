@@ -187,8 +187,9 @@ class StatusReader:
     async def close(self) -> None:
         await self._http.aclose()
         if self._connection is not None:
+            # Bounded: an interrupted status must not hang on a broker that stopped answering.
             with contextlib.suppress(Exception):
-                await self._connection.close()
+                await asyncio.wait_for(self._connection.close(), timeout=2.0)
         if self._engine is not None:
             await self._engine.dispose()
 
