@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection, ExchangeType
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -82,14 +82,18 @@ class HeartbeatCollector:
         self._max_age_s = max_age_s
         self._beats: dict[str, deque[Heartbeat]] = {}
 
-    async def start(self, connection: AbstractRobustConnection, *, prefix: str) -> None:
+    async def start(self, connection: AbstractRobustConnection, *, prefix: str) -> bool:
+        """Listen, if the exchange exists (workers declare it); False when it does not exist yet."""
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            heartbeat_exchange(prefix), ExchangeType.FANOUT, durable=True
-        )
+        try:
+            # Passive: a status pointed at a wrong prefix must not leave an exchange behind.
+            exchange = await channel.get_exchange(heartbeat_exchange(prefix), ensure=True)
+        except AMQPError:
+            return False  # the failed passive declare closed that channel
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await queue.bind(exchange)
         await queue.consume(self._on_message)
+        return True
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         async with message.process():
@@ -174,6 +178,7 @@ class StatusReader:
         self._config = config
         self._collector = HeartbeatCollector(max_age_s=3 * config.worker.heartbeat_interval_s + 1.0)
         self._connection: AbstractRobustConnection | None = None
+        self._listening = False  # bound to the heartbeat exchange
         self._broker_error: str | None = None
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
@@ -195,22 +200,25 @@ class StatusReader:
 
     async def warm_up(self) -> None:
         """Wait long enough for every live worker to have sent a heartbeat."""
-        if self._connection is not None:
+        if self._listening:
             await asyncio.sleep(self._config.worker.heartbeat_interval_s + 0.5)
 
     async def _ensure_broker(self) -> None:
-        if self._connection is not None:
-            return
         try:
-            self._connection = await connect(self._config.broker, name="relay-status")
-            await self._collector.start(self._connection, prefix=self._config.broker.prefix)
+            if self._connection is None:
+                self._connection = await connect(self._config.broker, name="relay-status")
+            if not self._listening:
+                self._listening = await self._collector.start(
+                    self._connection, prefix=self._config.broker.prefix
+                )
             self._broker_error = None
-        except (RelayError, AMQPError, OSError, TimeoutError) as exc:
+        except (RelayError, AMQPError, OSError, TimeoutError, RuntimeError) as exc:
             self._broker_error = str(exc)
             if self._connection is not None:
                 with contextlib.suppress(Exception):
-                    await self._connection.close()
+                    await asyncio.wait_for(self._connection.close(), timeout=2.0)
             self._connection = None
+            self._listening = False
 
     async def snapshot(self) -> Snapshot:
         await self._ensure_broker()

@@ -183,5 +183,11 @@ async def test_watch_writes_one_snapshot_per_interval_until_interrupted(
             await proc.wait()
     assert code == 0
     assert all(s["broker"] == "ok" and s["prefix"] == prefix for s in snapshots)
-    # Nothing was declared under this prefix, and status declares nothing: the depths are unknown.
+    # Nothing was declared under this prefix, and status declares nothing: the depths are unknown...
     assert all(site["ready"] is None for s in snapshots for site in s["sites"])
+    # ...and the broker still has no exchange of this prefix.
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await channel.get_exchange(heartbeat_exchange(prefix), ensure=True)
