@@ -436,7 +436,18 @@ def register(app: typer.Typer) -> None:
         ),
         run_dir: Path = typer.Option(Path(".run"), "--run-dir", help="Where the drill keeps its API key."),
     ) -> None:
-        """Failover drill: traffic, a fault at one site, a verdict. Exit 0 only if nothing was lost."""
+        """Failover drill: traffic, a fault at one site, a verdict. Exit 0 only if nothing was lost.
+
+        Faults: down (refused connections), blackhole (no answer), error (500s, nothing taken), kill-worker.
+
+        kill-worker SIGKILLs the site's workers on this host; `relay up` restarts them.
+
+        The fault begins after a third of the messages and ends after two thirds; the last third follows.
+
+        Failover gap: the longest hold-up of a message by the fault, acceptance to first receipt anywhere.
+
+        Receipts are polled every 0.1 s. Exit 1: messages were lost; exit 2: the drill refused to run.
+        """
         if fault not in FAULTS:
             typer.echo(f"relay drill: --fault must be one of {', '.join(FAULTS)}", err=True)
             raise typer.Exit(EXIT_USAGE)
