@@ -73,7 +73,7 @@ def e2e_section(quick: bool) -> dict[str, Any]:
 
 
 def outage_section(quick: bool) -> dict[str, Any]:
-    rate_per_s, duration_s = (100.0, 12.0) if quick else (150.0, 30.0)
+    rate_per_s, duration_s = (100.0, 12.0) if quick else (150.0, 24.0)
     results: dict[str, Any] = {"platform_timeout_s": OUTAGE_PLATFORM_TIMEOUT_S}
     with (
         tempfile.TemporaryDirectory(prefix="relay-bench-outage-") as tmp,
@@ -86,7 +86,7 @@ def outage_section(quick: bool) -> dict[str, Any]:
 
 
 def backlog_section(quick: bool) -> dict[str, Any]:
-    sizes, drain_timeout_s = ([2_000, 5_000, 10_000], 120.0) if quick else ([10_000, 100_000, 200_000], 180.0)
+    sizes, drain_timeout_s = ([2_000, 5_000, 10_000], 120.0) if quick else ([10_000, 100_000, 200_000], 150.0)
     results: dict[str, Any] = {"sizes": []}
     for size in sizes:
         console.log(f"backlog: {size:,} queued")
