@@ -281,6 +281,9 @@ async def test_errors_are_one_line_with_exit_codes(
 
     missing = await relay(["dead", "show", "0" * 32], env=env)
     assert missing.returncode == 3 and "no dead letter" in missing.stderr
+    missing_replay = await relay(["dead", "replay", job.id, "f" * 32], env=env)
+    assert missing_replay.returncode == 3 and "f" * 32 in missing_replay.stderr
+    assert (await fetch_dead(store_url, job.id)).replayed_at is None  # type: ignore[union-attr]
 
     bad_since = await relay(["dead", "list", "--since", "2 fortnights"], env=env)
     assert bad_since.returncode == 2 and "--since" in bad_since.stderr
