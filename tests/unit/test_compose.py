@@ -147,3 +147,21 @@ def test_broker_store_and_health() -> None:
     assert any(v.startswith("relay-data:/data") for v in ingress["volumes"])
     for name, svc in SERVICES.items():
         assert svc.get("restart") == "unless-stopped", name
+
+
+def test_the_image_copies_everything_pip_install_needs() -> None:
+    import tomllib
+
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    copied = set()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            copied.update(line.split()[1:-1])
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied, f"the image lacks {sorted(packages - copied)}"
+    assert {"pyproject.toml", project["project"]["readme"]} <= copied
+    assert "USER relay" in dockerfile  # not root
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert not packages & set(ignored) and ".venv" in ignored
