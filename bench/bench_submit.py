@@ -112,7 +112,7 @@ def ingress_process(
         "RELAY_INGRESS__SPOOL_PATH": str(workdir / "spool.db"),
         "RELAY_INGRESS__PORT": str(port),
         "RELAY_INGRESS__PROCESSES": str(processes),
-        "RELAY_LOG__LEVEL": "WARNING",
+        "RELAY_LOG__LEVEL": "INFO",
     }
     log = (workdir / "ingress.log").open("wb")
     proc = subprocess.Popen(

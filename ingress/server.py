@@ -8,6 +8,7 @@ is replaced (its spool is drained by whichever process finds its lock free).
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -38,7 +39,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+# Libraries whose DEBUG lines carry message bodies (AMQP frames, SQL parameters) past the masking,
+# which only sees the relay's own structured events.
+_LIBRARIES_LOGGING_PAYLOADS = (
+    "aiormq",
+    "aio_pika",
+    "aiosqlite",
+    "sqlalchemy",
+    "asyncpg",
+    "httpcore",
+    "httpx",
+)
+
+
+def quiet_payload_loggers() -> None:
+    for name in _LIBRARIES_LOGGING_PAYLOADS:
+        library = logging.getLogger(name)
+        if library.getEffectiveLevel() < logging.INFO:
+            library.setLevel(logging.INFO)
+
+
 def serve(settings: Settings) -> None:
+    quiet_payload_loggers()
     sock = bind(settings.ingress.host, settings.ingress.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}"

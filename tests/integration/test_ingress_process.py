@@ -38,7 +38,7 @@ def relay_env(tmp_path: Path, *, broker_url: str, prefix: str, port: int, **extr
         "RELAY_INGRESS__SPOOL_PATH": str(tmp_path / "spool.db"),
         "RELAY_INGRESS__PORT": str(port),
         "RELAY_ROUTING__POLICY": "primary",
-        "RELAY_LOG__LEVEL": "INFO",
+        "RELAY_LOG__LEVEL": "DEBUG",
         **extra,
     }
 
