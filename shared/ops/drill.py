@@ -380,6 +380,7 @@ def render(verdict: Verdict, console: Console) -> None:
     table.add_row("fault duration", _fmt_s(verdict.fault_duration_s))
     table.add_row("failover gap (longest hold-up)", _fmt_s(verdict.failover_gap_s))
     table.add_row("longest silence, all sites", _fmt_s(verdict.silence_gap_s))
+    table.add_row("first receipt at another site", _fmt_s(verdict.first_other_site_s))
     table.add_row("recovery of the faulted site", _fmt_s(verdict.recovery_s))
     console.print(table)
     if verdict.lost_ids:

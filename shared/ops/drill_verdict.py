@@ -18,6 +18,8 @@ poll, about 0.1 s):
   "longest silence across all sites" would hide the faulted site's stalled share; that silence is
   reported too, as `silence_gap_s` (the longest interval within the fault window with no drill
   message received by any site, measured between consecutive receipts and the window's ends).
+- first receipt elsewhere: from the fault's start to the first drill message another site's platform
+  received after it (`first_other_site_s`).
 - recovery: from the fault being cleared until the faulted site's platform receives a drill message
   again.
 """
@@ -69,6 +71,7 @@ class Verdict:
     failover_gap_s: float | None
     silence_gap_s: float | None
     recovery_s: float | None
+    first_other_site_s: float | None
     fault_duration_s: float
 
     @property
@@ -98,6 +101,7 @@ class Verdict:
             "failover_gap_s": _rounded(self.failover_gap_s),
             "silence_gap_s": _rounded(self.silence_gap_s),
             "recovery_s": _rounded(self.recovery_s),
+            "first_other_site_s": _rounded(self.first_other_site_s),
             "fault_duration_s": _rounded(self.fault_duration_s),
         }
 
@@ -142,6 +146,14 @@ def recovery_time(site_receipts: Mapping[str, float], *, cleared_at: float) -> f
     """From clearing the fault to the faulted site's next receipt; None if it never received again."""
     after = [t for t in site_receipts.values() if t >= cleared_at]
     return min(after) - cleared_at if after else None
+
+
+def first_elsewhere(
+    receipts: Mapping[str, Mapping[str, float]], *, fault_site: str, fault_at: float
+) -> float | None:
+    """From the fault's start to the first receipt at any other site after it."""
+    after = [t for site, r in receipts.items() if site != fault_site for t in r.values() if t >= fault_at]
+    return min(after) - fault_at if after else None
 
 
 def compute(observation: Observation) -> Verdict:
@@ -190,5 +202,6 @@ def compute(observation: Observation) -> Verdict:
         ),
         silence_gap_s=silence_gap(first.values(), start=o.fault_at, end=o.cleared_at),
         recovery_s=recovery_time(per_site.get(o.fault_site, {}), cleared_at=o.cleared_at),
+        first_other_site_s=first_elsewhere(per_site, fault_site=o.fault_site, fault_at=o.fault_at),
         fault_duration_s=o.cleared_at - o.fault_at,
     )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
+from shared.ops.drill import render
 from shared.ops.drill_verdict import (
     EXIT_LOST,
     EXIT_PASSED,
     Observation,
     compute,
     failover_gap,
+    first_elsewhere,
     first_receipts,
     recovery_time,
     silence_gap,
@@ -121,5 +124,25 @@ def test_recovery_is_the_first_receipt_at_the_faulted_site_after_clearing() -> N
     assert compute(observation()).recovery_s == pytest.approx(2.5)
 
 
+def test_first_receipt_elsewhere_counts_from_the_fault_at_other_sites_only() -> None:
+    receipts = {"a": {"m1": 100.5}, "b": {"m0": 99.0, "m2": 103.5, "m3": 101.25}}
+    assert first_elsewhere(receipts, fault_site="a", fault_at=FAULT_AT) == pytest.approx(1.25)
+    assert first_elsewhere({"a": {"m1": 100.5}}, fault_site="a", fault_at=FAULT_AT) is None
+    assert compute(observation()).first_other_site_s == pytest.approx(3.5)
+
+
 def test_first_receipts_take_the_earliest_site() -> None:
     assert first_receipts({"a": {"m": 5.0}, "b": {"m": 3.0, "n": 4.0}}) == {"m": 3.0, "n": 4.0}
+
+
+def test_the_table_shows_the_verdict_and_the_lost_ids() -> None:
+    console = Console(record=True, width=100)
+    render(compute(observation()), console)
+    passed = console.export_text()
+    assert "PASSED" in passed and "delivered by site b" in passed
+
+    console = Console(record=True, width=100)
+    render(compute(observation(receipts={"a": {"m1": 99.1}}, statuses={})), console)
+    failed = console.export_text()
+    assert "FAILED" in failed
+    assert "m2 m3 m4" in failed
