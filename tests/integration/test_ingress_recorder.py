@@ -176,3 +176,32 @@ async def test_malformed_reports_are_logged_counted_and_acked(api, publisher):
     assert view["status"] == "delivered"
     assert RECORDER_MALFORMED._value.get() - before == 4
     assert await queue_depth(api.settings.broker.url, events_queue(prefix)) == 0
+
+
+async def test_a_batch_the_store_refuses_is_requeued_and_applied_later(api, publisher, monkeypatch):
+    from ingress import recorder
+
+    real_fold = recorder.fold
+    refusals = {"left": 2}
+
+    async def flaky_fold(session, **reports):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise OSError("disk I/O error")
+        return await real_fold(session, **reports)
+
+    monkeypatch.setattr(recorder, "fold", flaky_fold)
+    monkeypatch.setattr(recorder, "STORE_RETRY_PAUSE_S", 0.1)
+    message_id = (await api.submit(sms())).json()["id"]
+    await publish_events(
+        api,
+        publisher,
+        [
+            AttemptRecord(
+                message_id=message_id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+            )
+        ],
+    )
+    view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "delivered")
+    assert refusals["left"] == 0, "the store refused twice before the batch went through"
+    assert view["status"] == "delivered" and len(view["history"]) == 1
