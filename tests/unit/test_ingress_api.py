@@ -225,3 +225,19 @@ async def test_store_down_at_submit_still_accepts_and_writes_the_row_later(api, 
         await asyncio.sleep(0.05)
     status = await api.client.get(response.headers["location"], headers=api.auth())
     assert status.status_code == 200 and status.json()["status"] == "accepted"
+
+
+async def test_the_framework_routes_answer_like_the_fast_path(api):
+    """The bare FastAPI app (behind the fast path in production) serves the same submit logic."""
+    import httpx
+
+    from ingress.app import create_app
+
+    bare = create_app(api.settings, ingress=api.ingress).api
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://relay") as client:
+        accepted = await client.post("/v1/messages", json=sms(), headers=api.auth())
+        assert accepted.status_code == 202 and accepted.headers["location"].endswith(accepted.json()["id"])
+        refused = await client.post("/v1/messages/batch", json={"messages": []}, headers=api.auth())
+        assert refused.status_code == 422 and refused.headers["content-type"].startswith(PROBLEM)
+        assert (await client.post("/v1/messages", json=sms())).status_code == 401
+    assert await depth(api) == 1
