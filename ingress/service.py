@@ -88,6 +88,7 @@ class Ingress:
         if self.spool.backlog:
             log.warning("spool holds messages from before; forwarding", backlog=self.spool.backlog)
         self.store_writer.start()
+        await self._check_store_schema()
         if self.settings.ingress.recorder:
             self.link.on_ready(self.recorder.start)
         await self.link.start()
@@ -215,6 +216,19 @@ class Ingress:
             SPOOLED.inc(len(to_spool))
             SPOOL_BACKLOG.set(self.spool_backlog)
         return places
+
+    async def _check_store_schema(self) -> None:
+        """Say so at start when the store is away or not migrated; the ingress runs on regardless,
+        since the broker and the spool keep the durability promise."""
+        try:
+            async with asyncio.timeout(STORE_CHECK_TIMEOUT_S * 5):
+                async with self.sessions() as session:
+                    await session.execute(text("SELECT 1 FROM api_keys LIMIT 1"))
+        except Exception as exc:
+            log.error(
+                "store unusable: API keys cannot be checked until it is (run `relay db upgrade`?)",
+                error=repr(exc),
+            )
 
     async def _purge_idempotency_keys(self) -> None:
         ttl_s = self.settings.ingress.idempotency_ttl_s
