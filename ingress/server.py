@@ -73,6 +73,9 @@ def serve(settings: Settings) -> None:
 
 
 def _serve_one(settings: Settings, sock: socket.socket) -> None:
+    # A forked child must not run the supervisor's handlers until uvicorn installs its own.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config = uvicorn.Config(
         create_app(settings),
         interface="asgi3",
