@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import NotFound
@@ -130,35 +130,51 @@ async def page_ids(
 async def claim(
     session: AsyncSession, rows: Sequence[DeadLetter], *, to_site: str | None, force: bool
 ) -> list[ReplayClaim]:
-    """Mark these rows replayed and their messages accepted, in the caller's transaction.
+    """Mark these rows replayed, in the caller's transaction, with one UPDATE for the whole page.
 
-    Each UPDATE matches only the replay count read just before, so two operators replaying the same id at
-    once cannot both win; a row replayed already is skipped unless ``force``.
+    The UPDATE matches each row only with the replay count read just before, so two operators replaying
+    the same id at once cannot both win; a row replayed already is skipped unless ``force``.
     """
-    claims: list[ReplayClaim] = []
-    now = utcnow()
-    for row in rows:
-        if row.replayed_at is not None and not force:
-            continue
-        target = to_site or row.site
-        result = await session.execute(
-            update(DeadLetter)
-            .where(DeadLetter.message_id == row.message_id, DeadLetter.replay_count == row.replay_count)
-            .values(replayed_at=now, replay_count=row.replay_count + 1, replayed_to_site=target)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            continue
-        message = (
-            await session.execute(
-                select(Message.status, Message.expires_at).where(Message.id == row.message_id)
+    candidates = [row for row in rows if force or row.replayed_at is None]
+    if not candidates:
+        return []
+    claimed = set(
+        (
+            await session.scalars(
+                update(DeadLetter)
+                .where(
+                    tuple_(DeadLetter.message_id, DeadLetter.replay_count).in_(
+                        [(row.message_id, row.replay_count) for row in candidates]
+                    )
+                )
+                .values(
+                    replayed_at=utcnow(),
+                    replay_count=DeadLetter.replay_count + 1,
+                    replayed_to_site=to_site if to_site is not None else DeadLetter.site,
+                )
+                .returning(DeadLetter.message_id)
+                .execution_options(synchronize_session=False)
             )
-        ).one_or_none()
+        ).all()
+    )
+    messages = {
+        message.id: message
+        for message in (
+            await session.execute(
+                select(Message.id, Message.status, Message.expires_at).where(Message.id.in_(claimed))
+            )
+        ).all()
+    }
+    claims = []
+    for row in candidates:
+        if row.message_id not in claimed:
+            continue
+        message = messages.get(row.message_id)
         claims.append(
             ReplayClaim(
                 message_id=row.message_id,
                 job=dict(row.job),
-                to_site=target,
+                to_site=to_site or row.site,
                 replay_number=row.replay_count + 1,
                 previous_replayed_at=row.replayed_at,
                 previous_to_site=row.replayed_to_site,
@@ -169,12 +185,21 @@ async def claim(
     return claims
 
 
-async def mark_message_accepted(session: AsyncSession, claim_: ReplayClaim, *, expires_at: datetime) -> None:
+async def mark_messages_accepted(session: AsyncSession, expiry_by_id: Mapping[str, datetime]) -> None:
+    """Set the messages of these claims back to `accepted`, with their (maybe fresh) expiry; one
+    executemany for the page. Ids without a message row are left out: there is nothing to update."""
+    if not expiry_by_id:
+        return
+    existing = (await session.scalars(select(Message.id).where(Message.id.in_(list(expiry_by_id))))).all()
+    if not existing:
+        return
+    now = utcnow()
     await session.execute(
-        update(Message)
-        .where(Message.id == claim_.message_id)
-        .values(status=Status.ACCEPTED.value, expires_at=expires_at, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        update(Message),
+        [
+            {"id": mid, "status": Status.ACCEPTED.value, "expires_at": expiry_by_id[mid], "updated_at": now}
+            for mid in existing
+        ],
     )
 
 

@@ -107,9 +107,9 @@ class Replayer:
                 )
                 for c in claims
             }
-            for item in claims:
-                expires_at = datetime.fromtimestamp(fresh[item.message_id].expires_at, UTC)
-                await dead_letters.mark_message_accepted(session, item, expires_at=expires_at)
+            await dead_letters.mark_messages_accepted(
+                session, {mid: datetime.fromtimestamp(job.expires_at, UTC) for mid, job in fresh.items()}
+            )
         claimed_ids = {c.message_id for c in claims}
         result.skipped.extend(row.message_id for row in valid_rows if row.message_id not in claimed_ids)
         self._on_progress(len(rows) - len(claims))  # refused and skipped ones are done too
