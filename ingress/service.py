@@ -114,6 +114,7 @@ class Ingress:
         if self._spool_lock is not None:
             self._spool_lock.release()
         await self.engine.dispose()
+        log.info("ingress stopped", spool_backlog=self.spool_backlog)
 
     @property
     def spool_backlog(self) -> int:

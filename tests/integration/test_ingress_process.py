@@ -91,7 +91,7 @@ def test_keys_create_list_revoke_and_a_served_submit_logs_masked(
     assert json.loads(cli(["keys", "list", "--json"], env, monkeypatch).stdout)[1]["revoked"] is True
 
     log = tmp_path / "ingress.log"
-    with spawned([*RELAY, "ingress"], env=env, log=log):
+    with spawned([*RELAY, "ingress"], env=env, log=log) as ingress:
         wait_for_port(port, timeout_s=30)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             body = "Secret code 424242 for you"
@@ -103,8 +103,12 @@ def test_keys_create_list_revoke_and_a_served_submit_logs_masked(
             assert response.status_code == 202
             revoked = client.post("/v1/messages", json=sms(), headers={"Authorization": f"Bearer {second}"})
             assert revoked.status_code == 401
+        ingress.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal for its default meaning.
+        assert ingress.wait(timeout=15) in (0, -signal.SIGTERM)
     text = log.read_text()
     assert f"http://127.0.0.1:{port}" in text
+    assert '"ingress stopped"' in text
     accepted = [json.loads(line) for line in text.splitlines() if '"message accepted"' in line]
     assert len(accepted) == 1
     assert accepted[0]["id"] == response.json()["id"] or "*" in accepted[0]["id"]
