@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from shared.errors import ConfigError
 from shared.model import CircuitState
 
 _CIRCUIT_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
@@ -59,5 +60,12 @@ class WorkerMetrics:
         self.circuit.labels(site=self.site).set(_CIRCUIT_VALUE[state])
 
     def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        if not port:
+            return
+        try:
+            start_http_server(port, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on port {port} ({exc.strerror}): give each worker on a host its own "
+                "--metrics-port, or 0 for none"
+            ) from None

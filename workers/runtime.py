@@ -153,6 +153,7 @@ class Worker:
             await self._shutdown()
 
     async def _open(self) -> None:
+        self.metrics.serve(self._metrics_port)
         self._connection = await connect(
             self._settings.broker, name=f"relay-worker-{self.site} {self.worker_id}"
         )
@@ -180,7 +181,6 @@ class Worker:
             interval_s=self._worker_settings.heartbeat_interval_s,
             worker=self,
         )
-        self.metrics.serve(self._metrics_port)
         self._tasks = [
             asyncio.create_task(self._runner(), name=f"runner-{i}") for i in range(self._concurrency)
         ]

@@ -118,14 +118,20 @@ class Relay:
     sims: dict[str, Simulator]
     stack: contextlib.ExitStack
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    metrics_ports: dict[int, int] = field(default_factory=dict)  # worker pid -> its metrics port
 
-    def start_worker(self, site: str, *, concurrency: int | None = None) -> subprocess.Popen[bytes]:
-        args = [*RELAY, "--config", str(self.config), "worker", "--site", site, "--metrics-port", "0"]
+    def start_worker(
+        self, site: str, *, concurrency: int | None = None, metrics_port: int = 0
+    ) -> subprocess.Popen[bytes]:
+        args = [*RELAY, "--config", str(self.config), "worker", "--site", site]
+        args += ["--metrics-port", str(metrics_port)]
         if concurrency is not None:
             args += ["--concurrency", str(concurrency)]
         log = self.tmp / f"worker-{site}-{len(self.workers)}.log"
         proc = self.stack.enter_context(spawned(args, log=log))
         self.workers.append(proc)
+        if metrics_port:
+            self.metrics_ports[proc.pid] = metrics_port
         return proc
 
     def logs(self) -> str:
@@ -425,7 +431,7 @@ async def delete_topology(broker_url: str, config: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    tmp: Path, *, broker_url: str, workers: dict[str, int], **options: Any
+    tmp: Path, *, broker_url: str, workers: dict[str, int], metrics: bool = False, **options: Any
 ) -> AsyncIterator[Relay]:
     """Simulators plus `workers[site]` worker processes per site, consuming; the topology deleted after."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
@@ -434,7 +440,7 @@ async def running_relay(
             async with JobPublisher(broker_url, prefix, r.config) as jobs:
                 for site, count in workers.items():
                     for _ in range(count):
-                        r.start_worker(site)
+                        r.start_worker(site, metrics_port=free_port() if metrics else 0)
                 # Every worker consumes every site's queue (own or standby).
                 total = sum(workers.values())
                 await wait_for_consumers(jobs, dict.fromkeys(SITES, total), timeout_s=40)

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aio_pika
+import httpx
 import pytest
 
 from shared.envelope import decode_heartbeat
@@ -34,6 +35,7 @@ async def two_sites(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -
         tmp_path_factory.mktemp("delivery"),
         broker_url=broker_url,
         workers={"a": 1, "b": 1},
+        metrics=True,
         site={"batch_size": BATCH_SIZE},
     ) as r:
         yield r
@@ -130,3 +132,33 @@ async def test_rejected_and_expired_jobs_end_as_dead_letters_once(two_sites: Rel
         result.assert_no_loss_and_only_ambiguous_duplicates()
         # A rejection is final: never retried at the other site.
         assert result.cross_site == set()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_metrics_count_deliveries_dead_letters_and_circuit(two_sites: Relay) -> None:
+    r = two_sites
+    async with publisher(r) as jobs:
+        for _ in range(20):
+            await jobs.publish(make_job(), site="a")
+        await jobs.publish(make_job(validity_s=-1), site="a")
+        assert await jobs.wait_all_final(timeout_s=15), r.logs()
+    texts = []
+    async with httpx.AsyncClient() as client:
+        for port in r.metrics_ports.values():
+            texts.append((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
+    assert len(texts) == 2
+    both = "\n".join(texts)
+    assert _metric(both, "relay_worker_deliveries_total", outcome="accepted") >= 20
+    assert _metric(both, "relay_worker_dead_letters_total", reason="expired") >= 1
+    assert _metric(both, "relay_worker_circuit_state") == 0
+    assert _metric(both, "relay_worker_delivery_latency_seconds_count") >= 1
+    assert "relay_worker_in_flight{" in both
