@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingress.metrics import POSSIBLE_DUPLICATES, RECORDER_BATCHES, RECORDER_MALFORMED, RECORDER_RECORDS
@@ -27,6 +29,10 @@ PREFETCH_COUNT = 300
 BATCH_MAX = 200
 FLUSH_INTERVAL_S = 0.05
 STORE_RETRY_PAUSE_S = 1.0
+
+MESSAGE_ID_CHARS = 32
+SITE_CHARS = 64
+TENANT_CHARS = 64
 
 EVENTS = "events"
 DEAD = "dead"
@@ -82,47 +88,101 @@ class Recorder:
                 await asyncio.sleep(STORE_RETRY_PAUSE_S)
 
     async def _fold_batch(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> bool:
-        events: list[AttemptRecord] = []
-        dead: list[DeadReport] = []
-        readable: list[AbstractIncomingMessage] = []
+        readable: list[Report] = []
         for kind, message in batch:
             try:
-                if kind == EVENTS:
-                    events.extend(decode_events(message.body))
-                else:
-                    job, verdict = decode_dead(message.body)
-                    dead.append(DeadReport.from_envelope(job, verdict))
+                readable.append(_decode(kind, message))
             except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
-                RECORDER_MALFORMED.inc()
-                log.error(
-                    "unreadable report dropped",
-                    queue=kind,
-                    message_id=message.message_id,
-                    error=str(exc),
-                    size=len(message.body),
-                )
-                await _settle(message, ack=True)
-                continue
-            readable.append(message)
+                await _drop(message, kind=kind, error=str(exc))
         if not readable:
             return True
         try:
-            async with self._sessions.begin() as session:
-                result = await fold(session, events=events, dead=dead)
+            await self._apply(readable)
         except Exception as exc:
-            RECORDER_BATCHES.labels("failed").inc()
-            log.warning("recorder could not write to the store; requeued", error=repr(exc), size=len(batch))
-            for message in readable:
-                await _settle(message, ack=False)
-            return False
-        for message in readable:
-            await _settle(message, ack=True)
+            if _store_away(exc):
+                RECORDER_BATCHES.labels("failed").inc()
+                log.warning(
+                    "recorder could not write to the store; requeued", error=repr(exc), size=len(batch)
+                )
+                for report in readable:
+                    await _settle(report.message, ack=False)
+                return False
+            # The store is there but refuses something in the batch: find it, keep the rest.
+            return await self._fold_one_by_one(readable)
+        for report in readable:
+            await _settle(report.message, ack=True)
+        return True
+
+    async def _fold_one_by_one(self, reports: list[Report]) -> bool:
+        for report in reports:
+            try:
+                await self._apply([report])
+            except Exception as exc:
+                if _store_away(exc):
+                    RECORDER_BATCHES.labels("failed").inc()
+                    for rest in reports[reports.index(report) :]:
+                        await _settle(rest.message, ack=False)
+                    return False
+                await _drop(report.message, kind=report.kind, error=f"the store refuses it: {exc!r}")
+                continue
+            await _settle(report.message, ack=True)
+        return True
+
+    async def _apply(self, reports: list[Report]) -> None:
+        events = [e for r in reports for e in r.events]
+        dead = [d for r in reports for d in r.dead]
+        async with self._sessions.begin() as session:
+            result = await fold(session, events=events, dead=dead)
         self.batches += 1
         RECORDER_BATCHES.labels("ok").inc()
         RECORDER_RECORDS.labels("attempt").inc(result.attempts_added)
         RECORDER_RECORDS.labels("dead").inc(result.dead_added)
         POSSIBLE_DUPLICATES.inc(sum(1 for e in events if e.outcome is Outcome.AMBIGUOUS))
-        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    kind: str
+    message: AbstractIncomingMessage
+    events: list[AttemptRecord] = field(default_factory=list)
+    dead: list[DeadReport] = field(default_factory=list)
+
+
+def _decode(kind: str, message: AbstractIncomingMessage) -> Report:
+    if kind == EVENTS:
+        events = decode_events(message.body)
+        for record in events:
+            _check_sizes(message_id=record.message_id, site=record.site)
+        return Report(kind=kind, message=message, events=events)
+    job, verdict = decode_dead(message.body)
+    report = DeadReport.from_envelope(job, verdict)
+    _check_sizes(message_id=job.id, site=report.site, tenant=job.tenant)
+    return Report(kind=kind, message=message, dead=[report])
+
+
+def _check_sizes(*, message_id: str, site: str, tenant: str = "") -> None:
+    # Column widths of the store: a longer value would fail the whole batch on PostgreSQL.
+    if not 0 < len(message_id) <= MESSAGE_ID_CHARS or len(site) > SITE_CHARS or len(tenant) > TENANT_CHARS:
+        raise ValueError("message id, site or tenant too long for the store")
+
+
+def _store_away(exc: BaseException) -> bool:
+    """The store could not be reached or was busy (retry later), as opposed to refusing the data."""
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+async def _drop(message: AbstractIncomingMessage, *, kind: str, error: str) -> None:
+    RECORDER_MALFORMED.inc()
+    log.error(
+        "unreadable report dropped",
+        queue=kind,
+        message_id=message.message_id,
+        error=error,
+        size=len(message.body),
+    )
+    await _settle(message, ack=True)
 
 
 async def _settle(message: AbstractIncomingMessage, *, ack: bool) -> None:

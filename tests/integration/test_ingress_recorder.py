@@ -205,3 +205,33 @@ async def test_a_batch_the_store_refuses_is_requeued_and_applied_later(api, publ
     view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "delivered")
     assert refusals["left"] == 0, "the store refused twice before the batch went through"
     assert view["status"] == "delivered" and len(view["history"]) == 1
+
+
+async def test_a_report_the_store_refuses_is_dropped_and_the_rest_kept(api, publisher, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    from ingress import recorder
+
+    real_fold = recorder.fold
+    poison = "e" * 32
+
+    async def picky_fold(session, *, events, dead):
+        if any(e.message_id == poison for e in events):
+            raise IntegrityError("INSERT", {}, Exception("violates a constraint"))
+        return await real_fold(session, events=events, dead=dead)
+
+    monkeypatch.setattr(recorder, "fold", picky_fold)
+    before = RECORDER_MALFORMED._value.get()
+    message_id = (await api.submit(sms())).json()["id"]
+    good = AttemptRecord(
+        message_id=message_id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+    )
+    too_long = replace(good, message_id="x" * 40)  # wider than the store's column
+    await publish_events(api, publisher, [replace(good, message_id=poison)])
+    await publish_events(api, publisher, [too_long])
+    await publish_events(api, publisher, [good])
+    view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "delivered")
+    assert view["status"] == "delivered"
+    await eventually(lambda: asyncio.sleep(0, RECORDER_MALFORMED._value.get()), lambda n: n - before >= 2)
+    assert RECORDER_MALFORMED._value.get() - before == 2
+    assert await queue_depth(api.settings.broker.url, events_queue(api.settings.broker.prefix)) == 0
