@@ -20,6 +20,7 @@ log = get_logger("ingress.forwarder")
 
 BATCH = 256
 RETRY_PAUSE_S = 0.5
+MAX_RETRY_PAUSE_S = 5.0
 ORPHAN_SCAN_INTERVAL_S = 5.0
 
 
@@ -46,6 +47,7 @@ class Forwarder:
 
     async def _own_loop(self) -> None:
         spool = self._spool
+        failures = 0
         while True:
             SPOOL_BACKLOG.set(spool.backlog)
             if not self._link.available:
@@ -53,8 +55,10 @@ class Forwarder:
                 continue
             spool.appended.clear()
             forwarded, failed = await forward_batch(spool, self._link)
+            failures = failures + 1 if failed else 0
             if failed:
-                await asyncio.sleep(RETRY_PAUSE_S)
+                # A broker that refuses (say, an unroutable site) is asked again, less and less often.
+                await asyncio.sleep(min(MAX_RETRY_PAUSE_S, RETRY_PAUSE_S * 2 ** min(failures - 1, 4)))
             elif not forwarded:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
