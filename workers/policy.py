@@ -8,7 +8,8 @@ job moves to the next site (sorted names, wrapping), with the site's count reset
 
 When the breaker of the site that just failed is open, the job is handed to the next site at once: it
 goes straight back into the jobs exchange under that site's routing key, without a delay, because the
-other site is the fast way out and waiting would only add to the failover gap.
+other site is the fast way out and waiting would only add to the failover gap. Such an attempt is an
+outage's, not the message's: it does not count towards `max_attempts` (see `H_OUTAGE_ATTEMPT`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT
 from shared.topology import Topology, jobs_exchange
 
 DEFAULT_EXCHANGE = ""
+# Attempts that failed while their site's breaker was open: a site outage, not a problem of the message.
+# They stay in the history (`x-relay-attempt` counts them) but not towards `worker.max_attempts`, so a long
+# outage of every site never dead-letters a job for attempts; its validity decides (dead letter `expired`).
+H_OUTAGE_ATTEMPT = "x-relay-outage-attempt"
 
 
 def _count(value: Any) -> int:
@@ -51,6 +56,12 @@ class DeliveryState:
     site_attempt: int  # attempts made at `site`
     site: str  # the site whose queue holds the job
     origin: str  # the site routing chose at submit
+    outage_attempt: int = 0  # attempts that failed while their site's breaker was open
+
+    @property
+    def counted_attempts(self) -> int:
+        """Attempts that count towards `worker.max_attempts`."""
+        return max(0, self.attempt - self.outage_attempt)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, Any] | None, *, queue_site: str) -> DeliveryState:
@@ -61,6 +72,7 @@ class DeliveryState:
             site_attempt=_count(headers.get(H_SITE_ATTEMPT)),
             site=site,
             origin=_text(headers.get(H_ORIGIN), site),
+            outage_attempt=_count(headers.get(H_OUTAGE_ATTEMPT)),
         )
 
     def headers(self) -> dict[str, Any]:
@@ -69,6 +81,7 @@ class DeliveryState:
             H_SITE_ATTEMPT: self.site_attempt,
             H_SITE: self.site,
             H_ORIGIN: self.origin,
+            H_OUTAGE_ATTEMPT: self.outage_attempt,
         }
 
 
@@ -115,16 +128,19 @@ def after_failure(
     `site_failing` is true when that site's breaker is open: the job then moves to the next site now.
     """
     attempt = state.attempt + 1
-    if attempt >= max_attempts:
+    outage_attempt = state.outage_attempt + 1 if site_failing else state.outage_attempt
+    if not site_failing and attempt - outage_attempt >= max_attempts:
         return GiveUp(attempts=attempt)
     # A job taken from another site's queue (standby) starts counting at the site that tried it.
     site_attempt = (state.site_attempt if state.site == tried_site else 0) + 1
     other = next_site(topology.sites, tried_site)
     switch = other != tried_site and (site_failing or site_attempt >= attempts_per_site)
     if switch:
-        new_state = replace(state, attempt=attempt, site_attempt=0, site=other)
+        new_state = replace(state, attempt=attempt, site_attempt=0, site=other, outage_attempt=outage_attempt)
     else:
-        new_state = replace(state, attempt=attempt, site_attempt=site_attempt, site=tried_site)
+        new_state = replace(
+            state, attempt=attempt, site_attempt=site_attempt, site=tried_site, outage_attempt=outage_attempt
+        )
     if switch and site_failing:
         return Retry(
             state=new_state, exchange=jobs_exchange(topology.prefix), routing_key=other, switched_site=True

@@ -26,7 +26,7 @@ def _step(
 
 
 def test_state_round_trips_through_headers_and_tolerates_garbage() -> None:
-    state = DeliveryState(attempt=4, site_attempt=1, site="b", origin="a")
+    state = DeliveryState(attempt=4, site_attempt=1, site="b", origin="a", outage_attempt=2)
     assert DeliveryState.from_headers(state.headers(), queue_site="a") == state
     fresh = DeliveryState.from_headers(None, queue_site="a")
     assert fresh == DeliveryState(attempt=0, site_attempt=0, site="a", origin="a")
@@ -63,7 +63,7 @@ def test_failing_site_hands_job_straight_to_next_site_queue() -> None:
     step = _step(DeliveryState(attempt=0, site_attempt=0, site="a", origin="a"), failing=True)
     assert isinstance(step, Retry)
     assert (step.exchange, step.routing_key) == (jobs_exchange("p"), "b")
-    assert step.state == DeliveryState(attempt=1, site_attempt=0, site="b", origin="a")
+    assert step.state == DeliveryState(attempt=1, site_attempt=0, site="b", origin="a", outage_attempt=1)
     assert step.switched_site and not step.delayed
 
 
@@ -99,3 +99,22 @@ def test_next_site_wraps_in_sorted_order() -> None:
     assert next_site(["c", "a", "b"], "a") == "b"
     assert next_site(["c", "a", "b"], "c") == "a"
     assert next_site(["a", "b"], "zz") == "a"
+
+
+def test_attempts_during_an_outage_never_exhaust_a_job() -> None:
+    # Both sites down for long: every attempt fails with the breaker open. The history grows, the count
+    # towards max_attempts does not; validity, not attempts, ends such a job.
+    state = DeliveryState(attempt=0, site_attempt=0, site="a", origin="a")
+    tried = "a"
+    for _ in range(50):
+        step = _step(state, tried=tried, failing=True, max_attempts=4)
+        assert isinstance(step, Retry)
+        state, tried = step.state, step.state.site
+    assert state.attempt == 50 and state.counted_attempts == 0
+    # Per-message failures at a healthy site still count, on top of the outage's attempts.
+    for _ in range(3):
+        step = _step(state, tried=tried, max_attempts=4, per_site=100)
+        assert isinstance(step, Retry)
+        state = step.state
+    assert state.counted_attempts == 3
+    assert _step(state, tried=tried, max_attempts=4, per_site=100) == GiveUp(attempts=54)
