@@ -194,3 +194,23 @@ async def test_broker_connection_loss_mid_stream_loses_nothing(two_sites: Relay)
         # Jobs sent but not yet acked when the connection dropped are redelivered: at most what the worker
         # held (own and standby prefetch) can arrive twice.
         result.assert_no_loss_and_only_ambiguous_duplicates(extra_allowed=2 * int(FAST_WORKER["concurrency"]))
+
+
+async def test_open_breaker_cancels_own_and_standby_consumers_until_recovery(two_sites: Relay) -> None:
+    r = two_sites
+    r.sims["a"].fault("down")
+    async with publisher(r) as jobs:
+        for _ in range(20):
+            await jobs.publish(make_job(), site="a")
+
+        async def only_b_consumes() -> bool:
+            # A trickle of jobs keeps the breaker failing its probes, so it stays open longer each time.
+            await jobs.publish(make_job(), site="a")
+            return await jobs.consumer_count("a") == 1 and await jobs.consumer_count("b") == 1
+
+        # Site a's worker cannot deliver, so it takes neither its own jobs nor site b's.
+        assert await wait_until(only_b_consumes, timeout_s=10, interval_s=0.1), r.logs()
+        assert await jobs.wait_all_final(timeout_s=20), r.logs()
+        assert set(r.sims["b"].references()) >= {job.id for job in jobs.published}
+        r.sims["a"].fault("none")
+        await all_consuming(r, timeout_s=30)
