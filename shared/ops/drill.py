@@ -165,9 +165,10 @@ class Drill:
             raise DrillRefused(str(exc)) from None
 
         async with contextlib.AsyncExitStack() as stack:
-            watcher = None
+            # Heartbeats tell when the faulted site consumes again, so the last third of the traffic is
+            # sent only then and the site's recovery is observed under traffic.
+            watcher = await stack.enter_async_context(HeartbeatWatcher(broker=self._config.broker))
             if plan.fault == "kill-worker":
-                watcher = await stack.enter_async_context(HeartbeatWatcher(broker=self._config.broker))
                 try:
                     await watcher.wait_for(
                         plan.site, timeout_s=3 * self._config.worker.heartbeat_interval_s + 2
@@ -183,7 +184,7 @@ class Drill:
         *,
         key: str,
         sims: dict[str, SimulatorAdmin],
-        watcher: HeartbeatWatcher | None,
+        watcher: HeartbeatWatcher,
         unobserved_sites: bool,
     ) -> Verdict:
         plan = self._plan
@@ -269,9 +270,9 @@ class Drill:
         )
         return compute(self.observation)
 
-    async def _inject(self, sims: dict[str, SimulatorAdmin], watcher: HeartbeatWatcher | None) -> float:
+    async def _inject(self, sims: dict[str, SimulatorAdmin], watcher: HeartbeatWatcher) -> float:
         plan = self._plan
-        if watcher is None:
+        if plan.fault != "kill-worker":
             await sims[plan.site].set_fault(plan.fault)
             self._say(f"fault {plan.fault!r} injected at site {plan.site}")
             return time.time()
@@ -283,12 +284,22 @@ class Drill:
         self._say(f"killed the workers of site {plan.site}: pids {sorted(self._killed)}")
         return time.time()
 
-    async def _clear(self, sims: dict[str, SimulatorAdmin], watcher: HeartbeatWatcher | None) -> float:
+    async def _clear(self, sims: dict[str, SimulatorAdmin], watcher: HeartbeatWatcher) -> float:
         plan = self._plan
-        if watcher is None:
+        if plan.fault != "kill-worker":
             await sims[plan.site].set_fault("none")
+            cleared_at = time.time()
             self._say(f"fault cleared at site {plan.site}")
-            return time.time()
+            try:
+                await watcher.wait_for_consuming(
+                    plan.site, since=cleared_at, timeout_s=self._recovery_wait_s()
+                )
+                self._say(f"site {plan.site} consumes again")
+            except TimeoutError:
+                self._say(
+                    f"site {plan.site} did not report a closed breaker within {self._recovery_wait_s():g} s"
+                )
+            return cleared_at
         try:
             beat = await watcher.wait_for(plan.site, timeout_s=RESTART_TIMEOUT_S, excluding_pids=self._killed)
         except TimeoutError:
@@ -297,6 +308,11 @@ class Drill:
         back_at = watcher.first_seen.get(beat.worker, time.time())
         self._say(f"site {plan.site} has a worker again: pid {beat.pid}")
         return back_at
+
+    def _recovery_wait_s(self) -> float:
+        # The breaker's cool-down doubles with each failed probe (up to 8x), and a heartbeat has to follow.
+        worker = self._config.worker
+        return 8 * worker.breaker_cooldown_s + 3 * worker.heartbeat_interval_s + 5
 
     async def _settle(
         self, tracker: ReceiptTracker, *, key: str, accepted: list[str], unobserved_sites: bool

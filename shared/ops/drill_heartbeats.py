@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import psutil
@@ -16,7 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from shared.broker import connect
 from shared.envelope import decode_heartbeat
 from shared.errors import EnvelopeError
-from shared.model import Heartbeat
+from shared.model import CircuitState, Heartbeat
 from shared.settings import BrokerSettings
 from shared.topology import heartbeat_exchange
 
@@ -67,11 +68,33 @@ class HeartbeatWatcher:
         self, site: str, *, timeout_s: float, excluding_pids: frozenset[int] = frozenset()
     ) -> Heartbeat:
         """The first heartbeat of a local worker of `site` whose pid is not excluded."""
+        return await self._wait(
+            lambda: next((b for b in self.local_workers(site) if b.pid not in excluding_pids), None),
+            site=site,
+            timeout_s=timeout_s,
+        )
+
+    async def wait_for_consuming(self, site: str, *, since: float, timeout_s: float) -> Heartbeat:
+        """A heartbeat sent after `since` by a worker of `site` (any host) whose breaker lets it consume."""
+        return await self._wait(
+            lambda: next(
+                (
+                    b
+                    for b in self.latest.values()
+                    if b.site == site and b.at >= since and b.circuit is not CircuitState.OPEN
+                ),
+                None,
+            ),
+            site=site,
+            timeout_s=timeout_s,
+        )
+
+    async def _wait(self, find: Callable[[], Heartbeat | None], *, site: str, timeout_s: float) -> Heartbeat:
         deadline = time.monotonic() + timeout_s
         while True:
-            for beat in self.local_workers(site):
-                if beat.pid not in excluding_pids:
-                    return beat
+            beat = find()
+            if beat is not None:
+                return beat
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no heartbeat of a worker of site {site!r} within {timeout_s} s")
