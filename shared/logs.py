@@ -45,6 +45,21 @@ def mask_sensitive(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the moment of writing.
+
+    A logger that kept the stream it was configured with breaks once that stream is replaced and closed
+    (a test's capture, a daemon redirecting its output), and a failing log call must never take a
+    request or a delivery down with it.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(*, level: str = "INFO", json_output: bool = True) -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
@@ -58,7 +73,7 @@ def configure_logging(*, level: str = "INFO", json_output: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 

@@ -40,3 +40,19 @@ def test_logs_mask_numbers_and_bodies(capsys) -> None:
     assert "31612345678" not in line and "your code" not in line and "1234 5678" not in line
     assert event["to"] == mask_number("+31612345678")
     assert event["body"] == "<17 chars>"
+
+
+def test_logs_follow_a_replaced_stderr(monkeypatch) -> None:
+    import io
+    import sys
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging(level="INFO", json_output=True)
+    log = structlog.get_logger("t")
+    log.info("before")
+    first.close()  # as a test's capture or a daemon's redirect does
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    log.info("after")
+    assert json.loads(second.getvalue().strip())["event"] == "after"
