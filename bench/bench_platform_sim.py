@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import orjson
 import psutil
 
 from shared.model import Job
+from tests.helpers import free_port, wait_for_port
 from workers.platforms.http_json import HttpJsonPlatform, encode_submit
 
 START_TIMEOUT_S = 15.0
@@ -49,24 +49,6 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("adapter-single", "adapter", 1, 4_000 // scale, 32),
         Scenario("adapter-batch-100", "adapter", 100, 40_000 // scale, 16),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"simulator did not listen on {port}")
 
 
 def make_jobs(scenario: Scenario) -> list[Job]:
@@ -202,8 +184,8 @@ def main() -> None:
         start_new_session=True,
     )
     try:
-        wait_for_port(admin_port)
-        wait_for_port(port)
+        wait_for_port(admin_port, timeout_s=START_TIMEOUT_S)
+        wait_for_port(port, timeout_s=START_TIMEOUT_S)
         sim = psutil.Process(proc.pid)
         admin = f"http://127.0.0.1:{admin_port}"
         results = [measure(scenario, port=port, admin=admin, sim=sim) for scenario in scenarios(args.quick)]

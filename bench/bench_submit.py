@@ -18,7 +18,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from shared.store.api_keys import create_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
 from shared.topology import topology_from
+from tests.helpers import free_port
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 START_TIMEOUT_S = 30.0
@@ -91,13 +91,6 @@ async def ceiling(count: int, in_flight: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         await queue.delete(if_unused=False, if_empty=False)
     return summary(count, elapsed, latencies)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -339,7 +332,7 @@ async def main_async(quick: bool, processes: int) -> dict[str, Any]:
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    settings = Settings(broker={"url": BROKER_URL, "prefix": prefix})  # type: ignore[arg-type]
+    settings = Settings(broker={"url": BROKER_URL, "prefix": prefix})
     try:
         store = StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'relay.db'}")
         await asyncio.to_thread(upgrade, store)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,11 @@ import psutil
 from shared.ops.drill import Drill, DrillPlan
 from shared.settings import Settings, load_settings, use_config_file
 from shared.topology import topology_from
+from tests.helpers import free_port
 
 RELAY = [sys.executable, "-m", "shared.cli"]
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 UP_READY_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
