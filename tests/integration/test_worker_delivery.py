@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -61,9 +62,11 @@ async def test_jobs_are_delivered_once_in_batches_with_a_delivered_status(two_si
         assert sorted(rec.message_id for rec in delivered) == sorted(job.id for job in jobs.published)
         assert all(rec.outcome is Outcome.ACCEPTED and rec.attempt == 1 for rec in delivered)
         assert {rec.site for rec in delivered} == {"a", "b"}
-        # Jobs that arrive together share a request: far fewer requests than jobs.
-        latencies = {(rec.site, rec.latency_ms) for rec in delivered}
-        assert len(latencies) < len(delivered) / 2
+        # Jobs that arrive together share a request, and so share its latency. How many share one depends
+        # on timing (a fast worker makes small batches), so check that batching happens, not an average.
+        jobs_per_request = Counter((rec.site, rec.latency_ms) for rec in delivered)
+        assert len(jobs_per_request) < len(delivered)
+        assert max(jobs_per_request.values()) >= 5, jobs_per_request.most_common(3)
         assert await jobs.queue_depth(site_queue(r.prefix, "a")) == 0
 
 
