@@ -33,6 +33,7 @@ from ingress.schemas import (
 from ingress.service import Ingress
 from ingress.submission import BATCH_PATH, SINGLE_PATH, IncomingSubmit, Submissions
 from shared.errors import StoreUnavailable
+from shared.gc_tuning import freeze_startup_objects
 from shared.logs import get_logger
 from shared.settings import Settings
 from shared.store.messages import MessageView, get_message
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if owned:
             await runtime.start()
+        freeze_startup_objects()
         try:
             yield
         finally:

@@ -74,20 +74,14 @@ class BrokerLink:
         publisher = self._publisher
         if publisher is None or not self._available:
             raise BrokerUnavailable("not connected to the broker")
-        timeout_s = self._settings.confirm_timeout_s
-        try:
-            # The publisher's timeout covers the confirm only; a channel being restored waits before it.
-            async with asyncio.timeout(timeout_s):
-                await publisher.publish(
-                    body,
-                    exchange=self._exchange,
-                    routing_key=site,
-                    message_id=message_id,
-                    headers=headers,
-                    timeout_s=timeout_s,
-                )
-        except TimeoutError as exc:
-            raise BrokerUnavailable(f"no confirm within {timeout_s} s") from exc
+        await publisher.publish(
+            body,
+            exchange=self._exchange,
+            routing_key=site,
+            message_id=message_id,
+            headers=headers,
+            timeout_s=self._settings.confirm_timeout_s,
+        )
 
     async def _connect_loop(self) -> None:
         connected = False

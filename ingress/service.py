@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,9 +139,7 @@ class Ingress:
                 encoding=m.encoding,
             )
             jobs.append((job, self.router.next_site()))
-        stored = asyncio.ensure_future(self.store_writer.add([row_for_job(j, site=s) for j, s in jobs]))
-        # A submit stops waiting for the store after a while; the writer's verdict then goes unread.
-        stored.add_done_callback(lambda f: f.cancelled() or f.exception())
+        stored = self.store_writer.add([row_for_job(j, site=s) for j, s in jobs])
         try:
             places = await self._make_durable(jobs)
         except BaseException:
@@ -169,8 +168,10 @@ class Ingress:
 
     async def _await_store(self, stored: asyncio.Future[None]) -> None:
         try:
-            async with asyncio.timeout(self.settings.broker.confirm_timeout_s):
-                await asyncio.shield(stored)
+            if not stored.done():
+                async with asyncio.timeout(self.settings.broker.confirm_timeout_s):
+                    await stored
+            stored.result()
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("messages row not written yet; kept for retry", error=str(exc))
 
@@ -182,12 +183,14 @@ class Ingress:
         # While the spool has a backlog new messages queue behind it, so they leave in order of arrival.
         if self.link.available and self.spool_backlog == 0:
             started = time.perf_counter()
-            results = await asyncio.gather(
-                *(
-                    self.link.publish_job(body=body, site=site, message_id=job.id, headers=hdrs)
-                    for (job, site), body, hdrs in zip(jobs, bodies, headers, strict=True)
-                ),
-                return_exceptions=True,
+            publishes = [
+                self.link.publish_job(body=body, site=site, message_id=job.id, headers=hdrs)
+                for (job, site), body, hdrs in zip(jobs, bodies, headers, strict=True)
+            ]
+            results = (
+                await asyncio.gather(*publishes, return_exceptions=True)
+                if len(publishes) > 1
+                else [await _outcome(publishes[0])]
             )
             PUBLISH_SECONDS.labels("broker").observe(time.perf_counter() - started)
             to_spool = []
@@ -260,6 +263,15 @@ class Ingress:
 
     def readiness(self) -> dict[str, Any]:
         return {"broker": "ok" if self.link.available else "down", "spool_backlog": self.spool_backlog}
+
+
+async def _outcome(publish: Awaitable[None]) -> BaseException | None:
+    """One publish's result as `gather(..., return_exceptions=True)` gives it, without a task."""
+    try:
+        await publish
+    except Exception as exc:
+        return exc
+    return None
 
 
 @contextlib.asynccontextmanager

@@ -66,11 +66,16 @@ class StoreWriter:
         if self._sync_engine is not None:
             self._sync_engine.dispose()
 
-    async def add(self, rows: list[dict[str, Any]]) -> None:
-        """Returns once `rows` are committed; raises `StoreUnavailable` when that commit failed."""
+    def add(self, rows: list[dict[str, Any]]) -> asyncio.Future[None]:
+        """A future done once `rows` are committed, failed with `StoreUnavailable` when that commit failed.
+
+        Cancelling it only stops the wait: the rows are written all the same.
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A caller that stopped waiting never reads the verdict; read it so asyncio does not warn.
+        done.add_done_callback(_read_verdict)
         self._queue.put_nowait((rows, done))
-        await done
+        return done
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         if self._sync_engine is not None:
@@ -133,3 +138,8 @@ class StoreWriter:
                     break
                 del self._retry[: len(chunk)]
                 log.info("store back: wrote kept messages rows", rows=len(chunk))
+
+
+def _read_verdict(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()

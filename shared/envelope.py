@@ -6,7 +6,6 @@ the body, so a retry republishes the body untouched.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -28,7 +27,7 @@ H_REPLAY = "x-relay-replay"  # replays: how many times an operator replayed it
 
 
 def encode_job(job: Job) -> bytes:
-    return orjson.dumps({"v": VERSION, "job": asdict(job)})
+    return orjson.dumps({"v": VERSION, "job": job})
 
 
 def decode_job(body: bytes) -> Job:
@@ -40,7 +39,7 @@ def decode_job(body: bytes) -> Job:
 
 
 def encode_events(records: list[AttemptRecord]) -> bytes:
-    return orjson.dumps({"v": VERSION, "events": [asdict(r) for r in records]})
+    return orjson.dumps({"v": VERSION, "events": records})
 
 
 def decode_events(body: bytes) -> list[AttemptRecord]:
@@ -65,7 +64,7 @@ def encode_dead(job: Job, *, site: str, reason: DeadReason, detail: str, attempt
         {
             "v": VERSION,
             "dead": {
-                "job": asdict(job),
+                "job": job,
                 "site": site,
                 "reason": reason,
                 "detail": detail,
@@ -97,7 +96,7 @@ def _load(body: bytes, key: str) -> Any:
 
 
 def encode_heartbeat(beat: Heartbeat) -> bytes:
-    return orjson.dumps({"v": VERSION, "heartbeat": asdict(beat)})
+    return orjson.dumps({"v": VERSION, "heartbeat": beat})
 
 
 def decode_heartbeat(body: bytes) -> Heartbeat:

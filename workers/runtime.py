@@ -21,6 +21,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from shared.broker import ConfirmedPublisher, connect
 from shared.envelope import decode_job, encode_dead
 from shared.errors import ConfigError, EnvelopeError, TransientError
+from shared.gc_tuning import freeze_startup_objects
 from shared.logs import get_logger
 from shared.model import AttemptRecord, CircuitState, DeadReason, Job, Outcome, Status, new_message_id
 from shared.settings import Settings
@@ -186,6 +187,7 @@ class Worker:
         ]
         self._tasks.append(asyncio.create_task(self._supervise_circuit(), name="circuit"))
         self._tasks.append(asyncio.create_task(beats.run(), name="heartbeat"))
+        freeze_startup_objects()
         await self._consumers.start()
         log.info(
             "worker started",
