@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
-import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 from aiormq import spec
@@ -45,7 +44,7 @@ class ConfirmedPublisher:
     def __init__(self, *, channel: AbstractChannel, confirm_timeout_s: float) -> None:
         self._channel = channel
         self._confirm_timeout_s = confirm_timeout_s
-        self._underlay: aiormq.abc.AbstractChannel | None = None
+        self._underlay: aiormq.Channel | None = None
 
     @classmethod
     async def open(
@@ -85,7 +84,9 @@ class ConfirmedPublisher:
             if channel is None or channel.is_closed:
                 # A robust channel being restored waits for its connection: bound that wait too.
                 async with asyncio.timeout(timeout_s):
-                    channel = self._underlay = await self._channel.get_underlay_channel()
+                    underlay = await self._channel.get_underlay_channel()
+                    # The abstract type lacks `wait`; aio-pika's channels are aiormq.Channel.
+                    channel = self._underlay = cast(aiormq.Channel, underlay)
             await channel.basic_publish(
                 body,
                 exchange=exchange,
