@@ -31,14 +31,26 @@ class SegmentCount:
     units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
 
 
+_GSM7_ALL = _GSM7_BASIC | _GSM7_EXTENSION
+
+
 def is_gsm7(text: str) -> bool:
-    return all(ch in _GSM7_BASIC or ch in _GSM7_EXTENSION for ch in text)
+    return _GSM7_ALL.issuperset(text)
 
 
 def count_segments(text: str) -> SegmentCount:
-    if is_gsm7(text):
+    # Whole-string set and codec operations first (C speed); the per-character list is built only for
+    # the few texts that need more than one segment.
+    if _GSM7_ALL.issuperset(text):
+        extension = 0 if _GSM7_BASIC.issuperset(text) else sum(map(text.count, _GSM7_EXTENSION))
+        total = len(text) + extension
+        if total <= GSM7_SINGLE_SEPTETS:
+            return SegmentCount(GSM7, 1 if total else 0, total)
         sizes = [2 if ch in _GSM7_EXTENSION else 1 for ch in text]
         return _split(sizes, encoding=GSM7, single=GSM7_SINGLE_SEPTETS, part=GSM7_PART_SEPTETS)
+    total = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    if total <= UCS2_SINGLE_UNITS:
+        return SegmentCount(UCS2, 1, total)
     sizes = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
     return _split(sizes, encoding=UCS2, single=UCS2_SINGLE_UNITS, part=UCS2_PART_UNITS)
 

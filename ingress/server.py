@@ -87,6 +87,10 @@ def _serve_one(settings: Settings, sock: socket.socket) -> None:
         # Clients keep connections open between bursts; uvicorn's default of 5 s drops them mid-reuse.
         timeout_keep_alive=KEEP_ALIVE_S,
         backlog=2048,
+        # The relay never reads the client's address, so uvicorn's X-Forwarded-For rewriting (one more
+        # ASGI layer on every request) buys nothing.
+        proxy_headers=False,
+        server_header=False,
     )
     # Server.run (not asyncio.run) so the configured loop is used: uvloop when it is installed.
     uvicorn.Server(config).run(sockets=[sock])

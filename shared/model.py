@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,13 @@ class DeadReason(StrEnum):
 
 def new_message_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_message_ids(count: int) -> list[str]:
+    """`count` random 128-bit ids, as `new_message_id` makes them, from one read of the OS's randomness
+    (a batch of 1,000 otherwise costs 1,000 system calls)."""
+    random = os.urandom(16 * count).hex()
+    return [random[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
