@@ -198,8 +198,9 @@ class Ingress:
             if len(publishes) > 1:
                 results = await asyncio.gather(*publishes, return_exceptions=True)
             else:  # one message: no task for gather to make
+                results = [None]
                 try:
-                    results = [await publishes[0]]
+                    await publishes[0]
                 except Exception as exc:
                     results = [exc]
             PUBLISH_TO_BROKER_SECONDS.observe(time.perf_counter() - started)
