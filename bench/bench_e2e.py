@@ -27,6 +27,7 @@ import platform
 import shutil
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.raw_http import RawPool
 from shared.model import Job
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
 from tests.integration.failover_harness import (
@@ -226,31 +228,32 @@ async def kannel_baseline(tmp: Path, *, count: int, clients: int, deadline_s: fl
     binaries = _kannel_binaries()
     if binaries is None:
         return {"skipped": "Kannel (kannel, kannel-extras) is not installed"}
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         kannels: list[KannelInstance] = [
             stack.enter_context(running_kannel(tmp / f"kannel-{site}", binaries)) for site in SITES
         ]
-        accepted = 0
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        per_kannel = clients // len(kannels)
+        pools = [
+            await stack.enter_async_context(RawPool(port=k.sendsms_port, key=None, size=per_kannel))
+            for k in kannels
+        ]
         began = time.perf_counter()
-        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
-            gate = asyncio.Semaphore(clients)
 
-            async def one(i: int) -> bool:
-                kannel = kannels[i % len(kannels)]
-                params = {
+        async def one(i: int) -> bool:
+            kannel, pool = kannels[i % len(kannels)], pools[i % len(pools)]
+            query = urllib.parse.urlencode(
+                {
                     "username": kannel.username,
                     "password": kannel.password,
                     "to": "+31612345678",
                     "from": "Relay",
                     "text": f"bench {i}",
                 }
-                async with gate:
-                    response = await client.get(kannel.sendsms_url, params=params)
-                return response.status_code < 300 and response.text.startswith(("0:", "3:"))
+            )
+            status, body = await pool.get(f"/cgi-bin/sendsms?{query}")
+            return status < 300 and body.startswith((b"0:", b"3:"))
 
-            results = await asyncio.gather(*(one(i) for i in range(count)))
-            accepted = sum(results)
+        accepted = sum(await asyncio.gather(*(one(i) for i in range(count))))
         accept_s = time.perf_counter() - began
         delivered = 0
         while time.perf_counter() - began < deadline_s:
@@ -477,7 +480,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts: checks the bench works")
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--count-batched", type=int, default=40_000)
-    parser.add_argument("--kannel-count", type=int, default=10_000)
+    parser.add_argument("--kannel-count", type=int, default=20_000)
     parser.add_argument("--kannel-clients", type=int, default=64)
     parser.add_argument("--workers-per-site", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)

@@ -33,6 +33,7 @@ import httpx
 import orjson
 import psutil
 
+from bench.raw_http import RawPool
 from shared.settings import Settings, StoreSettings
 from shared.store.api_keys import create_key
 from shared.store.engine import make_engine, make_sessionmaker
@@ -138,72 +139,6 @@ async def wait_ready(client: httpx.AsyncClient) -> None:
     raise TimeoutError(f"the ingress was not ready after {START_TIMEOUT_S} s")
 
 
-class RawConnection:
-    """One keep-alive HTTP/1.1 connection, with no more client work than the protocol needs.
-
-    httpx spent about 4 ms of CPU per request here (more than the server), so on a shared 2-core machine
-    it would have measured itself, not the relay.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._head = head
-
-    @classmethod
-    async def open(cls, port: int, key: str) -> RawConnection:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        head = (
-            f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
-            "Content-Type: application/json\r\nConnection: keep-alive\r\n"
-        ).encode()
-        return cls(reader, writer, head)
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        self._writer.write(
-            b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
-            % (path.encode(), self._head, len(body), body)
-        )
-        status_line = await self._reader.readline()
-        status = int(status_line.split(b" ", 2)[1])
-        length = 0
-        while (line := await self._reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self._reader.readexactly(length)
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-class RawPool:
-    def __init__(self, *, port: int, key: str, size: int) -> None:
-        self._port = port
-        self._key = key
-        self._size = size
-        self._idle: asyncio.Queue[RawConnection] = asyncio.Queue()
-        self._all: list[RawConnection] = []
-
-    async def __aenter__(self) -> RawPool:
-        for _ in range(self._size):
-            connection = await RawConnection.open(self._port, self._key)
-            self._all.append(connection)
-            self._idle.put_nowait(connection)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        for connection in self._all:
-            connection.close()
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        connection = await self._idle.get()
-        try:
-            return await connection.post(path, body)
-        finally:
-            self._idle.put_nowait(connection)
-
-
 def message(n: int) -> dict[str, Any]:
     return {"to": "+31612345678", "from": "Bench", "body": f"benchmark message {n}"}
 
@@ -296,11 +231,11 @@ async def relay_phases(key: str, port: int, scale: int, server: psutil.Process) 
 
         await closed_loop(200, CLIENTS, single)  # warm-up: connections, key cache, page cache
         results: dict[str, Any] = {}
-        count = 6000 // scale
+        count = 20_000 // scale
         results["single"] = await measure(
             closed_loop(count, CLIENTS, single), requests=count, concurrency=CLIENTS
         )
-        batches = 120 // scale
+        batches = 300 // scale
         results["batch"] = await measure(
             closed_loop(batches, 8, batch),
             requests=batches,
@@ -328,7 +263,7 @@ async def delete_topology(settings: Settings) -> None:
 async def main_async(quick: bool, processes: int) -> dict[str, Any]:
     scale = 4 if quick else 1
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "quick": quick}
-    report["ceiling"] = await ceiling(8000 // scale, 256)
+    report["ceiling"] = await ceiling(20_000 // scale, 256)
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
