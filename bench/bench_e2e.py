@@ -1,12 +1,16 @@
-"""End to end through the workers: publish to the broker -> `relay worker` -> simulated platforms (receipt).
+"""End to end: the relay's delivery to simulated platforms, side by side with Kannel on the same machine.
 
-Jobs are published straight to the jobs exchange (as the ingress would, persistent and confirmed), not
-submitted over HTTP: this measures the workers; the ingress has its own submit benchmark.
+`single` and `batched` publish jobs straight to the jobs exchange (as the ingress would, persistent and
+confirmed) and measure the workers alone; `http-single` and `http-batched` run the whole relay, from HTTP
+submit to the platforms' receipt, which is what a client sees and what the Kannel baseline measures.
 
 Scenarios, each bounded in count and time, everything on 127.0.0.1 and stopped at the end:
   single     batch_size 1: a backlog published first, then delivered messages/s from the first receipt
              to the last (one worker process per site), and the workers' CPU per message
   batched    batch_size 100: the same
+  http-single   the whole relay: 64 keep-alive clients submit one message per request to `relay ingress`,
+             one worker per site delivers; delivered/s from the first submit to the last receipt
+  http-batched  the same with batch submits of 100 and batched delivery (batch_size 100)
   kannel     baseline: two real Kannels (bearerbox + smsbox + fakesmsc), sendsms GETs from many
              concurrent keep-alive clients; accepted/s and delivered-to-fakesmsc/s, and the relay's ratio
   failover   the gap from site a's platform going down (refused connections, then a black hole) to site
@@ -35,10 +39,15 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import httpx
+import orjson
 import psutil
 
 from bench.raw_http import RawPool
 from shared.model import Job
+from shared.settings import StoreSettings
+from shared.store.api_keys import create_key
+from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.migrate import upgrade
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
 from tests.integration.failover_harness import (
     SITES,
@@ -53,7 +62,7 @@ from tests.kannel_harness import KannelInstance, running_kannel
 
 PUBLISH_IN_FLIGHT = 256
 WINDOW_AFTER_FAULT_S = 1.0
-SCENARIOS = ("single", "batched", "kannel", "failover", "rss")
+SCENARIOS = ("single", "batched", "http-single", "http-batched", "kannel", "failover", "rss")
 POLL_S = 0.02
 
 
@@ -81,8 +90,10 @@ def _config(
     batch_size: int,
     timeout_s: float,
     concurrency: int,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     sections: dict[str, dict[str, Any]] = {
+        **(extra or {}),
         "broker": {"url": broker_url, "prefix": prefix, "confirm_timeout_s": 5.0},
         "log": {"level": "WARNING", "json": True},
         "worker": {"concurrency": concurrency, "metrics_port": 0, "grace_s": 5.0},
@@ -210,6 +221,107 @@ async def throughput(
             # CPU the workers spent per delivered message: the fairer figure on a shared machine.
             "worker_cpu_ms_per_message": round(1000 * worker_cpu_s / max(1, received), 3),
             "complete": received >= count,
+        }
+    finally:
+        await delete_topology(broker_url, config)
+
+
+async def submit_to_receipt(
+    tmp: Path,
+    sims: dict[str, Simulator],
+    *,
+    broker_url: str,
+    batch_size: int,
+    count: int,
+    clients: int,
+    concurrency: int,
+    deadline_s: float,
+) -> dict[str, Any]:
+    """The whole relay: HTTP submits (one message each, or batches of `batch_size`) to a `relay ingress`
+    -> broker -> one `relay worker` per site -> simulated platforms; delivered/s from the first submit to
+    the last receipt, with every process on this machine's cores."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    store = StoreSettings(url=f"sqlite+aiosqlite:///{tmp / prefix}.db")
+    config = _config(
+        tmp,
+        broker_url=broker_url,
+        prefix=prefix,
+        sims=sims,
+        batch_size=batch_size,
+        timeout_s=5.0,
+        concurrency=concurrency,
+        extra={
+            "store": {"url": store.url},
+            "ingress": {"port": port, "spool_path": str(tmp / f"{prefix}.spool.db")},
+        },
+    )
+    await asyncio.to_thread(upgrade, store)
+    engine = make_engine(store)
+    key, _ = await create_key(make_sessionmaker(engine), tenant="bench")
+    await engine.dispose()
+    for sim in sims.values():
+        sim.fault("none")
+        sim.reset()
+    try:
+        with contextlib.ExitStack() as stack:
+            ingress = stack.enter_context(
+                spawned([*RELAY, "--config", str(config), "ingress"], log=tmp / f"{prefix}-ingress.log")
+            )
+            wait_for_port(port, timeout_s=30)
+            procs = [ingress, *stack.enter_context(_workers(tmp, config, 1))]
+            async with JobPublisher(broker_url, prefix, config) as jobs:
+                await wait_for_consumers(jobs, {"a": 2, "b": 2}, timeout_s=60)
+            async with RawPool(port=port, key=key, size=clients) as pool, httpx.AsyncClient() as client:
+                per_request = batch_size if batch_size > 1 else 1
+                requests = count // per_request
+
+                async def one(n: int) -> int:
+                    items = [
+                        {"to": "+31612345678", "from": "Bench", "body": f"e2e {n * per_request + i}"}
+                        for i in range(per_request)
+                    ]
+                    if per_request == 1:
+                        status, _ = await pool.post("/v1/messages", orjson.dumps(items[0]))
+                        return 1 if status == 202 else 0
+                    status, body = await pool.post("/v1/messages/batch", orjson.dumps({"messages": items}))
+                    return int(orjson.loads(body)["accepted"]) if status == 202 else 0
+
+                gate = asyncio.Semaphore(clients)
+
+                async def gated(n: int) -> int:
+                    async with gate:
+                        return await one(n)
+
+                ingress_before_s, workers_before_s = _cpu_s(procs[:1]), _cpu_s(procs[1:])
+                began = time.perf_counter()
+                sending = asyncio.ensure_future(asyncio.gather(*(gated(n) for n in range(requests))))
+                received = 0
+                while time.perf_counter() - began < deadline_s:
+                    received = await _received(sims, client)
+                    if sending.done() and received >= sum(sending.result()):
+                        break
+                    await asyncio.sleep(POLL_S)
+                last_s = time.perf_counter()
+                accepted = sum(await sending) if sending.done() else None
+                ingress_cpu_s = _cpu_s(procs[:1]) - ingress_before_s
+                workers_cpu_s = _cpu_s(procs[1:]) - workers_before_s
+                if not sending.done():
+                    sending.cancel()
+        elapsed_s = last_s - began
+        return {
+            "what": "HTTP submit -> ingress -> broker -> worker -> simulated platform receipt",
+            "batch_size": batch_size,
+            "clients": clients,
+            "messages": count,
+            "accepted": accepted,
+            "delivered": received,
+            "seconds": round(elapsed_s, 2),
+            "delivered_per_s": round(received / elapsed_s, 1) if elapsed_s else None,
+            # The broker, the simulators and this client come on top of these.
+            "ingress_cpu_ms_per_message": round(1000 * ingress_cpu_s / max(1, received), 3),
+            "workers_cpu_ms_per_message": round(1000 * workers_cpu_s / max(1, received), 3),
+            "complete": accepted is not None and received >= accepted == count,
         }
     finally:
         await delete_topology(broker_url, config)
@@ -431,15 +543,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 concurrency=args.concurrency,
                 deadline_s=args.deadline_s,
             )
+        for scenario, batch_size, count in (
+            ("http-single", 1, args.count),
+            ("http-batched", 100, args.count_batched),
+        ):
+            if scenario in args.only:
+                report[scenario] = await submit_to_receipt(
+                    tmp,
+                    sims,
+                    broker_url=broker_url,
+                    batch_size=batch_size,
+                    count=count,
+                    clients=64 if batch_size == 1 else 8,
+                    concurrency=args.concurrency,
+                    deadline_s=args.deadline_s,
+                )
         if "kannel" in args.only:
             report["kannel"] = await kannel_baseline(
                 tmp, count=args.kannel_count, clients=args.kannel_clients, deadline_s=args.deadline_s
             )
         kannel_rate = report.get("kannel", {}).get("delivered_per_s")
-        if kannel_rate and "single" in report and "batched" in report:
+        if kannel_rate:
             report["ratio_to_kannel"] = {
-                "single": round(report["single"]["delivered_per_s"] / kannel_rate, 2),
-                "batched": round(report["batched"]["delivered_per_s"] / kannel_rate, 2),
+                name: round(report[name]["delivered_per_s"] / kannel_rate, 2)
+                for name in ("single", "batched", "http-single", "http-batched")
+                if report.get(name, {}).get("delivered_per_s")
             }
         if "failover" in args.only:
             report["failover"] = [
