@@ -54,20 +54,31 @@ def submit_plot(submit: dict[str, Any], out: Path) -> Path | None:
 
 
 def e2e_plot(e2e: dict[str, Any], out: Path) -> Path | None:
-    single = (e2e.get("single") or {}).get("delivered_per_s")
-    batched = (e2e.get("batched") or {}).get("delivered_per_s")
-    if single is None and batched is None:
+    bars = [
+        ("HTTP submit,\none per request", "http-single", 2000),
+        ("HTTP batch submit,\nbatched delivery", "http-batched", 5000),
+        ("workers alone,\nbatch 1", "single", 2000),
+        ("workers alone,\nbatch 100", "batched", 5000),
+    ]
+    values = [(e2e.get(key) or {}).get("delivered_per_s") for _, key, _ in bars]
+    if all(v is None for v in values):
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    positions = range(len(bars))
     ax.bar(
-        ["single (batch 1)", "batched (batch 100)"], [single or 0, batched or 0], color=["#1f77b4", "#2ca02c"]
+        [label for label, _, _ in bars],
+        [v or 0 for v in values],
+        color=["#1f77b4", "#2ca02c", "#aec7e8", "#98df8a"],
     )
-    ax.scatter([0, 1], [2000, 5000], marker="_", s=2000, color="red", label="target", zorder=3)
+    ax.scatter(
+        list(positions), [t for _, _, t in bars], marker="_", s=2000, color="red", label="target", zorder=3
+    )
     kannel = (e2e.get("kannel") or {}).get("delivered_per_s")
     if kannel:
-        ax.axhline(kannel, color="#999999", linestyle=":", label=f"Kannel sendsms baseline {kannel:.0f}/s")
+        ax.axhline(kannel, color="#999999", linestyle=":", label=f"Kannel sendsms -> fakesmsc {kannel:.0f}/s")
     ax.set_ylabel("delivered messages / s")
-    ax.set_title("End to end: broker -> worker -> platform")
+    ax.set_title("End to end, to the platforms' receipt")
+    ax.tick_params(axis="x", labelsize=8)
     ax.legend(fontsize=8)
     return _save(fig, out)
 

@@ -33,7 +33,12 @@ def test_evaluate_reads_every_section() -> None:
             "batch": {"per_s": 700.0},
             "paced": {"p99_ms": 12.0},
         },
-        "e2e": {"single": {"delivered_per_s": 2500.0}, "batched": {"delivered_per_s": 4000.0}},
+        "e2e": {
+            "single": {"delivered_per_s": 2500.0},
+            "batched": {"delivered_per_s": 4000.0},
+            "http-single": {"delivered_per_s": 1500.0},
+            "http-batched": {"delivered_per_s": 5200.0},
+        },
         "outage": {
             "down": {"verdict": {"failover_gap_s": 1.5, "lost": 0}},
             "blackhole": {"verdict": {"failover_gap_s": 3.5, "lost": 2}},
@@ -51,8 +56,10 @@ def test_evaluate_reads_every_section() -> None:
     assert checks["batch submits vs confirmed-publish ceiling"].value == pytest.approx(0.7)
     assert met["batch submits vs confirmed-publish ceiling"] is False
     assert met["submit p99 latency at 500/s offered"] is True
-    assert met["end-to-end single (batch_size 1)"] is True
-    assert met["end-to-end batched (batch_size 100)"] is False
+    assert met["end to end, HTTP submit to receipt, one message per request"] is False
+    assert met["end to end, HTTP batch submit to batched receipt (100)"] is True
+    assert met["workers alone, published backlog, batch_size 1"] is True
+    assert met["workers alone, published backlog, batch_size 100"] is False
     assert met["failover gap, platform refusing connections"] is True
     assert met["failover gap, platform black-holed"] is False  # 3.5 s against 2 s timeout + 1 s
     assert met["messages lost through the down outage"] is True
