@@ -3,14 +3,20 @@
 Redelivered reports change nothing twice: attempts are matched on (message, attempt, site, outcome, at)
 and dead letters on the message id. A status only moves up in rank, so a late `retrying` never hides a
 `delivered`.
+
+Core statements, a handful per batch, not the ORM: every delivered message brings one report, and the
+ORM's unit of work cost about a fifth of the ingress's CPU in the end-to-end benchmark.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import datetime
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
@@ -77,8 +83,92 @@ class FoldResult:
     statuses_changed: dict[str, str] = field(default_factory=dict)
 
 
+MESSAGES = cast(Table, Message.__table__)
+ATTEMPTS = cast(Table, Attempt.__table__)
+DEAD_LETTERS = cast(Table, DeadLetter.__table__)
+
+# The columns of a messages row a placeholder or a dead letter's job fills in.
+_JOB_COLUMNS = (
+    "tenant",
+    "to_number",
+    "sender",
+    "body",
+    "client_reference",
+    "segments",
+    "encoding",
+    "accepted_at",
+    "expires_at",
+)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Row:
+    """What a fold reads and changes of one messages row."""
+
+    tenant: str
+    status: str
+    attempts: int
+    ambiguous: int
+    changed: bool = False
+    job_columns: dict[str, Any] | None = None  # a placeholder's data, once a dead letter brings it
+
+
 def _attempt_key(message_id: str, attempt: int, site: str, outcome: str, at_s: float) -> tuple[Any, ...]:
     return (message_id, attempt, site, outcome, round(at_s, 3))
+
+
+@cache
+def _insert_new_messages(dialect_name: str) -> Any:
+    # A submit's row may land between this batch's read and its write: that row wins.
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return insert(MESSAGES).on_conflict_do_nothing(index_elements=["id"])
+
+
+_UPDATE_MESSAGES = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        ambiguous=bindparam("b_ambiguous"),
+        updated_at=bindparam("b_updated_at", type_=MESSAGES.c.updated_at.type),
+    )
+)
+
+_RENEW_DEAD_LETTERS = (
+    update(DEAD_LETTERS)
+    .where(DEAD_LETTERS.c.message_id == bindparam("b_message_id"))
+    .values(
+        site=bindparam("b_site"),
+        reason=bindparam("b_reason"),
+        detail=bindparam("b_detail"),
+        attempts=bindparam("b_attempts"),
+        job=bindparam("b_job", type_=DEAD_LETTERS.c.job.type),
+        dead_at=bindparam("b_dead_at", type_=DEAD_LETTERS.c.dead_at.type),
+        replayed_at=None,
+    )
+)
+
+
+def _placeholder(record: AttemptRecord, now: datetime) -> dict[str, Any]:
+    """A row for a message whose submit row is not in the store (yet): visible to no tenant."""
+    return {
+        "id": record.message_id,
+        "tenant": UNKNOWN_TENANT,
+        "to_number": "",
+        "sender": "",
+        "body": "",
+        "client_reference": None,
+        "segments": 1,
+        "encoding": "gsm7",
+        "site": record.site,
+        "status": Status.ACCEPTED.value,
+        "attempts": 0,
+        "ambiguous": 0,
+        "accepted_at": utc(record.at),
+        "updated_at": now,
+        "expires_at": utc(record.at),
+    }
 
 
 async def fold(session: AsyncSession, *, events: list[AttemptRecord], dead: list[DeadReport]) -> FoldResult:
@@ -87,126 +177,160 @@ async def fold(session: AsyncSession, *, events: list[AttemptRecord], dead: list
     ids = {r.message_id for r in events} | {d.job.id for d in dead}
     if not ids:
         return result
-    messages = {m.id: m for m in (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()}
+    found = await session.execute(
+        select(
+            MESSAGES.c.id, MESSAGES.c.tenant, MESSAGES.c.status, MESSAGES.c.attempts, MESSAGES.c.ambiguous
+        ).where(MESSAGES.c.id.in_(ids))
+    )
+    rows = {
+        id_: _Row(tenant=tenant, status=status, attempts=attempts or 0, ambiguous=ambiguous or 0)
+        for id_, tenant, status, attempts, ambiguous in found
+    }
     now = utcnow()
 
+    new_rows: list[dict[str, Any]] = []
     for report in dead:
-        if report.job.id not in messages:
-            row = Message(**row_for_job(report.job, site=report.site))
-            session.add(row)
-            messages[row.id] = row
+        if report.job.id not in rows:
+            new_rows.append(row_for_job(report.job, site=report.site))
+            rows[report.job.id] = _Row(
+                tenant=report.job.tenant, status=Status.ACCEPTED.value, attempts=0, ambiguous=0
+            )
     for record in events:
-        if record.message_id not in messages:
-            row = Message(
-                id=record.message_id,
-                tenant=UNKNOWN_TENANT,
-                to_number="",
-                sender="",
-                body="",
-                site=record.site,
-                status=Status.ACCEPTED.value,
-                attempts=0,
-                ambiguous=0,
-                accepted_at=utc(record.at),
-                updated_at=now,
-                expires_at=utc(record.at),
+        if record.message_id not in rows:
+            new_rows.append(_placeholder(record, now))
+            rows[record.message_id] = _Row(
+                tenant=UNKNOWN_TENANT, status=Status.ACCEPTED.value, attempts=0, ambiguous=0
             )
-            session.add(row)
-            messages[row.id] = row
             result.placeholders += 1
+    if new_rows:
+        await session.execute(_insert_new_messages(session.get_bind().dialect.name), new_rows)
 
-    event_ids = {r.message_id for r in events}
-    seen: set[tuple[Any, ...]] = set()
-    if event_ids:
-        existing = await session.execute(
-            select(Attempt.message_id, Attempt.attempt, Attempt.site, Attempt.outcome, Attempt.at).where(
-                Attempt.message_id.in_(event_ids)
-            )
+    await _fold_events(session, events, rows, result)
+    if dead:
+        await _fold_dead(session, dead, rows, result, now)
+
+    changed = [(id_, row) for id_, row in rows.items() if row.changed]
+    if changed:
+        await session.execute(
+            _UPDATE_MESSAGES,
+            [
+                {
+                    "b_id": id_,
+                    "b_status": row.status,
+                    "b_attempts": row.attempts,
+                    "b_ambiguous": row.ambiguous,
+                    "b_updated_at": now,
+                }
+                for id_, row in changed
+            ],
         )
-        seen = {_attempt_key(m, a, s, o, at.timestamp()) for m, a, s, o, at in existing}
+    for id_, row in changed:
+        if row.job_columns is not None:
+            await session.execute(update(MESSAGES).where(MESSAGES.c.id == id_).values(**row.job_columns))
+    return result
 
+
+async def _fold_events(
+    session: AsyncSession, events: list[AttemptRecord], rows: dict[str, _Row], result: FoldResult
+) -> None:
+    if not events:
+        return
+    existing = await session.execute(
+        select(
+            ATTEMPTS.c.message_id, ATTEMPTS.c.attempt, ATTEMPTS.c.site, ATTEMPTS.c.outcome, ATTEMPTS.c.at
+        ).where(ATTEMPTS.c.message_id.in_({r.message_id for r in events}))
+    )
+    seen = {_attempt_key(m, a, s, o, at.timestamp()) for m, a, s, o, at in existing}
+    new_attempts: list[dict[str, Any]] = []
     for record in events:
         key = _attempt_key(record.message_id, record.attempt, record.site, record.outcome, record.at)
         if key in seen:
             result.attempts_seen_before += 1
             continue
         seen.add(key)
-        session.add(
-            Attempt(
-                message_id=record.message_id,
-                site=record.site,
-                attempt=record.attempt,
-                outcome=record.outcome.value,
-                detail=record.detail[:2000],
-                at=utc(record.at),
-                latency_ms=record.latency_ms,
-                worker=record.worker[:128],
-            )
+        new_attempts.append(
+            {
+                "message_id": record.message_id,
+                "site": record.site,
+                "attempt": record.attempt,
+                "outcome": record.outcome.value,
+                "detail": record.detail[:2000],
+                "at": utc(record.at),
+                "latency_ms": record.latency_ms,
+                "worker": record.worker[:128],
+            }
         )
-        result.attempts_added += 1
-        message = messages[record.message_id]
+        row = rows[record.message_id]
+        row.changed = True
         if record.outcome is not Outcome.EXPIRED:
-            message.attempts = max(message.attempts or 0, record.attempt)
+            row.attempts = max(row.attempts, record.attempt)
         if record.outcome is Outcome.AMBIGUOUS:
-            message.ambiguous = (message.ambiguous or 0) + 1
-        if record.status is not None and promoted(message.status, record.status):
-            message.status = record.status.value
-            result.statuses_changed[message.id] = message.status
-        message.updated_at = now
-
-    if dead:
-        letters = {
-            d.message_id: d
-            for d in (
-                await session.scalars(
-                    select(DeadLetter).where(DeadLetter.message_id.in_({d.job.id for d in dead}))
-                )
-            ).all()
-        }
-        for report in dead:
-            letter = letters.get(report.job.id)
-            if letter is None:
-                letter = DeadLetter(
-                    message_id=report.job.id,
-                    tenant=report.job.tenant,
-                    site=report.site,
-                    reason=report.reason.value,
-                    detail=report.detail[:2000],
-                    attempts=report.attempts,
-                    job=asdict(report.job),
-                    dead_at=now,
-                    replay_count=0,
-                )
-                session.add(letter)
-                letters[letter.message_id] = letter
-                result.dead_added += 1
-            elif letter.replayed_at is not None:
-                # Replayed and dead again: it is a dead letter once more, its replay count kept.
-                letter.site = report.site
-                letter.reason = report.reason.value
-                letter.detail = report.detail[:2000]
-                letter.attempts = report.attempts
-                letter.job = asdict(report.job)
-                letter.dead_at = now
-                letter.replayed_at = None
-                result.dead_added += 1
-            message = messages[report.job.id]
-            if message.tenant == UNKNOWN_TENANT:
-                _fill_placeholder(message, report)
-            status = _STATUS_OF_REASON[report.reason]
-            if promoted(message.status, status):
-                message.status = status.value
-                result.statuses_changed[message.id] = message.status
-            message.attempts = max(message.attempts or 0, report.attempts)
-            message.updated_at = now
-    await session.flush()
-    return result
+            row.ambiguous += 1
+        if record.status is not None and promoted(row.status, record.status):
+            row.status = record.status.value
+            result.statuses_changed[record.message_id] = row.status
+    result.attempts_added = len(new_attempts)
+    if new_attempts:
+        await session.execute(ATTEMPTS.insert(), new_attempts)
 
 
-def _fill_placeholder(message: Message, report: DeadReport) -> None:
-    """A row the recorder made from an event alone gets the job's data from its dead letter."""
-    full = row_for_job(report.job, site=report.site)
-    for name in ("tenant", "to_number", "sender", "body", "client_reference", "segments", "encoding"):
-        setattr(message, name, full[name])
-    message.accepted_at = full["accepted_at"]
-    message.expires_at = full["expires_at"]
+async def _fold_dead(
+    session: AsyncSession, dead: list[DeadReport], rows: dict[str, _Row], result: FoldResult, now: datetime
+) -> None:
+    found = await session.execute(
+        select(DEAD_LETTERS.c.message_id, DEAD_LETTERS.c.replayed_at).where(
+            DEAD_LETTERS.c.message_id.in_({d.job.id for d in dead})
+        )
+    )
+    # message id -> replayed_at (None: dead and not replayed)
+    replayed: dict[str, datetime | None] = {message_id: at for message_id, at in found}
+    new_letters: list[dict[str, Any]] = []
+    renewed: list[dict[str, Any]] = []
+    for report in dead:
+        job_id = report.job.id
+        if job_id not in replayed:
+            new_letters.append(
+                {
+                    "message_id": job_id,
+                    "tenant": report.job.tenant,
+                    "site": report.site,
+                    "reason": report.reason.value,
+                    "detail": report.detail[:2000],
+                    "attempts": report.attempts,
+                    "job": asdict(report.job),
+                    "dead_at": now,
+                    "replay_count": 0,
+                }
+            )
+            replayed[job_id] = None
+            result.dead_added += 1
+        elif replayed[job_id] is not None:
+            # Replayed and dead again: it is a dead letter once more, its replay count kept.
+            renewed.append(
+                {
+                    "b_message_id": job_id,
+                    "b_site": report.site,
+                    "b_reason": report.reason.value,
+                    "b_detail": report.detail[:2000],
+                    "b_attempts": report.attempts,
+                    "b_job": asdict(report.job),
+                    "b_dead_at": now,
+                }
+            )
+            replayed[job_id] = None
+            result.dead_added += 1
+        row = rows[job_id]
+        row.changed = True
+        if row.tenant == UNKNOWN_TENANT:
+            full = row_for_job(report.job, site=report.site)
+            row.job_columns = {name: full[name] for name in _JOB_COLUMNS}
+            row.tenant = report.job.tenant
+        status = _STATUS_OF_REASON[report.reason]
+        if promoted(row.status, status):
+            row.status = status.value
+            result.statuses_changed[job_id] = row.status
+        row.attempts = max(row.attempts, report.attempts)
+    if new_letters:
+        await session.execute(DEAD_LETTERS.insert(), new_letters)
+    if renewed:
+        await session.execute(_RENEW_DEAD_LETTERS, renewed)
