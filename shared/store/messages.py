@@ -75,8 +75,42 @@ async def insert_submitted(session: AsyncSession, rows: list[dict[str, Any]]) ->
 
 
 def insert_submitted_sync(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
+    """The same upsert on SQLite's own writer thread, as the driver's own tuples.
+
+    SQLAlchemy's per-row parameter processing held the GIL about as long as SQLite took to write the
+    rows, and the event loop of the submits waited for it (measured: batch submits went about 20%
+    faster with no store write at all). The statement is compiled once; datetimes are rendered as
+    SQLAlchemy's SQLite DATETIME stores them.
+    """
+    if not rows:
+        return
+    if connection.dialect.name != "sqlite":
         connection.execute(submitted_upsert(connection.dialect.name), rows)
+        return
+    sql, names = _sqlite_upsert()
+    connection.exec_driver_sql(
+        sql,
+        [
+            tuple(sqlite_datetime(v) if isinstance(v, datetime) else v for v in map(row.__getitem__, names))
+            for row in rows
+        ],
+    )
+
+
+@cache
+def _sqlite_upsert() -> tuple[str, tuple[str, ...]]:
+    compiled = submitted_upsert("sqlite").compile(dialect=sqlite.dialect())
+    assert compiled.positiontup is not None
+    return compiled.string, tuple(compiled.positiontup)
+
+
+def sqlite_datetime(value: datetime) -> str:
+    """A UTC datetime as SQLAlchemy's SQLite DATETIME type stores it."""
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

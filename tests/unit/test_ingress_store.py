@@ -98,3 +98,46 @@ async def test_idempotency_claim_answer_and_expiry(sessions):
         assert await idempotency.claim(session, tenant="t", key="k", request_hash="h3", ttl_s=60)
         await idempotency.release(session, tenant="t", key="k")
         assert await idempotency.lookup(session, tenant="t", key="k", ttl_s=60) is None
+
+
+async def test_the_sqlite_writer_thread_stores_rows_as_sqlalchemy_does(sessions, store_url):
+    from sqlalchemy import text
+
+    from shared.store.messages import insert_submitted_sync
+    from shared.store.sync_engine import make_sync_sqlite_engine
+
+    # Microseconds of zero and of six digits: the stored text must match SQLAlchemy's in both.
+    moment = 1_795_686_066.0
+    first = Job(
+        id="m1",
+        tenant="t",
+        to="+31612345678",
+        sender="S",
+        body="b",
+        accepted_at=moment,
+        expires_at=moment + 0.123456,
+    )
+    second = Job(
+        id="m2",
+        tenant="t",
+        to="+31612345678",
+        sender="S",
+        body="b",
+        accepted_at=moment,
+        expires_at=moment + 0.123456,
+    )
+    async with sessions.begin() as session:
+        await insert_submitted(session, [row_for_job(first, site="a")])
+    engine = make_sync_sqlite_engine(store_url)
+    assert engine is not None
+    with engine.begin() as connection:
+        insert_submitted_sync(connection, [row_for_job(second, site="a")])
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT accepted_at, updated_at, expires_at, status FROM messages ORDER BY id")
+        ).all()
+    engine.dispose()
+    assert stored[0] == stored[1]
+    async with sessions() as session:
+        view = await get_message(session, message_id="m2", tenant="t")
+    assert view is not None and view.expires_at.timestamp() == pytest.approx(moment + 0.123456)
