@@ -63,3 +63,23 @@ def test_heartbeat_round_trip() -> None:
         started_at=1.0,
     )
     assert decode_heartbeat(encode_heartbeat(beat)) == beat
+
+
+def test_message_ids_are_never_handed_out_twice_even_across_a_fork() -> None:
+    import os
+
+    from shared.model import new_message_ids
+
+    ids = new_message_ids(1) + new_message_ids(1000) + [i for _ in range(300) for i in new_message_ids(3)]
+    assert len(set(ids)) == len(ids) == 1901
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child takes the next id from what would have been its parent's buffer
+        os.write(write_end, new_message_ids(1)[0].encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.close(write_end)
+    assert len(child) == 32 and child != new_message_ids(1)[0]
