@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -75,33 +76,45 @@ async def insert_submitted(session: AsyncSession, rows: list[dict[str, Any]]) ->
 
 
 def insert_submitted_sync(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """The same upsert on SQLite's own writer thread, as the driver's own tuples.
+    """The same upsert on SQLite's own writer thread, as one multi-row statement of the driver's own
+    values.
 
-    SQLAlchemy's per-row parameter processing held the GIL about as long as SQLite took to write the
-    rows, and the event loop of the submits waited for it (measured: batch submits went about 20%
-    faster with no store write at all). The statement is compiled once; datetimes are rendered as
-    SQLAlchemy's SQLite DATETIME stores them.
+    The writer thread needs the GIL back after every SQLite call, and while the submits' event loop is busy
+    each hand-back can wait out Python's switch interval: `executemany` (one step per row) and
+    SQLAlchemy's per-row parameter processing made a group commit slower than the broker's confirm, so
+    submits waited for the store. One statement per commit needs a handful of hand-backs. Datetimes are
+    rendered as SQLAlchemy's SQLite DATETIME stores them.
     """
     if not rows:
         return
     if connection.dialect.name != "sqlite":
         connection.execute(submitted_upsert(connection.dialect.name), rows)
         return
-    sql, names = _sqlite_upsert()
-    connection.exec_driver_sql(
-        sql,
-        [
-            tuple(sqlite_datetime(v) if isinstance(v, datetime) else v for v in map(row.__getitem__, names))
-            for row in rows
-        ],
-    )
+    head, values, tail, names = _sqlite_upsert()
+    per_statement = max(1, _SQLITE_MAX_VARIABLES // len(names))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        parameters = tuple(
+            sqlite_datetime(v) if isinstance(v, datetime) else v
+            for row in chunk
+            for v in map(row.__getitem__, names)
+        )
+        connection.exec_driver_sql(f"{head} VALUES {', '.join([values] * len(chunk))}{tail}", parameters)
+
+
+# SQLite before 3.32 allowed 999 parameters in a statement, later versions 32,766.
+_SQLITE_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 @cache
-def _sqlite_upsert() -> tuple[str, tuple[str, ...]]:
+def _sqlite_upsert() -> tuple[str, str, str, tuple[str, ...]]:
+    """The compiled upsert cut around its one row of values: head, ``(?, ...)``, tail, parameter names."""
     compiled = submitted_upsert("sqlite").compile(dialect=sqlite.dialect())
     assert compiled.positiontup is not None
-    return compiled.string, tuple(compiled.positiontup)
+    sql = compiled.string
+    head, _, rest = sql.partition(" VALUES ")
+    values, _, tail = rest.partition(")")
+    return head, values + ")", tail, tuple(compiled.positiontup)
 
 
 def sqlite_datetime(value: datetime) -> str:
