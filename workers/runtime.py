@@ -296,7 +296,8 @@ class Worker:
                     self._idle.set()
 
     async def _deliver(self, batch: Sequence[Held], *, probe: bool) -> None:
-        settling: list[asyncio.Future[None] | asyncio.Task[None]] = []
+        # Hand-backs and expiries start at once (tasks); settlements after the send need no task of their own.
+        settling: list[Awaitable[None]] = []
         to_send: list[Held] = []
         now = time.time()
         for held in batch:
@@ -316,10 +317,12 @@ class Worker:
                 if result.outcome is Outcome.ACCEPTED:
                     accepted.append(held)
                 else:
-                    settling.append(asyncio.ensure_future(self._settle(held, result, latency_ms)))
+                    settling.append(self._settle(held, result, latency_ms))
             if accepted:
-                settling.append(asyncio.ensure_future(self._settle_accepted(accepted, latency_ms)))
-        if settling:
+                settling.append(self._settle_accepted(accepted, latency_ms))
+        if len(settling) == 1:  # the common case: no task for gather to make
+            await settling[0]
+        elif settling:
             await asyncio.gather(*settling)
 
     async def _settle_accepted(self, batch: list[Held], latency_ms: float) -> None:

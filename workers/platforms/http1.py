@@ -230,7 +230,9 @@ class Http1Client:
                 if remaining_s <= 0:
                     raise AnswerLost(f"no answer within {self._timeout_s} s")
                 try:
-                    chunk = await asyncio.wait_for(connection.reader.read(_READ_CHUNK_BYTES), remaining_s)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for made a task for every read.
+                    async with asyncio.timeout(remaining_s):
+                        chunk = await connection.reader.read(_READ_CHUNK_BYTES)
                 except TimeoutError:
                     raise AnswerLost(f"no answer within {self._timeout_s} s") from None
                 except OSError as exc:
