@@ -31,7 +31,7 @@ import psutil
 from shared.ops.drill import Drill, DrillPlan
 from shared.settings import Settings, load_settings, use_config_file
 from shared.topology import topology_from
-from tests.helpers import free_port
+from tests.helpers import free_port, queues_named_after
 
 RELAY = [sys.executable, "-m", "shared.cli"]
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -190,8 +190,8 @@ async def delete_topology(broker_url: str, settings: Settings) -> None:
     async with connection:
         channel = await connection.channel()
         topology = topology_from(settings)
-        for spec in topology.queues():
-            await channel.queue_delete(spec.name)
+        for name in {spec.name for spec in topology.queues()} | set(queues_named_after(topology.prefix)):
+            await channel.queue_delete(name)
         for name, _ in topology.exchanges():
             await channel.exchange_delete(name)
 

@@ -19,7 +19,7 @@ import pytest
 from shared.settings import Settings, StoreSettings, load_settings
 from shared.store.migrate import upgrade
 from shared.topology import topology_from
-from tests.helpers import listening, missing_service
+from tests.helpers import listening, missing_service, queues_named_after
 
 LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -59,8 +59,8 @@ async def broker_cleanup(broker_url: str, prefix: str) -> AsyncIterator[None]:
         channel = await connection.channel()
         settings = Settings(broker={"url": broker_url, "prefix": prefix})  # type: ignore[arg-type]
         topology = topology_from(settings)
-        for spec in topology.queues():
-            await channel.queue_delete(spec.name)
+        for name in {spec.name for spec in topology.queues()} | set(queues_named_after(prefix)):
+            await channel.queue_delete(name)
         for name, _ in topology.exchanges():
             await channel.exchange_delete(name)
 

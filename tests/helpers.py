@@ -78,3 +78,18 @@ def spawned(
             proc.wait(timeout=5)
         if log is not None and hasattr(out, "close"):
             out.close()
+
+
+def queues_named_after(prefix: str) -> list[str]:
+    """Queues of a local broker whose names start with `prefix.`, as `rabbitmqctl` lists them: a test
+    configured with other sites or retry tiers than the defaults declares queues a cleanup by the default
+    topology would miss. Empty when rabbitmqctl is not there (a broker elsewhere)."""
+    import shutil
+
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        return []
+    listed = subprocess.run(
+        [rabbitmqctl, "-q", "list_queues", "name"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return [name for name in listed.stdout.split() if name.startswith(f"{prefix}.")]

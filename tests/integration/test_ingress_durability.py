@@ -4,6 +4,8 @@ where it reaches the queue once the broker is back; a cut or a killed ingress lo
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -196,3 +198,61 @@ async def test_an_orphaned_spool_file_is_drained_in_order(
     reopened = await Spool(path=spool_file(settings.ingress.spool_path, 3)).open()
     assert reopened.backlog == 0
     await reopened.close()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl", "-q", *args], check=True, timeout=120)
+
+
+async def test_broker_restart_mid_stream_loses_no_accepted_message(
+    broker_cleanup, settings_factory, store_url, broker_url
+):
+    """The local RabbitMQ application is stopped and started again while clients keep submitting: every
+    accepted message ends up in its quorum queue, a second copy only ever under the same id."""
+    if shutil.which("rabbitmqctl") is None or urlsplit(broker_url).hostname not in ("127.0.0.1", "localhost"):
+        pytest.skip("restarting the broker needs rabbitmqctl and the broker on this machine")
+    settings = settings_factory(
+        broker={"confirm_timeout_s": 0.5}, routing={"policy": "primary", "primary": "a"}
+    )
+    spooled_before = SPOOLED._value.get()
+    accepted: list[str] = []
+    total, clients, pause_s = 300, 6, 0.15  # about 40 submits a second for 7-8 s
+    restart: asyncio.Task[None] | None = None
+
+    async def restart_broker() -> None:
+        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await asyncio.to_thread(_rabbitmqctl, "await_startup")
+
+    try:
+        async with api_for(settings) as api:
+            counter = iter(range(total))
+
+            async def client() -> None:
+                nonlocal restart
+                for n in counter:
+                    if n == 60:
+                        restart = asyncio.create_task(restart_broker())
+                    response = await api.submit(sms(body=f"m{n}"))
+                    assert response.status_code == 202, response.text
+                    accepted.append(response.json()["id"])
+                    await asyncio.sleep(pause_s)
+
+            await asyncio.gather(*(client() for _ in range(clients)))
+            assert restart is not None
+            await restart
+            assert SPOOLED._value.get() > spooled_before, "the restart should have sent messages to the spool"
+            await wait_until(lambda: api.ingress.spool_backlog == 0 and api.ingress.link.available, 60)
+    finally:
+        if restart is not None and not restart.done():
+            await restart
+        await asyncio.to_thread(_rabbitmqctl, "start_app")  # whatever happened, leave the broker running
+        await asyncio.to_thread(_rabbitmqctl, "await_startup")
+
+    got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=total, timeout_s=20)
+    ids = [decode_job(item.body).id for item in got]
+    assert len(accepted) == total
+    assert set(ids) == set(accepted), f"missing {len(set(accepted) - set(ids))}"
+    assert all(item.message_id == decode_job(item.body).id for item in got)
+    print(f"accepted {total}, queued {len(ids)}, duplicates by id: {len(ids) - len(set(ids))}")
