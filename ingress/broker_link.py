@@ -8,11 +8,10 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aio_pika.abc import AbstractRobustConnection
 
-from shared.broker import ConfirmedPublisher, connect
+from shared.broker import RECONNECT_INTERVAL_S, ConfirmedPublisher, connect
 from shared.errors import BrokerUnavailable, RelayError
 from shared.logs import get_logger
 from shared.settings import BrokerSettings
@@ -20,22 +19,10 @@ from shared.topology import Topology, declare, jobs_exchange
 
 log = get_logger("ingress.broker")
 
-RECONNECT_INTERVAL_S = 1.0
-
-
-def with_reconnect_interval(url: str, interval_s: float) -> str:
-    """aio-pika's robust connection waits 5 s between reconnects unless the URL says otherwise."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.setdefault("reconnect_interval", str(interval_s))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
 
 class BrokerLink:
     def __init__(self, *, settings: BrokerSettings, topology: Topology, name: str) -> None:
-        self._settings = settings.model_copy(
-            update={"url": with_reconnect_interval(settings.url, RECONNECT_INTERVAL_S)}
-        )
+        self._settings = settings
         self._topology = topology
         self._name = name
         self._exchange = jobs_exchange(topology.prefix)

@@ -230,6 +230,12 @@ class JobPublisher:
         if self._connection is not None:
             await self._connection.close()
 
+    async def reconnected(self, *, timeout_s: float = 30.0) -> None:
+        """Wait until the robust connection is back after the broker went away."""
+        assert self._connection is not None
+        async with asyncio.timeout(timeout_s):
+            await self._connection.ready()
+
     async def publish(self, job: Job, *, site: str) -> None:
         assert self._publisher is not None
         await self._publisher.publish(
