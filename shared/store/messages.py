@@ -17,7 +17,7 @@ from shared.store.models import Attempt, Message
 
 # Columns a submit knows; status, attempts and ambiguous belong to the recorder, which may have
 # written a placeholder row first when a worker reported faster than the submit's commit.
-_SUBMIT_COLUMNS = (
+SUBMIT_COLUMNS = (
     "tenant",
     "to_number",
     "sender",
@@ -66,7 +66,7 @@ def submitted_upsert(dialect_name: str) -> Any:
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
     stmt = insert(cast(Table, Message.__table__))
     return stmt.on_conflict_do_update(
-        index_elements=["id"], set_={name: stmt.excluded[name] for name in _SUBMIT_COLUMNS}
+        index_elements=["id"], set_={name: stmt.excluded[name] for name in SUBMIT_COLUMNS}
     )
 
 

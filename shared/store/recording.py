@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
-from shared.store.messages import row_for_job, utc
+from shared.store.messages import SUBMIT_COLUMNS, row_for_job, utc
 from shared.store.models import Attempt, DeadLetter, Message, utcnow
 
 _RANK = {
@@ -87,18 +87,8 @@ MESSAGES = cast(Table, Message.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
 DEAD_LETTERS = cast(Table, DeadLetter.__table__)
 
-# The columns of a messages row a placeholder or a dead letter's job fills in.
-_JOB_COLUMNS = (
-    "tenant",
-    "to_number",
-    "sender",
-    "body",
-    "client_reference",
-    "segments",
-    "encoding",
-    "accepted_at",
-    "expires_at",
-)
+# The columns of a messages row a dead letter's job fills in when the recorder made the row first.
+_JOB_COLUMNS = tuple(name for name in SUBMIT_COLUMNS if name != "site")
 
 
 @dataclass(slots=True, kw_only=True)

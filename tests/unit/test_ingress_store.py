@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 
@@ -117,15 +118,7 @@ async def test_the_sqlite_writer_thread_stores_rows_as_sqlalchemy_does(sessions,
         accepted_at=moment,
         expires_at=moment + 0.123456,
     )
-    second = Job(
-        id="m2",
-        tenant="t",
-        to="+31612345678",
-        sender="S",
-        body="b",
-        accepted_at=moment,
-        expires_at=moment + 0.123456,
-    )
+    second = dataclasses.replace(first, id="m2")
     async with sessions.begin() as session:
         await insert_submitted(session, [row_for_job(first, site="a")])
     engine = make_sync_sqlite_engine(store_url)
