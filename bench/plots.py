@@ -26,13 +26,15 @@ def submit_plot(submit: dict[str, Any], out: Path) -> Path | None:
     if not ceiling:
         return None
     fig, (rates, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = ["ceiling (raw aio-pika)", "single", "batch (100)"]
+    names = ["ceiling\n(aio-pika, asyncio)", "ceiling\n(aio-pika, uvloop)", "single", "batch (100)"]
     values = [
         ceiling,
+        (submit.get("ceiling_uvloop") or {}).get("per_s", 0),
         (submit.get("single") or {}).get("per_s", 0),
         (submit.get("batch") or {}).get("per_s", 0),
     ]
-    rates.bar(names, values, color=["#999999", "#1f77b4", "#2ca02c"])
+    rates.bar(names, values, color=["#999999", "#cccccc", "#1f77b4", "#2ca02c"])
+    rates.tick_params(axis="x", labelsize=8)
     rates.axhline(0.5 * ceiling, color="#1f77b4", linestyle="--", linewidth=1, label="single target 0.5 x")
     rates.axhline(0.8 * ceiling, color="#2ca02c", linestyle="--", linewidth=1, label="batch target 0.8 x")
     rates.set_ylabel("messages / s")

@@ -111,6 +111,22 @@ def evaluate(sections: dict[str, Any], *, blackhole_timeout_s: float) -> list[Ta
             source="bench_submit batch.per_s / ceiling.per_s",
         ),
         check(
+            "single submits vs the ceiling measured on uvloop",
+            _ratio(_get(submit, "single", "per_s"), _get(submit, "ceiling_uvloop", "per_s")),
+            target=0.5,
+            comparison=">=",
+            unit="x ceiling",
+            source="bench_submit single.per_s / ceiling_uvloop.per_s",
+        ),
+        check(
+            "batch submits vs the ceiling measured on uvloop",
+            _ratio(_get(submit, "batch", "per_s"), _get(submit, "ceiling_uvloop", "per_s")),
+            target=0.8,
+            comparison=">=",
+            unit="x ceiling",
+            source="bench_submit batch.per_s / ceiling_uvloop.per_s",
+        ),
+        check(
             "submit p99 latency at 500/s offered",
             _number(_get(submit, "paced", "p99_ms")),
             target=20.0,
