@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, select
@@ -117,8 +117,11 @@ def _sqlite_upsert() -> tuple[str, str, str, tuple[str, ...]]:
     return head, values + ")", tail, tuple(compiled.positiontup)
 
 
+@lru_cache(maxsize=4096)
 def sqlite_datetime(value: datetime) -> str:
-    """A UTC datetime as SQLAlchemy's SQLite DATETIME type stores it."""
+    """A UTC datetime as SQLAlchemy's SQLite DATETIME type stores it.
+
+    Cached: the rows of one submit share their accepted and updated times, and often their expiry."""
     v = value.astimezone(UTC)
     return (
         f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
