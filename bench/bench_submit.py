@@ -40,8 +40,7 @@ from shared.settings import Settings, StoreSettings
 from shared.store.api_keys import create_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
-from shared.topology import topology_from
-from tests.helpers import free_port
+from tests.helpers import delete_broker_names, free_port
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 START_TIMEOUT_S = 30.0
@@ -251,17 +250,6 @@ async def relay_phases(key: str, port: int, scale: int, server: psutil.Process) 
         return results
 
 
-async def delete_topology(settings: Settings) -> None:
-    connection = await aio_pika.connect(BROKER_URL)
-    async with connection:
-        channel = await connection.channel()
-        topology = topology_from(settings)
-        for spec in topology.queues():
-            await channel.queue_delete(spec.name)
-        for name, _ in topology.exchanges():
-            await channel.exchange_delete(name)
-
-
 def ceiling_count(quick: bool) -> int:
     return 20_000 // (4 if quick else 1)
 
@@ -286,7 +274,7 @@ async def main_async(quick: bool, processes: int, ceiling_asyncio: dict[str, Any
             report.update(await relay_phases(key, port, scale, psutil.Process(proc.pid)))
         report["ingress_processes"] = processes
     finally:
-        await delete_topology(settings)
+        await delete_broker_names(BROKER_URL, settings)
         shutil.rmtree(workdir, ignore_errors=True)
 
     top, top_uvloop = report["ceiling"]["per_s"], report["ceiling_uvloop"]["per_s"]

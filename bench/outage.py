@@ -24,14 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aio_pika
 import httpx
 import psutil
 
 from shared.ops.drill import Drill, DrillPlan
 from shared.settings import Settings, load_settings, use_config_file
-from shared.topology import topology_from
-from tests.helpers import free_port, queues_named_after
+from tests.helpers import delete_broker_names, free_port
 
 RELAY = [sys.executable, "-m", "shared.cli"]
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -186,14 +184,7 @@ def _wait_for_banner(log: Path, process: subprocess.Popen[bytes]) -> dict[str, i
 
 
 async def delete_topology(broker_url: str, settings: Settings) -> None:
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        topology = topology_from(settings)
-        for name in {spec.name for spec in topology.queues()} | set(queues_named_after(topology.prefix)):
-            await channel.queue_delete(name)
-        for name, _ in topology.exchanges():
-            await channel.exchange_delete(name)
+    await delete_broker_names(broker_url, settings)
 
 
 def per_second(times: list[float], *, start: float, seconds: int) -> list[int]:

@@ -13,13 +13,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from shared.settings import Settings, StoreSettings, load_settings
 from shared.store.migrate import upgrade
-from shared.topology import topology_from
-from tests.helpers import listening, missing_service, queues_named_after
+from tests.helpers import delete_broker_names, listening, missing_service
 
 LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -54,15 +52,7 @@ def prefix() -> str:
 async def broker_cleanup(broker_url: str, prefix: str) -> AsyncIterator[None]:
     """Deletes this test's queues and exchanges afterwards."""
     yield
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        settings = Settings(broker={"url": broker_url, "prefix": prefix})  # type: ignore[arg-type]
-        topology = topology_from(settings)
-        for name in {spec.name for spec in topology.queues()} | set(queues_named_after(prefix)):
-            await channel.queue_delete(name)
-        for name, _ in topology.exchanges():
-            await channel.exchange_delete(name)
+    await delete_broker_names(broker_url, Settings(broker={"url": broker_url, "prefix": prefix}))  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -12,7 +12,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import aio_pika
 import pytest
+
+from shared.settings import Settings
+from shared.topology import topology_from
 
 RELAY = [sys.executable, "-m", "shared.cli"]
 
@@ -93,3 +97,15 @@ def queues_named_after(prefix: str) -> list[str]:
         [rabbitmqctl, "-q", "list_queues", "name"], capture_output=True, text=True, timeout=60, check=False
     )
     return [name for name in listed.stdout.split() if name.startswith(f"{prefix}.")]
+
+
+async def delete_broker_names(broker_url: str, settings: Settings) -> None:
+    """Deletes the exchanges and queues of `settings`' topology and any other queue under its prefix."""
+    topology = topology_from(settings)
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in {spec.name for spec in topology.queues()} | set(queues_named_after(topology.prefix)):
+            await channel.queue_delete(name)
+        for name, _ in topology.exchanges():
+            await channel.exchange_delete(name)

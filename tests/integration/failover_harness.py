@@ -35,7 +35,7 @@ from shared.envelope import (
 from shared.model import AttemptRecord, Job, Outcome, Status, new_message_id
 from shared.settings import load_settings
 from shared.topology import dead_queue, declare, events_queue, jobs_exchange, site_queue, topology_from
-from tests.helpers import RELAY, free_port, queues_named_after, spawned, wait_for_port
+from tests.helpers import RELAY, delete_broker_names, free_port, spawned, wait_for_port
 
 SITES = ("a", "b")
 
@@ -425,14 +425,7 @@ def sigkill(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def delete_topology(broker_url: str, config: Path) -> None:
-    topology = topology_from(settings_of(config))
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in {spec.name for spec in topology.queues()} | set(queues_named_after(topology.prefix)):
-            await channel.queue_delete(name)
-        for name, _ in topology.exchanges():
-            await channel.exchange_delete(name)
+    await delete_broker_names(broker_url, settings_of(config))
 
 
 @contextlib.asynccontextmanager

@@ -13,29 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
 from shared.settings import load_settings
-from shared.topology import topology_from
-from tests.helpers import RELAY, free_port
+from tests.helpers import RELAY, delete_broker_names, free_port
 from tests.integration.test_launcher_up import Deployment, relay_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DRILL_MESSAGES = 240
 DRILL_RATE = 80
-
-
-async def _delete_topology(broker_url: str, prefix: str) -> None:
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        topology = topology_from(load_settings(broker={"url": broker_url, "prefix": prefix}))
-        for spec in topology.queues():
-            await channel.queue_delete(spec.name)
-        for name, _ in topology.exchanges():
-            await channel.exchange_delete(name)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +32,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Ite
         with relay_up(tmp_path_factory.mktemp("drill"), broker_url=broker_url, prefix=prefix) as up:
             yield up
     finally:
-        asyncio.run(_delete_topology(broker_url, prefix))
+        asyncio.run(
+            delete_broker_names(broker_url, load_settings(broker={"url": broker_url, "prefix": prefix}))
+        )
 
 
 def run_drill(up: Deployment, *args: str, timeout_s: float = 120) -> tuple[int, dict[str, Any], str]:
