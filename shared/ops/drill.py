@@ -290,9 +290,17 @@ class Drill:
             await sims[plan.site].set_fault("none")
             cleared_at = time.time()
             self._say(f"fault cleared at site {plan.site}")
+            # Requests sent into a black hole fail only at their timeout, after the clear: a heartbeat
+            # before then can still show the breaker closed, about to open. Only one sent once those
+            # have failed says the site really consumes again.
+            settled_at = (
+                cleared_at
+                + self._config.sites[plan.site].timeout_s
+                + self._config.worker.heartbeat_interval_s
+            )
             try:
                 await watcher.wait_for_consuming(
-                    plan.site, since=cleared_at, timeout_s=self._recovery_wait_s()
+                    plan.site, since=settled_at, timeout_s=self._recovery_wait_s()
                 )
                 self._say(f"site {plan.site} consumes again")
             except TimeoutError:
@@ -312,7 +320,8 @@ class Drill:
     def _recovery_wait_s(self) -> float:
         # The breaker's cool-down doubles with each failed probe (up to 8x), and a heartbeat has to follow.
         worker = self._config.worker
-        return 8 * worker.breaker_cooldown_s + 3 * worker.heartbeat_interval_s + 5
+        longest_timeout_s = max((site.timeout_s for site in self._config.sites.values()), default=0.0)
+        return longest_timeout_s + 8 * worker.breaker_cooldown_s + 3 * worker.heartbeat_interval_s + 5
 
     async def _settle(
         self, tracker: ReceiptTracker, *, key: str, accepted: list[str], unobserved_sites: bool
