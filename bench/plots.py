@@ -81,7 +81,7 @@ def e2e_plot(e2e: dict[str, Any], out: Path) -> Path | None:
     ax.set_ylabel("delivered messages / s")
     ax.set_title("End to end, to the platforms' receipt")
     ax.tick_params(axis="x", labelsize=8)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, markerscale=0.2)
     return _save(fig, out)
 
 
