@@ -42,12 +42,10 @@ import httpx
 import orjson
 import psutil
 
+from bench.bench_submit import migrated_store_key
 from bench.raw_http import RawPool
 from shared.model import Job
 from shared.settings import StoreSettings
-from shared.store.api_keys import create_key
-from shared.store.engine import make_engine, make_sessionmaker
-from shared.store.migrate import upgrade
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
 from tests.integration.failover_harness import (
     SITES,
@@ -269,10 +267,7 @@ async def submit_to_receipt(
             "ingress": {"port": port, "spool_path": str(tmp / f"{prefix}.spool.db")},
         },
     )
-    await asyncio.to_thread(upgrade, store)
-    engine = make_engine(store)
-    key, _ = await create_key(make_sessionmaker(engine), tenant="bench")
-    await engine.dispose()
+    key = await migrated_store_key(store)
     for sim in sims.values():
         sim.fault("none")
         sim.reset()

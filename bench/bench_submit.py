@@ -263,6 +263,17 @@ async def relay_phases(
         return results
 
 
+async def migrated_store_key(store: StoreSettings) -> str:
+    """Migrate a scratch store and return a new API key of tenant "bench" in it."""
+    await asyncio.to_thread(upgrade, store)
+    engine = make_engine(store)
+    try:
+        key, _ = await create_key(make_sessionmaker(engine), tenant="bench")
+    finally:
+        await engine.dispose()
+    return key
+
+
 def ceiling_count(scale: int) -> int:
     return 20_000 // scale
 
@@ -292,10 +303,7 @@ async def main_async(quick: bool, processes: int, rounds: int) -> dict[str, Any]
     settings = Settings(broker={"url": BROKER_URL, "prefix": prefix})
     try:
         store = StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'relay.db'}")
-        await asyncio.to_thread(upgrade, store)
-        engine = make_engine(store)
-        key, _ = await create_key(make_sessionmaker(engine), tenant="bench")
-        await engine.dispose()
+        key = await migrated_store_key(store)
         port = free_port()
         with ingress_process(workdir, prefix=prefix, port=port, processes=processes) as proc:
             report.update(await relay_phases(key, port, scale, psutil.Process(proc.pid), rounds))

@@ -181,18 +181,17 @@ class Ingress:
 
     async def _make_durable(self, jobs: list[tuple[Job, str]]) -> list[str]:
         bodies = [encode_job(job) for job, _ in jobs]
-        # A job fresh from a submit carries no delivery-state headers: a worker reads their absence as
-        # no attempts yet, at the site of the queue (`workers.policy.DeliveryState.from_headers`), and
-        # the header table was the costliest part of encoding a publish.
-        headers: list[dict[str, Any]] = [{} for _ in jobs]
         places = [SPOOLED_AT] * len(jobs)
         to_spool = list(range(len(jobs)))
         # While the spool has a backlog new messages queue behind it, so they leave in order of arrival.
         if self.link.available and self.spool_backlog == 0:
             started = time.perf_counter()
+            # A job fresh from a submit carries no delivery-state headers: a worker reads their absence
+            # as no attempts yet, at the site of the queue (`workers.policy.DeliveryState.from_headers`),
+            # and the header table was the costliest part of encoding a publish.
             publishes = [
-                self.link.publish_job(body=body, site=site, message_id=job.id, headers=hdrs)
-                for (job, site), body, hdrs in zip(jobs, bodies, headers, strict=True)
+                self.link.publish_job(body=body, site=site, message_id=job.id, headers={})
+                for (job, site), body in zip(jobs, bodies, strict=True)
             ]
             results: list[BaseException | None]
             if len(publishes) > 1:
@@ -221,7 +220,7 @@ class Ingress:
                     SpoolEntry(
                         message_id=jobs[i][0].id,
                         routing_key=jobs[i][1],
-                        headers=headers[i],
+                        headers={},
                         body=bodies[i],
                     )
                     for i in to_spool

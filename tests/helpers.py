@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,8 +89,6 @@ def queues_named_after(prefix: str) -> list[str]:
     """Queues of a local broker whose names start with `prefix.`, as `rabbitmqctl` lists them: a test
     configured with other sites or retry tiers than the defaults declares queues a cleanup by the default
     topology would miss. Empty when rabbitmqctl is not there (a broker elsewhere)."""
-    import shutil
-
     rabbitmqctl = shutil.which("rabbitmqctl")
     if rabbitmqctl is None:
         return []

@@ -76,8 +76,8 @@ async def insert_submitted(session: AsyncSession, rows: list[dict[str, Any]]) ->
 
 
 def insert_submitted_sync(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """The same upsert on SQLite's own writer thread, as one multi-row statement of the driver's own
-    values.
+    """The same upsert on SQLite's writer thread (`shared.store.sync_engine`, SQLite only), as one
+    multi-row statement of the driver's own values.
 
     The writer thread needs the GIL back after every SQLite call, and while the submits' event loop is busy
     each hand-back can wait out Python's switch interval: `executemany` (one step per row) and
@@ -86,9 +86,6 @@ def insert_submitted_sync(connection: Connection, rows: list[dict[str, Any]]) ->
     rendered as SQLAlchemy's SQLite DATETIME stores them.
     """
     if not rows:
-        return
-    if connection.dialect.name != "sqlite":
-        connection.execute(submitted_upsert(connection.dialect.name), rows)
         return
     head, values, tail, names = _sqlite_upsert()
     per_statement = max(1, _SQLITE_MAX_VARIABLES // len(names))

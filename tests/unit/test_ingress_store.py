@@ -109,15 +109,7 @@ async def test_the_sqlite_writer_thread_stores_rows_as_sqlalchemy_does(sessions,
 
     # Microseconds of zero and of six digits: the stored text must match SQLAlchemy's in both.
     moment = 1_795_686_066.0
-    first = Job(
-        id="m1",
-        tenant="t",
-        to="+31612345678",
-        sender="S",
-        body="b",
-        accepted_at=moment,
-        expires_at=moment + 0.123456,
-    )
+    first = dataclasses.replace(job("m1"), accepted_at=moment, expires_at=moment + 0.123456)
     second = dataclasses.replace(first, id="m2")
     async with sessions.begin() as session:
         await insert_submitted(session, [row_for_job(first, site="a")])
