@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -42,10 +41,6 @@ class DeadReason(StrEnum):
     MALFORMED = "malformed"
 
 
-def new_message_id() -> str:
-    return uuid.uuid4().hex
-
-
 class _RandomIds:
     """128-bit ids from the OS's randomness, read 4 KiB at a time: one `getrandom` call per id was a
     measurable share of a submit's CPU. The buffer is dropped in a forked child, which must never hand
@@ -75,8 +70,12 @@ _random_ids = _RandomIds()
 
 
 def new_message_ids(count: int) -> list[str]:
-    """`count` random 128-bit ids (32 hex digits, like `new_message_id`), never handed out twice."""
+    """`count` random 128-bit ids of 32 hex digits."""
     return _random_ids.take(count)
+
+
+def new_message_id() -> str:
+    return _random_ids.take(1)[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
