@@ -26,6 +26,11 @@ STORE_BATCH_ROWS = Histogram(
     "Rows per group commit of the messages table.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
+BUNDLE_JOBS = Histogram(
+    "relay_ingress_bundle_jobs",
+    "Jobs per message published to a site queue (concurrent submits for a site share one).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 RECORDER_BATCHES = Counter(
     "relay_ingress_recorder_batches_total",
     "Batches the recorder folded into the store, by result.",

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ingress.auth import KeyCache
 from ingress.broker_link import BrokerLink
+from ingress.bundler import Bundler
 from ingress.forwarder import Forwarder
 from ingress.idempotency import IdempotencyGuard
 from ingress.metrics import PUBLISH_SECONDS, SPOOL_BACKLOG, SPOOLED, SUBMITS
@@ -30,7 +31,7 @@ from ingress.spool import Spool, SpoolEntry, SpoolLock, claim_spool_file
 from ingress.store_writer import StoreWriter
 from ingress.validation import ValidMessage
 from shared.envelope import encode_job
-from shared.errors import StoreUnavailable
+from shared.errors import BrokerUnavailable, StoreUnavailable
 from shared.logs import get_logger
 from shared.model import Job, new_message_ids
 from shared.settings import Settings
@@ -47,6 +48,7 @@ SPOOLED_AT = "spooled"  # fsynced in the local spool
 STORE_CHECK_TIMEOUT_S = 1.0
 STORE_CHECK_CACHE_S = 1.0
 IDEMPOTENCY_PURGE_INTERVAL_S = 600.0
+BUNDLES_IN_FLIGHT_MAX = 8
 
 # Label children bound once: `.labels()` on every message was a measurable share of a submit's CPU.
 SUBMITTED = {place: SUBMITS.labels(place) for place in (QUEUED, SPOOLED_AT)}
@@ -78,6 +80,11 @@ class Ingress:
             settings=settings.broker,
             topology=topology_from(settings),
             name=f"relay-ingress {socket.gethostname()}:{os.getpid()}",
+        )
+        self.bundler = Bundler(
+            publish=self._publish_bundle,
+            bundle_max=settings.ingress.bundle_max,
+            in_flight_max=BUNDLES_IN_FLIGHT_MAX,
         )
         self.recorder = Recorder(sessions=self.sessions, prefix=settings.broker.prefix)
         self._spool_lock: SpoolLock | None = None
@@ -112,6 +119,7 @@ class Ingress:
         if self.forwarder is not None:
             await self.forwarder.close()
         await self.recorder.close()
+        await self.bundler.close()
         await self.store_writer.close()
         await self.link.close()
         if self.spool is not None:
@@ -179,39 +187,39 @@ class Ingress:
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("messages row not written yet; kept for retry", error=str(exc))
 
+    async def _publish_bundle(self, body: bytes, site: str, message_id: str) -> None:
+        # A fresh job carries no delivery-state headers: a worker reads their absence as no attempts
+        # yet, at the site of the queue (`workers.policy.DeliveryState.from_headers`), and the header
+        # table was the costliest part of encoding a publish.
+        await self.link.publish_job(body=body, site=site, message_id=message_id, headers={})
+
     async def _make_durable(self, jobs: list[tuple[Job, str]]) -> list[str]:
-        bodies = [encode_job(job) for job, _ in jobs]
         places = [SPOOLED_AT] * len(jobs)
         to_spool = list(range(len(jobs)))
         # While the spool has a backlog new messages queue behind it, so they leave in order of arrival.
         if self.link.available and self.spool_backlog == 0:
             started = time.perf_counter()
-            # A job fresh from a submit carries no delivery-state headers: a worker reads their absence
-            # as no attempts yet, at the site of the queue (`workers.policy.DeliveryState.from_headers`),
-            # and the header table was the costliest part of encoding a publish.
-            publishes = [
-                self.link.publish_job(body=body, site=site, message_id=job.id, headers={})
-                for (job, site), body in zip(jobs, bodies, strict=True)
-            ]
-            results: list[BaseException | None]
-            if len(publishes) > 1:
-                results = await asyncio.gather(*publishes, return_exceptions=True)
-            else:  # one message: no task for gather to make
-                results = [None]
-                try:
-                    await publishes[0]
-                except Exception as exc:
-                    results = [exc]
+            confirms = [self.bundler.add(job, site) for job, site in jobs]
+            # Bounds the wait for a free publish slot too, not only the broker's confirm.
+            timeout_s = self.settings.broker.confirm_timeout_s
+            if len(confirms) == 1:  # no waiter for asyncio.wait to make
+                with contextlib.suppress(Exception):  # the verdict is read below
+                    async with asyncio.timeout(timeout_s):
+                        await confirms[0]
+            else:
+                await asyncio.wait(confirms, timeout=timeout_s)
             PUBLISH_TO_BROKER_SECONDS.observe(time.perf_counter() - started)
             to_spool = []
-            for i, result in enumerate(results):
-                if isinstance(result, BaseException):
-                    to_spool.append(i)
-                else:
+            first_failure: BaseException | None = None
+            for i, confirmed in enumerate(confirms):
+                failure = _failure(confirmed)
+                if failure is None:
                     places[i] = QUEUED
+                else:
+                    to_spool.append(i)
+                    first_failure = first_failure or failure
             if to_spool:
-                first = next(r for r in results if isinstance(r, BaseException))
-                log.warning("broker did not confirm; spooling", count=len(to_spool), error=str(first))
+                log.warning("broker did not confirm; spooling", count=len(to_spool), error=str(first_failure))
         if to_spool:
             assert self.spool is not None
             started = time.perf_counter()
@@ -221,7 +229,7 @@ class Ingress:
                         message_id=jobs[i][0].id,
                         routing_key=jobs[i][1],
                         headers={},
-                        body=bodies[i],
+                        body=encode_job(jobs[i][0]),
                     )
                     for i in to_spool
                 ]
@@ -273,6 +281,13 @@ class Ingress:
 
     def readiness(self) -> dict[str, Any]:
         return {"broker": "ok" if self.link.available else "down", "spool_backlog": self.spool_backlog}
+
+
+def _failure(confirmed: asyncio.Future[None]) -> BaseException | None:
+    """Why a job's publish was not confirmed; None when it was."""
+    if not confirmed.done() or confirmed.cancelled():
+        return BrokerUnavailable("no confirm from the broker in time")
+    return confirmed.exception()
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,9 @@
 """Wire format: versioned JSON bodies of jobs, events and dead letters.
 
+A job message carries one job (`{"v": 1, "job": ...}`: retries, replays, the spool) or a bundle of jobs
+that share one delivery state (`{"v": 1, "jobs": [...]}`: the ingress publishes the jobs of concurrent
+submits for one site together, so the broker stores, delivers and acks them once).
+
 Delivery state that must survive a worker (attempt count, sites tried) travels in AMQP headers, not in
 the body, so a retry republishes the body untouched.
 """
@@ -30,10 +34,18 @@ def encode_job(job: Job) -> bytes:
     return orjson.dumps({"v": VERSION, "job": job})
 
 
-def decode_job(body: bytes) -> Job:
-    data = _load(body, "job")
+def encode_jobs(jobs: list[Job]) -> bytes:
+    return orjson.dumps({"v": VERSION, "jobs": jobs})
+
+
+def decode_jobs(body: bytes) -> list[Job]:
+    """The jobs of a job message, whether it carries one or a bundle."""
+    data = _load(body, ("jobs", "job"))
+    items = data["jobs"] if "jobs" in data else [data["job"]]
     try:
-        return Job(**data)
+        if not isinstance(items, list) or not items:
+            raise TypeError("a bundle holds a non-empty list of jobs")
+        return [Job(**item) for item in items]
     except TypeError as exc:
         raise EnvelopeError(f"malformed job: {exc}") from None
 
@@ -43,7 +55,7 @@ def encode_events(records: list[AttemptRecord]) -> bytes:
 
 
 def decode_events(body: bytes) -> list[AttemptRecord]:
-    items = _load(body, "events")
+    items = _load(body, ("events",))["events"]
     try:
         return [
             AttemptRecord(
@@ -76,7 +88,7 @@ def encode_dead(job: Job, *, site: str, reason: DeadReason, detail: str, attempt
 
 def decode_dead(body: bytes) -> tuple[Job, dict[str, Any]]:
     """The dead job and its verdict (``site``, ``reason``, ``detail``, ``attempts``)."""
-    data = _load(body, "dead")
+    data = _load(body, ("dead",))["dead"]
     try:
         job = Job(**data.pop("job"))
         data["reason"] = DeadReason(data["reason"])
@@ -85,14 +97,15 @@ def decode_dead(body: bytes) -> tuple[Job, dict[str, Any]]:
     return job, data
 
 
-def _load(body: bytes, key: str) -> Any:
+def _load(body: bytes, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The envelope, once it is a version `VERSION` one holding one of `keys`."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("v") != VERSION or key not in data:
-        raise EnvelopeError(f"not a version {VERSION} {key} envelope")
-    return data[key]
+    if not isinstance(data, dict) or data.get("v") != VERSION or not any(key in data for key in keys):
+        raise EnvelopeError(f"not a version {VERSION} {' or '.join(keys)} envelope")
+    return data
 
 
 def encode_heartbeat(beat: Heartbeat) -> bytes:
@@ -100,7 +113,7 @@ def encode_heartbeat(beat: Heartbeat) -> bytes:
 
 
 def decode_heartbeat(body: bytes) -> Heartbeat:
-    data = _load(body, "heartbeat")
+    data = _load(body, ("heartbeat",))["heartbeat"]
     try:
         return Heartbeat(**data)
     except TypeError as exc:

@@ -78,6 +78,12 @@ class IngressSettings(_Section):
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
     max_segments: int = Field(10, ge=1, le=255, description="Most SMS segments one message may take.")
     max_batch: int = Field(1000, ge=1, le=10_000, description="Most messages in one batch submit.")
+    bundle_max: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Most jobs one broker message carries (concurrent submits for a site share one).",
+    )
     default_validity_s: int = Field(86_400, ge=1, description="Validity of a message that names none.")
     max_validity_s: int = Field(7 * 86_400, ge=1, description="Longest validity a client may ask for.")
     idempotency_ttl_s: int = Field(86_400, ge=1, description="How long an Idempotency-Key is remembered.")

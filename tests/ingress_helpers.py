@@ -14,6 +14,8 @@ import httpx
 
 from ingress.app import create_app
 from ingress.service import Ingress, running
+from shared.envelope import decode_jobs
+from shared.model import Job
 from shared.settings import Settings
 from shared.store.api_keys import create_key
 
@@ -50,6 +52,7 @@ def sms(**overrides: Any) -> dict[str, Any]:
 
 
 async def queue_depth(broker_url: str, name: str) -> int:
+    """Messages in queue `name` (a bundle of jobs counts once)."""
     connection = await aio_pika.connect(broker_url)
     async with connection:
         channel = await connection.channel()
@@ -57,16 +60,47 @@ async def queue_depth(broker_url: str, name: str) -> int:
         return int(queue.declaration_result.message_count or 0)
 
 
+async def queued_jobs(broker_url: str, name: str) -> int:
+    """Jobs in site queue `name`, alone or bundled; the messages are left where they are."""
+    count = 0
+    connection = await aio_pika.connect(broker_url)
+    async with connection:  # closing it puts back every message taken
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            count += len(decode_jobs(message.body))
+    return count
+
+
 @dataclass(frozen=True)
 class Queued:
-    body: bytes
+    """One job found in a queue, with the message that carried it (alone or in a bundle)."""
+
+    job: Job
+    carried_with: list[str]  # the ids of every job of its message, in order
     message_id: str | None
     headers: dict[str, Any]
     persistent: bool
 
 
+def _queued(message: aio_pika.abc.AbstractIncomingMessage) -> list[Queued]:
+    jobs = decode_jobs(message.body)
+    ids = [job.id for job in jobs]
+    return [
+        Queued(
+            job=job,
+            carried_with=ids,
+            message_id=message.message_id,
+            headers=dict(message.headers or {}),
+            persistent=message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
+        )
+        for job in jobs
+    ]
+
+
 async def drain(broker_url: str, name: str, *, expect: int, timeout_s: float = 10.0) -> list[Queued]:
-    """Consume (and ack) up to `expect` messages, or what is there when `timeout_s` ran out."""
+    """Consume (and ack) messages until they carried `expect` jobs, or what is there when `timeout_s` ran
+    out; one entry per job."""
     got: list[Queued] = []
     connection = await aio_pika.connect(broker_url)
     async with connection:
@@ -77,14 +111,7 @@ async def drain(broker_url: str, name: str, *, expect: int, timeout_s: float = 1
             async with asyncio.timeout(timeout_s), queue.iterator() as messages:
                 async for message in messages:
                     await message.ack()
-                    got.append(
-                        Queued(
-                            body=message.body,
-                            message_id=message.message_id,
-                            headers=dict(message.headers or {}),
-                            persistent=message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
-                        )
-                    )
+                    got.extend(_queued(message))
                     if len(got) >= expect:
                         break
         # Anything beyond `expect` is a duplicate or a stray: take it too, briefly.
@@ -92,14 +119,7 @@ async def drain(broker_url: str, name: str, *, expect: int, timeout_s: float = 1
             extra = await queue.get(no_ack=True, fail=False, timeout=2)
             if extra is None:
                 break
-            got.append(
-                Queued(
-                    body=extra.body,
-                    message_id=extra.message_id,
-                    headers=dict(extra.headers or {}),
-                    persistent=extra.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
-                )
-            )
+            got.extend(_queued(extra))
     return got
 
 

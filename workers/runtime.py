@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import ChannelInvalidStateError
 
 from shared.broker import ConfirmedPublisher, connect
-from shared.envelope import decode_job, encode_dead
+from shared.envelope import decode_jobs, encode_dead, encode_job, encode_jobs
 from shared.errors import ConfigError, EnvelopeError, TransientError
 from shared.gc_tuning import freeze_startup_objects
 from shared.logs import get_logger
@@ -40,7 +40,7 @@ from workers.events import EventSink
 from workers.heartbeat import HeartbeatSender
 from workers.metrics import WorkerMetrics
 from workers.platforms.base import Platform, Result
-from workers.policy import DeliveryState, GiveUp, Retry, after_failure
+from workers.policy import DEFAULT_EXCHANGE, DeliveryState, GiveUp, Retry, after_failure
 
 log = get_logger(__name__)
 
@@ -59,14 +59,34 @@ FAILURE_VERDICT_WAIT_S = 0.25
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
+class Carrier:
+    """A message this worker holds unacked, and what became of the jobs it carries (one, or a bundle).
+
+    It is acked once every job's outcome is durable elsewhere, nacked back whole when every job is handed
+    back unsent, and when only some are handed back, those go back to the queue as a bundle of their own
+    (confirmed) before the message is acked.
+    """
+
+    message: AbstractIncomingMessage
+    queue_site: str
+    size: int
+    unsettled: int
+    handed_back: list[Job] = field(default_factory=list)
+    lost: bool = False  # its channel is gone: the broker has put it back already
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
 class Held:
     """A job this worker holds unacked."""
 
-    message: AbstractIncomingMessage
+    carrier: Carrier
     job: Job
     state: DeliveryState
-    queue_site: str
     settled: bool = field(default=False)
+
+    @property
+    def queue_site(self) -> str:
+        return self.carrier.queue_site
 
 
 class Worker:
@@ -251,30 +271,33 @@ class Worker:
     # -- intake ----------------------------------------------------------------------------------
 
     async def _on_message(self, message: AbstractIncomingMessage, queue_site: str) -> None:
-        held = await self._hold(message, queue_site)
-        if held is not None:
+        for held in await self._hold(message, queue_site):
             self._intake.put_nowait(held)
 
-    async def _hold(self, message: AbstractIncomingMessage, queue_site: str) -> Held | None:
-        """Track a delivered message; a body that is no job is dead-lettered at once."""
-        self.in_flight += 1
-        self._in_flight_gauge.set(self.in_flight)
+    async def _hold(self, message: AbstractIncomingMessage, queue_site: str) -> list[Held]:
+        """Track a delivered message and its jobs; a body that is no job is dead-lettered at once."""
         state = DeliveryState.from_headers(message.headers, queue_site=queue_site)
         try:
-            job = decode_job(message.body)
+            jobs = decode_jobs(message.body)
+            malformed = None
         except EnvelopeError as exc:
-            job = _placeholder_job(message)
-            held = Held(message=message, job=job, state=state, queue_site=queue_site)
+            jobs = [_placeholder_job(message)]
+            malformed = str(exc)[:200]
+        carrier = Carrier(message=message, queue_site=queue_site, size=len(jobs), unsettled=len(jobs))
+        held = [Held(carrier=carrier, job=job, state=state) for job in jobs]
+        self.in_flight += len(held)
+        self._in_flight_gauge.set(self.in_flight)
+        if malformed is not None:
             await self._dead(
-                held,
+                held[0],
                 reason=DeadReason.MALFORMED,
-                detail=str(exc)[:200],
+                detail=malformed,
                 attempts=state.attempt,
                 outcome=Outcome.REJECTED,
                 status=Status.DEAD,
             )
-            return None
-        return Held(message=message, job=job, state=state, queue_site=queue_site)
+            return []
+        return held
 
     # -- delivery --------------------------------------------------------------------------------
 
@@ -302,8 +325,7 @@ class Worker:
         now = time.time()
         for held in batch:
             if _stale(held):
-                # Its channel is gone: the broker has already put it back for redelivery.
-                self._release(held)
+                self._forget(held)
             elif not probe and (self._stopping or not self.breaker.allows_traffic()):
                 settling.append(asyncio.ensure_future(self._hand_back(held)))
             elif held.job.expired(now):
@@ -424,8 +446,10 @@ class Worker:
 
     async def _republish(self, held: Held, step: Retry) -> None:
         assert self._publisher is not None
+        # Alone in its message, the body goes on untouched; out of a bundle, the job travels alone.
+        carrier = held.carrier
         await self._publisher.publish(
-            held.message.body,
+            carrier.message.body if carrier.size == 1 else encode_job(held.job),
             exchange=step.exchange,
             routing_key=step.routing_key,
             message_id=held.job.id,
@@ -498,28 +522,61 @@ class Worker:
 
     # -- acks ------------------------------------------------------------------------------------
 
-    def _release(self, held: Held) -> None:
+    def _release(self, held: Held) -> Carrier:
         held.settled = True
         self.in_flight -= 1
         self._in_flight_gauge.set(self.in_flight)
+        carrier = held.carrier
+        carrier.unsettled -= 1
+        return carrier
+
+    def _forget(self, held: Held) -> None:
+        """Its channel is gone, and with it the whole message: the broker has put it back already."""
+        self._release(held).lost = True
 
     async def _ack(self, held: Held) -> None:
-        if held.settled:
-            return
-        self._release(held)
-        try:
-            await held.message.ack()
-        except Exception as exc:  # channel lost: the broker redelivers it
-            log.warning("ack failed", message_id=held.job.id, error=repr(exc))
+        """The job's outcome is durable elsewhere."""
+        if not held.settled:
+            await self._settle_carrier(self._release(held))
 
     async def _nack(self, held: Held) -> None:
-        if held.settled:
+        """The job goes back to its queue unsent."""
+        if not held.settled:
+            carrier = self._release(held)
+            carrier.handed_back.append(held.job)
+            await self._settle_carrier(carrier)
+
+    async def _settle_carrier(self, carrier: Carrier) -> None:
+        if carrier.unsettled or carrier.lost:
             return
-        self._release(held)
+        message = carrier.message
         try:
-            await held.message.nack(requeue=True)
-        except Exception as exc:
-            log.warning("nack failed", message_id=held.job.id, error=repr(exc))
+            if not carrier.handed_back:
+                await message.ack()
+            elif len(carrier.handed_back) == carrier.size or not await self._requeue(carrier):
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+        except Exception as exc:  # channel lost: the broker redelivers it
+            log.warning("ack or nack failed", message_id=message.message_id, error=repr(exc))
+
+    async def _requeue(self, carrier: Carrier) -> bool:
+        """Put a bundle's handed-back jobs back in its queue, as the bundle they were, confirmed."""
+        assert self._publisher is not None
+        jobs = carrier.handed_back
+        try:
+            await self._publisher.publish(
+                encode_jobs(jobs),
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=site_queue(self._prefix, carrier.queue_site),
+                message_id=jobs[0].id,
+                headers=carrier.message.headers,
+            )
+        except TransientError as exc:
+            # Nacked whole instead: the jobs of the bundle that were settled may then come again.
+            log.warning("hand-back of part of a bundle not confirmed", jobs=len(jobs), error=str(exc))
+            return False
+        return True
 
     async def _hand_back(self, held: Held) -> None:
         """Return an unsent job to its queue, once no consumer of ours can be handed it again."""
@@ -600,15 +657,19 @@ class Worker:
             if message is None:
                 continue
             held = await self._hold(message, site_queue_.site)
-            if held is None:
+            if not held:
                 continue
+            probe, *rest = held
             self._busy += 1
             self._idle.clear()
             try:
-                await self._deliver([held], probe=True)
+                await self._deliver([probe], probe=True)
             finally:
-                if not held.settled:
-                    await self._nack(held)
+                if not probe.settled:
+                    await self._nack(probe)
+                # The rest of a bundle: delivered by the runners, or handed back if the probe failed.
+                for other in rest:
+                    self._intake.put_nowait(other)
                 self._busy -= 1
                 if not self._busy:
                     self._idle.set()
@@ -618,7 +679,7 @@ class Worker:
 
 def _stale(held: Held) -> bool:
     try:
-        _ = held.message.channel
+        _ = held.carrier.message.channel
     except ChannelInvalidStateError:
         return True
     return False

@@ -31,6 +31,7 @@ from shared.envelope import (
     decode_dead,
     decode_events,
     encode_job,
+    encode_jobs,
 )
 from shared.model import AttemptRecord, Job, Outcome, Status, new_message_id
 from shared.settings import load_settings
@@ -39,6 +40,7 @@ from tests.helpers import RELAY, delete_broker_names, free_port, spawned, wait_f
 
 SITES = ("a", "b")
 
+STREAM_GROUP = 10  # jobs a stream publishes at once (bundled: one bundle per site)
 FAST_WORKER = {
     "concurrency": 16,
     "heartbeat_interval_s": 0.5,
@@ -207,9 +209,12 @@ def rejected_for_good(reference: str, share: float) -> bool:
 
 
 class JobPublisher:
-    """Publishes jobs the way the ingress does: persistent, mandatory, confirmed, headers at zero."""
+    """Publishes jobs the way the ingress does: persistent, mandatory, confirmed, headers at zero; with
+    `bundled`, a stream's jobs for one site go out together as one bundle per group, as concurrent
+    submits do."""
 
-    def __init__(self, broker_url: str, prefix: str, config: Path) -> None:
+    def __init__(self, broker_url: str, prefix: str, config: Path, *, bundled: bool = False) -> None:
+        self.bundled = bundled
         self._broker_url = broker_url
         self._prefix = prefix
         self._settings = settings_of(config)
@@ -248,6 +253,14 @@ class JobPublisher:
         self.published.append(job)
         self.site_of[job.id] = site
 
+    async def publish_bundle(self, jobs: list[Job], *, site: str) -> None:
+        assert self._publisher is not None
+        await self._publisher.publish(
+            encode_jobs(jobs), exchange=jobs_exchange(self._prefix), routing_key=site, message_id=jobs[0].id
+        )
+        self.published.extend(jobs)
+        self.site_of.update(dict.fromkeys((job.id for job in jobs), site))
+
     async def stream(
         self,
         count: int,
@@ -257,14 +270,23 @@ class JobPublisher:
         make: Callable[[], Job] = make_job,
     ) -> None:
         """Publish `count` jobs spread over the sites at about `rate_per_s` (in small confirmed groups)."""
-        group = 10
+        group = STREAM_GROUP
         interval_s = group / rate_per_s
         for start in range(0, count, group):
             began = time.monotonic()
             jobs = [make() for _ in range(min(group, count - start))]
-            await asyncio.gather(
-                *(self.publish(job, site=sites[(start + i) % len(sites)]) for i, job in enumerate(jobs))
-            )
+            if self.bundled:
+                await asyncio.gather(
+                    *(
+                        self.publish_bundle(jobs[i :: len(sites)], site=site)
+                        for i, site in enumerate(sites)
+                        if jobs[i :: len(sites)]
+                    )
+                )
+            else:
+                await asyncio.gather(
+                    *(self.publish(job, site=sites[(start + i) % len(sites)]) for i, job in enumerate(jobs))
+                )
             await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - began)))
 
     async def consumer_count(self, site: str) -> int:
@@ -451,8 +473,8 @@ async def running_relay(
             await delete_topology(broker_url, r.config)
 
 
-def publisher(r: Relay) -> JobPublisher:
-    return JobPublisher(r.broker_url, r.prefix, r.config)
+def publisher(r: Relay, *, bundled: bool = False) -> JobPublisher:
+    return JobPublisher(r.broker_url, r.prefix, r.config, bundled=bundled)
 
 
 async def all_consuming(r: Relay, *, timeout_s: float = 20.0) -> None:

@@ -20,6 +20,7 @@ from shared.model import DeadReason, Status
 from tests.helpers import missing_service
 from tests.integration.failover_harness import (
     FAST_WORKER,
+    STREAM_GROUP,
     JobPublisher,
     Relay,
     all_consuming,
@@ -71,21 +72,27 @@ async def _a_takes_work_again(r: Relay, jobs: JobPublisher, *, timeout_s: float 
 
 
 FAULTS = [
-    pytest.param("down", {}, True, id="down"),
-    pytest.param("blackhole", {}, True, id="blackhole"),
-    pytest.param("error", {}, True, id="error"),
-    pytest.param("slow", {"latency_ms": 300}, False, id="slow"),
-    pytest.param("reject", {"share": 0.2}, False, id="reject"),
-    pytest.param("flaky", {"share": 0.5}, False, id="flaky"),
+    pytest.param("down", {}, True, False, id="down"),
+    pytest.param("blackhole", {}, True, False, id="blackhole"),
+    pytest.param("error", {}, True, False, id="error"),
+    pytest.param("slow", {"latency_ms": 300}, False, False, id="slow"),
+    pytest.param("reject", {"share": 0.2}, False, False, id="reject"),
+    pytest.param("flaky", {"share": 0.5}, False, False, id="flaky"),
+    # Jobs in bundles, as the ingress publishes concurrent submits: a bundle's jobs part ways (some
+    # delivered, some retried, failed over or handed back) and none may be lost or sent twice for it.
+    pytest.param("down", {}, True, True, id="down-bundled"),
+    pytest.param("blackhole", {}, True, True, id="blackhole-bundled"),
+    pytest.param("reject", {"share": 0.2}, False, True, id="reject-bundled"),
+    pytest.param("flaky", {"share": 0.5}, False, True, id="flaky-bundled"),
 ]
 
 
-@pytest.mark.parametrize(("mode", "options", "fails_over"), FAULTS)
+@pytest.mark.parametrize(("mode", "options", "fails_over", "bundled"), FAULTS)
 async def test_fault_at_site_a_mid_stream_loses_nothing(
-    two_sites: Relay, mode: str, options: dict[str, float], fails_over: bool
+    two_sites: Relay, mode: str, options: dict[str, float], fails_over: bool, bundled: bool
 ) -> None:
     r = two_sites
-    async with publisher(r) as jobs:
+    async with publisher(r, bundled=bundled) as jobs:
         stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
         await asyncio.sleep(FAULT_AFTER_S)
         r.sims["a"].fault(mode, **options)
@@ -136,10 +143,11 @@ async def test_both_sites_down_then_one_back_delivers_everything(two_sites: Rela
         assert all(set(s) == {Status.DELIVERED} for s in (await jobs.final_statuses()).values())
 
 
-async def test_sigkill_of_a_worker_mid_stream_loses_nothing(two_sites: Relay) -> None:
+@pytest.mark.parametrize("bundled", [False, True], ids=["single", "bundled"])
+async def test_sigkill_of_a_worker_mid_stream_loses_nothing(two_sites: Relay, bundled: bool) -> None:
     r = two_sites
     victim = r.start_worker("a")
-    async with publisher(r) as jobs:
+    async with publisher(r, bundled=bundled) as jobs:
         await wait_for_consumers(jobs, {"a": 3, "b": 3}, timeout_s=30)
         stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
         await asyncio.sleep(1.0)
@@ -149,15 +157,18 @@ async def test_sigkill_of_a_worker_mid_stream_loses_nothing(two_sites: Relay) ->
         records = await jobs.events()
         result = tally(jobs.published, r.sims, records)
         # Jobs the killed worker had sent but not acked are redelivered: the only duplicates a kill can
-        # add, at most what it held (own and standby prefetch).
-        held_at_most = 2 * int(FAST_WORKER["concurrency"])
+        # add, at most what it held (own and standby prefetch, in messages of up to a bundle each).
+        held_at_most = 2 * int(FAST_WORKER["concurrency"]) * (STREAM_GROUP if bundled else 1)
         result.assert_no_loss_and_only_ambiguous_duplicates(extra_allowed=held_at_most)
 
 
-async def test_sigterm_of_a_worker_mid_stream_loses_nothing_and_exits_in_grace(two_sites: Relay) -> None:
+@pytest.mark.parametrize("bundled", [False, True], ids=["single", "bundled"])
+async def test_sigterm_of_a_worker_mid_stream_loses_nothing_and_exits_in_grace(
+    two_sites: Relay, bundled: bool
+) -> None:
     r = two_sites
     leaving = r.start_worker("a")
-    async with publisher(r) as jobs:
+    async with publisher(r, bundled=bundled) as jobs:
         await wait_for_consumers(jobs, {"a": 3, "b": 3}, timeout_s=30)
         # A slow platform keeps requests in flight at the moment of the SIGTERM.
         r.sims["a"].fault("slow", latency_ms=200)

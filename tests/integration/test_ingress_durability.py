@@ -13,7 +13,7 @@ import aio_pika
 import pytest
 
 from ingress.metrics import SPOOLED
-from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT, decode_job
+from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT
 from shared.topology import site_queue
 from tests.ingress_helpers import TcpProxy, api_for, drain, sms
 from workers.policy import DeliveryState
@@ -52,9 +52,9 @@ async def test_accepted_messages_sit_persistent_in_their_sites_quorum_queue(
     assert {site: len(items) for site, items in got.items()} == {"a": 10, "b": 10}
     for site, items in got.items():
         for item in items:
-            job = decode_job(item.body)
+            job = item.job
             request = sent.pop(job.id)
-            assert item.message_id == job.id and item.persistent
+            assert item.message_id == item.carried_with[0] and item.persistent
             # A fresh job carries no delivery state: a worker of either site reads it as a first attempt
             # at the site of the queue it came from.
             assert not item.headers
@@ -115,12 +115,12 @@ async def test_broker_cut_mid_stream_spools_and_forwards_every_message(
         await proxy.close()
 
     got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=total, timeout_s=10)
-    ids = [decode_job(item.body).id for item in got]
+    ids = [item.job.id for item in got]
     assert len(accepted) == total
     assert set(ids) == set(accepted), f"missing {len(set(accepted) - set(ids))}"
     duplicates = {i for i in ids if ids.count(i) > 1}
     # A confirm lost in the cut may bring a second copy, always with the same id.
-    assert all(item.message_id == decode_job(item.body).id for item in got)
+    assert all(item.message_id == item.carried_with[0] for item in got)
     assert len(ids) - len(set(ids)) == sum(ids.count(i) - 1 for i in duplicates)
     print(f"accepted {total}, queued {len(ids)}, duplicates by id: {sorted(duplicates)}")
 
@@ -172,7 +172,7 @@ async def test_broker_down_at_start_still_accepts_and_forwards_later(
         await proxy.close()
     got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=30, timeout_s=5)
     # Forwarded in order of arrival.
-    assert [decode_job(item.body).id for item in got] == ids
+    assert [item.job.id for item in got] == ids
 
 
 async def test_an_orphaned_spool_file_is_drained_in_order(
@@ -194,7 +194,7 @@ async def test_an_orphaned_spool_file_is_drained_in_order(
     async with api_for(settings) as api:
         await wait_until(lambda: api.ingress.forwarder.orphans_drained == 5, 15)
     got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=5, timeout_s=5)
-    assert [decode_job(item.body).id for item in got] == [j.id for j in jobs]
+    assert [item.job.id for item in got] == [j.id for j in jobs]
     reopened = await Spool(path=spool_file(settings.ingress.spool_path, 3)).open()
     assert reopened.backlog == 0
     await reopened.close()
@@ -251,8 +251,8 @@ async def test_broker_restart_mid_stream_loses_no_accepted_message(
         await asyncio.to_thread(_rabbitmqctl, "await_startup")
 
     got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=total, timeout_s=20)
-    ids = [decode_job(item.body).id for item in got]
+    ids = [item.job.id for item in got]
     assert len(accepted) == total
     assert set(ids) == set(accepted), f"missing {len(set(accepted) - set(ids))}"
-    assert all(item.message_id == decode_job(item.body).id for item in got)
+    assert all(item.message_id == item.carried_with[0] for item in got)
     print(f"accepted {total}, queued {len(ids)}, duplicates by id: {len(ids) - len(set(ids))}")

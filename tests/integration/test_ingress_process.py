@@ -19,7 +19,6 @@ from typer.testing import CliRunner, Result
 
 from ingress.commands import register
 from shared.cli import settings
-from shared.envelope import decode_job
 from shared.errors import NotFound
 from shared.topology import site_queue
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
@@ -150,7 +149,7 @@ async def test_sigkill_after_a_burst_loses_nothing(tmp_path, store_url, broker_u
             got = await drain(broker_url, site_queue(prefix, "a"), expect=200, timeout_s=30)
     finally:
         await proxy.close()
-    ids = [decode_job(item.body).id for item in got]
+    ids = [item.job.id for item in got]
     assert set(ids) == set(accepted), f"lost {len(set(accepted) - set(ids))}"
     places = [
         json.loads(line).get("durable_in") for line in log.read_text().splitlines() if "durable_in" in line
@@ -182,7 +181,7 @@ async def test_several_processes_each_claim_a_spool_file(
             assert SpoolLock.try_acquire(base) is None
             assert SpoolLock.try_acquire(spool_file(base, 1)) is None
             got = await drain(broker_url, site_queue(prefix, "a"), expect=40, timeout_s=10)
-    assert sorted(decode_job(item.body).id for item in got) == sorted(r.json()["id"] for r in responses)
+    assert sorted(item.job.id for item in got) == sorted(r.json()["id"] for r in responses)
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from datetime import timedelta
 import aio_pika
 import pytest
 
-from shared.envelope import H_ATTEMPT, H_ORIGIN, H_REPLAY, H_SITE, H_SITE_ATTEMPT, decode_job
+from shared.envelope import H_ATTEMPT, H_ORIGIN, H_REPLAY, H_SITE, H_SITE_ATTEMPT, decode_jobs
 from shared.topology import site_queue
 from tests.helpers import RELAY, free_port
 from tests.integration.ops_support import (
@@ -153,7 +153,7 @@ async def test_replay_publishes_the_job_once_and_refuses_a_second(
     assert "replayed 1 (a 1)" in result.stdout
 
     [message] = await get_all(broker_url, site_queue(prefix, "a"))
-    replayed = decode_job(message.body)
+    [replayed] = decode_jobs(message.body)
     assert message.message_id == job.id
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert (replayed.id, replayed.to, replayed.body, replayed.tenant) == (

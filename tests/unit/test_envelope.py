@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from shared.envelope import decode_dead, decode_events, decode_job, encode_dead, encode_events, encode_job
+from shared.envelope import (
+    decode_dead,
+    decode_events,
+    decode_jobs,
+    encode_dead,
+    encode_events,
+    encode_job,
+    encode_jobs,
+)
 from shared.errors import EnvelopeError
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status, new_message_id
 
@@ -15,7 +23,12 @@ def _job() -> Job:
 
 def test_job_round_trip() -> None:
     job = _job()
-    assert decode_job(encode_job(job)) == job
+    assert decode_jobs(encode_job(job)) == [job]
+
+
+def test_bundle_round_trip() -> None:
+    jobs = [_job() for _ in range(3)]
+    assert decode_jobs(encode_jobs(jobs)) == jobs
 
 
 def test_events_round_trip() -> None:
@@ -38,11 +51,21 @@ def test_dead_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"not json", b"[]", b'{"v": 2, "job": {}}', b'{"v": 1, "job": {"id": "x"}}', b'{"v": 1}']
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"v": 2, "job": {}}',
+        b'{"v": 1, "job": {"id": "x"}}',
+        b'{"v": 1}',
+        b'{"v": 1, "jobs": []}',
+        b'{"v": 1, "jobs": {"id": "x"}}',
+        b'{"v": 1, "jobs": [7]}',
+    ],
 )
 def test_garbage_is_an_envelope_error(body: bytes) -> None:
     with pytest.raises(EnvelopeError):
-        decode_job(body)
+        decode_jobs(body)
 
 
 def test_heartbeat_round_trip() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from shared.store.api_keys import create_key, revoke_key
 from shared.topology import site_queue
-from tests.ingress_helpers import api_for, queue_depth, sms
+from tests.ingress_helpers import api_for, queued_jobs, sms
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ async def api(broker_cleanup, settings_factory, store_url):
 
 
 async def depth(api, site: str = "a") -> int:
-    return await queue_depth(api.settings.broker.url, site_queue(api.settings.broker.prefix, site))
+    return await queued_jobs(api.settings.broker.url, site_queue(api.settings.broker.prefix, site))
 
 
 async def test_submit_answers_202_with_location_and_status_is_accepted(api):
