@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import httpx
 from aio_pika.abc import DeliveryMode
 
 from bench.outage import BROKER_URL, RELAY, RssSampler, child, delete_topology, write_config
-from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT, encode_job
+from shared.envelope import encode_job, encode_jobs
 from shared.model import Job, new_message_id
 from shared.settings import Settings, load_settings
 from shared.topology import declare, jobs_exchange, site_queue, topology_from
@@ -104,22 +105,26 @@ async def publish_ceiling(broker_url: str, *, count: int, in_flight: int = IN_FL
     }
 
 
+def _bundles(count: int, bundle_max: int) -> Iterator[tuple[str, bytes]]:
+    for start in range(0, count, bundle_max):
+        jobs = [backlog_job(i) for i in range(start, min(count, start + bundle_max))]
+        yield jobs[0].id, encode_jobs(jobs)
+
+
 async def fill_backlog(settings: Settings, *, count: int) -> float:
-    """Publish `count` jobs to the site's queue exactly as the ingress does; seconds taken."""
+    """Publish `count` jobs to the site's queue as the ingress does under load (full bundles of
+    `ingress.bundle_max`, no delivery-state headers); seconds taken."""
     connection = await aio_pika.connect(settings.broker.url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await declare(channel, topology_from(settings))
         exchange = await channel.get_exchange(jobs_exchange(settings.broker.prefix))
-        headers = {H_ATTEMPT: 0, H_SITE_ATTEMPT: 0, H_SITE: SITE, H_ORIGIN: SITE}
         started = time.perf_counter()
-        jobs = (backlog_job(i) for i in range(count))
         await _publish_confirmed(
             exchange,
-            ((job.id, encode_job(job)) for job in jobs),
+            _bundles(count, settings.ingress.bundle_max),
             routing_key=SITE,
             in_flight=IN_FLIGHT,
-            headers=headers,
         )
         return time.perf_counter() - started
 
@@ -129,7 +134,7 @@ async def queue_depth(settings: Settings) -> int:
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(site_queue(settings.broker.prefix, SITE), passive=True)
-        return queue.declaration_result.message_count or 0
+        return queue.declaration_result.message_count or 0  # messages: a bundle counts once
 
 
 def _wait_listening(url: str, timeout_s: float = 30.0) -> None:

@@ -46,7 +46,7 @@ log = get_logger(__name__)
 
 # Most jobs one consumer holds. Batching platforms want several full requests' worth; more only floods
 # the event loop with deliveries and delays the publisher confirms the acks wait for.
-MAX_PREFETCH = 1000
+MAX_PREFETCH = 500
 # Confirms the worker waits for (retries, dead letters, events). Not the ingress's short submit timeout:
 # a worker has no spool to fall back on, and giving up early turns a slow broker into duplicates.
 MIN_CONFIRM_TIMEOUT_S = 15.0
