@@ -13,7 +13,6 @@ still answers only once its own messages are durable (or spools them when the bu
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 
 from ingress.metrics import BUNDLE_JOBS
@@ -35,13 +34,14 @@ class Bundler:
         self._in_flight = 0
         self._pending: dict[str, list[tuple[Job, asyncio.Future[None]]]] = {}
         self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sending: dict[asyncio.Task[None], list[tuple[Job, asyncio.Future[None]]]] = {}
 
     async def close(self) -> None:
         """Stop the publishes still waiting for a confirm; their submits spool what they carried."""
-        for task in list(self._tasks):
+        sending = list(self._sending)
+        for task in sending:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*sending, return_exceptions=True)
 
     def add(self, job: Job, site: str) -> asyncio.Future[None]:
         """A future done once `job` is confirmed by the broker, failed when its bundle was not."""
@@ -58,7 +58,6 @@ class Bundler:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        loop = asyncio.get_running_loop()
         while self._pending and self._in_flight < self._in_flight_max:
             site, waiting = next(iter(self._pending.items()))
             bundle, rest = waiting[: self._bundle_max], waiting[self._bundle_max :]
@@ -67,18 +66,22 @@ class Bundler:
             else:
                 del self._pending[site]
             self._in_flight += 1
-            task = loop.create_task(self._send(site, [job for job, _ in bundle]))
-            self._tasks.add(task)
-            # A callback rather than the task's own code: a task cancelled before it ever ran still
-            # reports to every job of its bundle.
-            task.add_done_callback(functools.partial(self._sent, bundle))
+            self._start(site, bundle)
+
+    def _start(self, site: str, bundle: list[tuple[Job, asyncio.Future[None]]]) -> None:
+        # Kept in `_sending` until done (ruff cannot see a reference stored as a dict key).
+        sending = asyncio.ensure_future(self._send(site, [job for job, _ in bundle]))  # noqa: RUF006
+        self._sending[sending] = bundle
+        # A callback rather than the task's own code: a task cancelled before it ever ran still reports
+        # to every job of its bundle.
+        sending.add_done_callback(self._sent)
 
     async def _send(self, site: str, jobs: list[Job]) -> None:
         BUNDLE_JOBS.observe(len(jobs))
         await self._publish(encode_jobs(jobs), site, jobs[0].id)
 
-    def _sent(self, bundle: list[tuple[Job, asyncio.Future[None]]], task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        bundle = self._sending.pop(task)
         self._in_flight -= 1
         failure = BrokerUnavailable("publish cancelled") if task.cancelled() else task.exception()
         for _, confirmed in bundle:
