@@ -1,8 +1,10 @@
 """End to end: the relay's delivery to simulated platforms, side by side with Kannel on the same machine.
 
-`single` and `batched` publish jobs straight to the jobs exchange (as the ingress would, persistent and
-confirmed) and measure the workers alone; `http-single` and `http-batched` run the whole relay, from HTTP
-submit to the platforms' receipt, which is what a client sees and what the Kannel baseline measures.
+`single` and `batched` publish jobs straight to the jobs exchange, persistent and confirmed, one job per
+message (the workers' costliest case: the ingress bundles the jobs of concurrent submits, while retries,
+replays and the spool publish one job per message), and measure the workers alone; `http-single` and
+`http-batched` run the whole relay, from HTTP submit to the platforms' receipt, which is what a client sees
+and what the Kannel baseline measures.
 
 Scenarios, each bounded in count and time, everything on 127.0.0.1 and stopped at the end:
   single     batch_size 1: a backlog published first, then delivered messages/s from the first receipt

@@ -61,10 +61,9 @@ class Bundler:
         while self._pending and self._in_flight < self._in_flight_max:
             site, waiting = next(iter(self._pending.items()))
             bundle, rest = waiting[: self._bundle_max], waiting[self._bundle_max :]
-            if rest:
+            del self._pending[site]
+            if rest:  # to the back: a site with a long wait cannot hold up the others
                 self._pending[site] = rest
-            else:
-                del self._pending[site]
             self._in_flight += 1
             self._start(site, bundle)
 

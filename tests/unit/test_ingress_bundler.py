@@ -60,6 +60,14 @@ async def test_bundles_hold_at_most_bundle_max_jobs() -> None:
     assert [job for _, bundle, _ in broker.published for job in bundle] == jobs
 
 
+async def test_sites_take_turns_for_the_publish_slots() -> None:
+    broker = Broker()
+    bundler = Bundler(publish=broker.publish, bundle_max=10, in_flight_max=1)
+    confirms = [bundler.add(_job(), "a") for _ in range(30)] + [bundler.add(_job(), "b") for _ in range(10)]
+    await asyncio.gather(*confirms)
+    assert [site for site, _, _ in broker.published] == ["a", "b", "a", "a"]
+
+
 async def test_jobs_arriving_while_every_slot_waits_gather_into_the_next_bundle() -> None:
     broker = Broker()
     broker.release.clear()
