@@ -44,8 +44,9 @@ from workers.policy import DEFAULT_EXCHANGE, DeliveryState, GiveUp, Retry, after
 
 log = get_logger(__name__)
 
-# Most jobs one consumer holds. Batching platforms want several full requests' worth; more only floods
-# the event loop with deliveries and delays the publisher confirms the acks wait for.
+# Most messages one consumer holds (each carries one job, or a bundle of up to `ingress.bundle_max`).
+# Batching platforms want several full requests' worth; more only floods the event loop with deliveries
+# and delays the publisher confirms the acks wait for.
 MAX_PREFETCH = 500
 # Confirms the worker waits for (retries, dead letters, events). Not the ingress's short submit timeout:
 # a worker has no spool to fall back on, and giving up early turns a slow broker into duplicates.
@@ -83,10 +84,6 @@ class Held:
     job: Job
     state: DeliveryState
     settled: bool = field(default=False)
-
-    @property
-    def queue_site(self) -> str:
-        return self.carrier.queue_site
 
 
 class Worker:
