@@ -209,9 +209,9 @@ def rejected_for_good(reference: str, share: float) -> bool:
 
 
 class JobPublisher:
-    """Publishes jobs the way the ingress does: persistent, mandatory, confirmed, headers at zero; with
-    `bundled`, a stream's jobs for one site go out together as one bundle per group, as concurrent
-    submits do."""
+    """Publishes jobs persistent, mandatory and confirmed: one per message with its delivery headers at
+    zero, or with `bundled` a stream's jobs for one site together as one bundle per group and no headers,
+    as the ingress publishes concurrent submits."""
 
     def __init__(self, broker_url: str, prefix: str, config: Path, *, bundled: bool = False) -> None:
         self.bundled = bundled
