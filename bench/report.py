@@ -91,6 +91,13 @@ SUBMIT_CEILINGS = (
     ("ceiling", "confirmed-publish ceiling"),
     ("ceiling_uvloop", "the ceiling measured on uvloop"),
 )
+# (figure, bench_e2e scenario, delivered/s target): the whole relay, then the workers alone beside it.
+E2E_RATE_CHECKS = (
+    ("end to end, HTTP submit to receipt, one message per request", "http-single", 2000.0),
+    ("end to end, HTTP batch submit to batched receipt (100)", "http-batched", 5000.0),
+    ("workers alone, published backlog, batch_size 1", "single", 2000.0),
+    ("workers alone, published backlog, batch_size 100", "batched", 5000.0),
+)
 
 
 def submit_ratio(submit: dict[str, Any], phase: str, top: str) -> float | None:
@@ -126,37 +133,16 @@ def evaluate(sections: dict[str, Any], *, blackhole_timeout_s: float) -> list[Ta
             unit="ms",
             source="bench_submit paced.p99_ms",
         ),
-        check(
-            "end to end, HTTP submit to receipt, one message per request",
-            _number(_get(e2e, "http-single", "delivered_per_s")),
-            target=2000.0,
-            comparison=">=",
-            unit="msg/s",
-            source="bench_e2e http-single.delivered_per_s",
-        ),
-        check(
-            "end to end, HTTP batch submit to batched receipt (100)",
-            _number(_get(e2e, "http-batched", "delivered_per_s")),
-            target=5000.0,
-            comparison=">=",
-            unit="msg/s",
-            source="bench_e2e http-batched.delivered_per_s",
-        ),
-        check(
-            "workers alone, published backlog, batch_size 1",
-            _number(_get(e2e, "single", "delivered_per_s")),
-            target=2000.0,
-            comparison=">=",
-            unit="msg/s",
-            source="bench_e2e single.delivered_per_s",
-        ),
-        check(
-            "workers alone, published backlog, batch_size 100",
-            _number(_get(e2e, "batched", "delivered_per_s")),
-            target=5000.0,
-            comparison=">=",
-            unit="msg/s",
-            source="bench_e2e batched.delivered_per_s",
+        *(
+            check(
+                name,
+                _number(_get(e2e, scenario, "delivered_per_s")),
+                target=target,
+                comparison=">=",
+                unit="msg/s",
+                source=f"bench_e2e {scenario}.delivered_per_s",
+            )
+            for name, scenario, target in E2E_RATE_CHECKS
         ),
         check(
             "failover gap, platform refusing connections",

@@ -201,13 +201,7 @@ class Ingress:
             started = time.perf_counter()
             confirms = [self.bundler.add(job, site) for job, site in jobs]
             # Bounds the wait for a free publish slot too, not only the broker's confirm.
-            timeout_s = self.settings.broker.confirm_timeout_s
-            if len(confirms) == 1:  # no waiter for asyncio.wait to make
-                with contextlib.suppress(Exception):  # the verdict is read below
-                    async with asyncio.timeout(timeout_s):
-                        await confirms[0]
-            else:
-                await asyncio.wait(confirms, timeout=timeout_s)
+            await asyncio.wait(confirms, timeout=self.settings.broker.confirm_timeout_s)
             PUBLISH_TO_BROKER_SECONDS.observe(time.perf_counter() - started)
             to_spool = []
             first_failure: BaseException | None = None
@@ -285,7 +279,7 @@ class Ingress:
 
 def _failure(confirmed: asyncio.Future[None]) -> BaseException | None:
     """Why a job's publish was not confirmed; None when it was."""
-    if not confirmed.done() or confirmed.cancelled():
+    if not confirmed.done():
         return BrokerUnavailable("no confirm from the broker in time")
     return confirmed.exception()
 

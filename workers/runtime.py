@@ -547,10 +547,9 @@ class Worker:
         if carrier.unsettled or carrier.lost:
             return
         message = carrier.message
+        returned = carrier.handed_back
         try:
-            if not carrier.handed_back:
-                await message.ack()
-            elif len(carrier.handed_back) == carrier.size or not await self._requeue(carrier):
+            if returned and (len(returned) == carrier.size or not await self._requeue(carrier)):
                 await message.nack(requeue=True)
             else:
                 await message.ack()
