@@ -7,13 +7,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Metadata first, so editing code does not invalidate the layer of the dependencies' wheels.
+# The dependencies in a layer of their own, read from the project's metadata alone: editing the code
+# does not invalidate it.
 COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
 COPY shared ./shared
 COPY ingress ./ingress
 COPY workers ./workers
+COPY ops ./ops
+COPY simulator ./simulator
 COPY migrations ./migrations
-RUN pip install . \
+RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 relay \
     && mkdir -p /data \
     && chown relay:relay /data

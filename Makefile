@@ -23,7 +23,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared ingress workers migrations
+	$(BIN)/mypy shared ingress workers ops simulator migrations
 	$(BIN)/lint-imports
 
 ## The whole benchmark suite; writes bench/results/report.json and PNG plots.

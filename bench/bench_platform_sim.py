@@ -177,7 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     port, admin_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.simulator", "--port", str(port), "--admin-port", str(admin_port)],
+        [sys.executable, "-m", "simulator", "--port", str(port), "--admin-port", str(admin_port)],
         env={**os.environ, "RELAY_LOG__LEVEL": "WARNING"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

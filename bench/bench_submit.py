@@ -115,7 +115,7 @@ def ingress_process(
     }
     log = (workdir / "ingress.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "ingress"],
+        [sys.executable, "-m", "ops.cli", "ingress"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

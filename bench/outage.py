@@ -2,7 +2,7 @@
 platform down (or black-holed) for the middle third, delivered/s per site, and every process's RSS.
 
 It drives the same code as `relay drill` (traffic, fault, receipts), so its failover gap means exactly what
-the drill's does (see `shared.ops.drill_verdict`). Run alone: `python -m bench.outage --fault down`.
+the drill's does (see `ops.drill_verdict`). Run alone: `python -m bench.outage --fault down`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from shared.ops.drill import Drill, DrillPlan
+from ops.drill import Drill, DrillPlan
 from shared.settings import Settings, load_settings, use_config_file
 from tests.helpers import delete_broker_names, free_port
 
-RELAY = [sys.executable, "-m", "shared.cli"]
+RELAY = [sys.executable, "-m", "ops.cli"]
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 UP_READY_TIMEOUT_S = 120.0
 

@@ -19,7 +19,7 @@ import pytest
 from shared.settings import Settings
 from shared.topology import topology_from
 
-RELAY = [sys.executable, "-m", "shared.cli"]
+RELAY = [sys.executable, "-m", "ops.cli"]
 
 
 def missing_service(reason: str) -> None:

@@ -15,7 +15,7 @@ import httpx
 from tests.helpers import free_port, spawned, wait_for_port
 
 # The simulator's own entry point: the same code `relay platform-sim` runs, without the other commands.
-SIM_COMMAND: Sequence[str] = (sys.executable, "-m", "workers.simulator")
+SIM_COMMAND: Sequence[str] = (sys.executable, "-m", "simulator")
 
 
 @dataclass

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.util import find_spec
 
 from alembic import command
 from alembic.config import Config
 
-import migrations
+from shared.errors import ConfigError
 from shared.settings import StoreSettings
+
+
+def migrations_folder() -> str:
+    """Where the installed `migrations` package lies, found without importing it (the store library
+    must not depend on the migration scripts, which import the store's models)."""
+    spec = find_spec("migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the migrations package is not installed")
+    return str(next(iter(spec.submodule_search_locations)))
 
 
 def alembic_config(settings: StoreSettings) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", migrations_folder())
     config.set_main_option("sqlalchemy.url", settings.url)
     return config
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from typer.testing import CliRunner
 
-from shared import cli
+from ops import cli
 from shared.errors import RelayError
 from shared.model import Job
 from shared.settings import StoreSettings
@@ -143,17 +143,10 @@ def run_relay(
     )
 
 
-_plugins_registered = False
-
-
 def invoke_relay(args: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`relay ARGS` in this process (much faster than a child), with `shared.cli.main`'s error handling:
+    """`relay ARGS` in this process (much faster than a child), with `ops.cli.main`'s error handling:
     a `RelayError` becomes one `relay: ...` line on stderr and its exit code. Commands run `asyncio.run`,
     so async tests call this through `asyncio.to_thread`."""
-    global _plugins_registered
-    if not _plugins_registered:
-        cli._register_plugins()
-        _plugins_registered = True
     overrides: dict[str, str | None] = {k: v for k, v in env.items() if k.startswith("RELAY_")}
     overrides.update({k: None for k in os.environ if k.startswith("RELAY_") and k not in overrides})
     result = CliRunner().invoke(cli.app, args, env=overrides, catch_exceptions=True)

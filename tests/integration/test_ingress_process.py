@@ -17,8 +17,8 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from ingress.commands import register
-from shared.cli import settings
+from ops.context import settings
+from ops.service_commands import register
 from shared.errors import NotFound
 from shared.topology import site_queue
 from tests.helpers import RELAY, free_port, spawned, wait_for_port
@@ -53,7 +53,7 @@ def cli(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     # Logging set up inside CliRunner would write to its captured stream, closed afterwards.
-    monkeypatch.setattr("shared.cli.configure_logging", lambda **_: None)
+    monkeypatch.setattr("ops.context.configure_logging", lambda **_: None)
     settings.cache_clear()
     app = typer.Typer()
     app.callback()(lambda: None)

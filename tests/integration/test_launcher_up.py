@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from shared.ops.drill_traffic import submit_body
+from ops.drill_traffic import submit_body
 from tests.helpers import RELAY, free_port, spawned
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

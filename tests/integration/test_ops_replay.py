@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ops.replay import Replayer, ReplayResult
 from shared.broker import ConfirmedPublisher, connect
-from shared.ops import dead_letters
-from shared.ops.replay import Replayer, ReplayResult
 from shared.settings import BrokerSettings, StoreSettings
+from shared.store import dead_letters
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import DeadLetter
 from tests.integration.ops_support import dead_row, fetch_dead, fetch_message, insert, make_job, message_row

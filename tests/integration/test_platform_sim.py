@@ -11,9 +11,9 @@ import httpx
 import orjson
 import pytest
 
+from simulator.http11 import HttpServer, Request, Response
 from tests.helpers import RELAY
 from tests.platform_sim_harness import RunningSim, running_sim
-from workers.simulator.http11 import HttpServer, Request, Response
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ import shlex
 import phonenumbers
 import pytest
 
+from ops.drill import ambiguous_in
+from ops.drill_traffic import drill_number, message_id_from, submit_body
+from ops.launcher import api_url, curl_example, local_simulators, plan_children
 from shared.errors import ConfigError
-from shared.ops.drill import ambiguous_in
-from shared.ops.drill_traffic import drill_number, message_id_from, submit_body
-from shared.ops.launcher import api_url, curl_example, local_simulators, plan_children
 from shared.settings import load_settings
 
 RELAY = ["relay"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.ops.drill_sims import ReceiptTracker, SimulatorAdmin, SimulatorUnavailable
+from ops.drill_sims import ReceiptTracker, SimulatorAdmin, SimulatorUnavailable
 
 
 class FakeSimulator:

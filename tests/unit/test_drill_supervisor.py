@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from shared.ops.supervisor import ChildSpec, Supervisor, run_once
+from ops.supervisor import ChildSpec, Supervisor, run_once
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
 QUITTER = (sys.executable, "-c", "import sys; print('bye'); sys.exit(3)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from shared.ops.drill import render
-from shared.ops.drill_verdict import (
+from ops.drill import render
+from ops.drill_verdict import (
     EXIT_LOST,
     EXIT_PASSED,
     Observation,

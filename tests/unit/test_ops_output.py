@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ops import output
+from ops.replay import refreshed, replay_headers
 from shared.errors import ValidationFailed
-from shared.ops import output
-from shared.ops.replay import refreshed, replay_headers
 from tests.integration.ops_support import make_job
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from shared.model import CircuitState, Heartbeat
-from shared.ops.status import (
+from ops.status import (
     HeartbeatCollector,
     SiteView,
     Snapshot,
@@ -15,6 +14,7 @@ from shared.ops.status import (
     readyz_url,
     render_plain,
 )
+from shared.model import CircuitState, Heartbeat
 from shared.settings import Settings
 
 

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from shared.errors import ValidationFailed
-from workers.simulator.http11 import Request
-from workers.simulator.platform_api import Malformed, PlatformApi, parse_submit, segments
-from workers.simulator.state import Counters, Fault, FaultMode, parse_fault
+from simulator.http11 import Request
+from simulator.platform_api import Malformed, PlatformApi, parse_submit, segments
+from simulator.state import Counters, Fault, FaultMode, parse_fault
 
 
 def body(*messages: dict[str, object], token: str = "t") -> bytes:

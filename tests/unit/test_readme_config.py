@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.ops import config_reference
+from ops import config_reference
 from shared.settings import Settings, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -28,8 +28,7 @@ def test_readme_holds_the_generated_reference() -> None:
     text = README.read_text(encoding="utf-8")
     assert config_reference.START in text and config_reference.END in text
     assert config_reference.splice(text, config_reference.render()) == text, (
-        "README.md's configuration reference is stale: "
-        "run `python -m shared.ops.config_reference --write README.md`"
+        "README.md's configuration reference is stale: run `python -m ops.config_reference --write README.md`"
     )
 
 

@@ -94,7 +94,7 @@ def test_cli_reports_bad_config_in_one_line_without_traceback(tmp_path: Path) ->
     path = tmp_path / "bad.toml"
     path.write_text('[ingress]\nport = "eighty"\n')
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "--config", str(path), "db", "upgrade"],
+        [sys.executable, "-m", "ops.cli", "--config", str(path), "db", "upgrade"],
         capture_output=True,
         text=True,
         timeout=60,

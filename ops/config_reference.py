@@ -1,8 +1,8 @@
 """The README's configuration reference, generated from the settings models so it cannot drift.
 
-python -m shared.ops.config_reference            # print the reference
-python -m shared.ops.config_reference --write README.md   # replace it between the markers
-python -m shared.ops.config_reference --check README.md   # exit 1 when the README is stale
+python -m ops.config_reference            # print the reference
+python -m ops.config_reference --write README.md   # replace it between the markers
+python -m ops.config_reference --check README.md   # exit 1 when the README is stale
 """
 
 from __future__ import annotations

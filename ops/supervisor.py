@@ -33,7 +33,7 @@ def quiet_http_client_logs() -> None:
 
 def relay_command(config_file: Path | None) -> list[str]:
     """The `relay` command as a child process, reading the same configuration file as this one."""
-    command = [sys.executable, "-m", "shared.cli"]
+    command = [sys.executable, "-m", "ops.cli"]
     if config_file is not None:
         command += ["--config", str(config_file.resolve())]
     return command

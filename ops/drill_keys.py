@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from ops.supervisor import run_once
 from shared.errors import TransientError
-from shared.ops.supervisor import run_once
 
 KEY_CREATE_TIMEOUT_S = 60.0
 

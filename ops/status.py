@@ -17,14 +17,14 @@ from aio_pika.exceptions import AMQPError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ops.store_access import STORE_ERRORS, store_error
 from shared.broker import connect
 from shared.envelope import decode_heartbeat
 from shared.errors import EnvelopeError, RelayError
 from shared.model import CircuitState, Heartbeat, Outcome
-from shared.ops import dead_letters
-from shared.ops.dead_letters import DeadFilter
-from shared.ops.store_access import STORE_ERRORS, store_error
 from shared.settings import Settings
+from shared.store import dead_letters
+from shared.store.dead_letters import DeadFilter
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Attempt, utcnow
 from shared.topology import delay_queue, heartbeat_exchange, site_queue

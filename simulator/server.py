@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from shared.logs import get_logger
-from workers.simulator.admin_api import AdminApi
-from workers.simulator.http11 import HttpServer
-from workers.simulator.platform_api import PlatformApi
-from workers.simulator.state import Counters, Fault, FaultMode
+from simulator.admin_api import AdminApi
+from simulator.http11 import HttpServer
+from simulator.platform_api import PlatformApi
+from simulator.state import Counters, Fault, FaultMode
 
 log = get_logger("relay.platform_sim")
 

@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 import httpx
 import typer
 
-from shared.cli import EXIT_CHECK_FAILED, EXIT_USAGE, settings
+from ops.context import EXIT_CHECK_FAILED, EXIT_USAGE, settings
+from ops.drill_keys import obtain_key
+from ops.drill_traffic import submit_body
+from ops.supervisor import ChildSpec, Supervisor, quiet_http_client_logs, relay_command, run_once
 from shared.errors import ConfigError, TransientError
 from shared.logs import get_logger
-from shared.ops.drill_keys import obtain_key
-from shared.ops.drill_traffic import submit_body
-from shared.ops.supervisor import ChildSpec, Supervisor, quiet_http_client_logs, relay_command, run_once
 from shared.settings import Settings, config_file_in_use
 
 log = get_logger("relay.up")

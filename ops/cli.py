@@ -1,21 +1,25 @@
 """The `relay` command. Thin: it parses options and calls into the packages.
 
-Sub-commands come from the ``relay.commands`` entry points (``ingress`` and ``workers`` each register
-theirs), so this package never imports those.
-
-Exit codes: 0 success; 1 a check failed (e.g. a drill lost messages); 2 bad usage or configuration;
-3 not found; 4 broker unreachable; 5 store unreachable; 6 other transient failure.
+Exit codes are listed in `ops.context`.
 """
 
 from __future__ import annotations
 
 import sys
-from functools import cache
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import typer
 
+from ops import commands, drill, launcher, service_commands
+from ops.context import (
+    EXIT_BROKER,
+    EXIT_CHECK_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_STORE,
+    EXIT_TRANSIENT,
+    EXIT_USAGE,
+    settings,
+)
 from shared.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -25,16 +29,7 @@ from shared.errors import (
     StoreUnavailable,
     TransientError,
 )
-from shared.logs import configure_logging
-from shared.settings import Settings, load_settings, use_config_file
-
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_BROKER = 4
-EXIT_STORE = 5
-EXIT_TRANSIENT = 6
+from shared.settings import use_config_file
 
 app = typer.Typer(
     name="relay",
@@ -55,12 +50,8 @@ def _root(
     settings.cache_clear()
 
 
-@cache
-def settings() -> Settings:
-    """The settings of this invocation, read once; logging is configured from them."""
-    loaded = load_settings()
-    configure_logging(level=loaded.log.level, json_output=loaded.log.json_output)
-    return loaded
+for _module in (service_commands, commands, launcher, drill):
+    _module.register(app)
 
 
 def exit_code_for(exc: RelayError) -> int:
@@ -77,13 +68,7 @@ def exit_code_for(exc: RelayError) -> int:
     return EXIT_CHECK_FAILED
 
 
-def _register_plugins() -> None:
-    for entry_point in sorted(entry_points(group="relay.commands"), key=lambda ep: ep.name):
-        entry_point.load()(app)
-
-
 def main() -> None:
-    _register_plugins()
     try:
         app()
     except RelayError as exc:

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from workers.simulator.http11 import Request, Response, json_response
-from workers.simulator.state import Counters, Fault, FaultMode
+from simulator.http11 import Request, Response, json_response
+from simulator.state import Counters, Fault, FaultMode
 
 SUBMIT_PATH = "/v1.0/message"
 MAX_MESSAGES_PER_REQUEST = 100

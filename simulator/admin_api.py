@@ -8,8 +8,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from shared.errors import ValidationFailed
-from workers.simulator.http11 import Request, Response, json_response
-from workers.simulator.state import Counters, Fault, parse_fault
+from simulator.http11 import Request, Response, json_response
+from simulator.state import Counters, Fault, parse_fault
 
 ApplyFault = Callable[[Fault], Awaitable[Fault]]
 

@@ -20,8 +20,8 @@ from shared.broker import ConfirmedPublisher
 from shared.envelope import H_ATTEMPT, H_ORIGIN, H_REPLAY, H_SITE, H_SITE_ATTEMPT, encode_job
 from shared.errors import RelayError
 from shared.model import Job
-from shared.ops import dead_letters
-from shared.ops.dead_letters import ReplayClaim
+from shared.store import dead_letters
+from shared.store.dead_letters import ReplayClaim
 from shared.store.models import DeadLetter
 from shared.topology import jobs_exchange
 

@@ -1,9 +1,12 @@
-"""`relay` sub-commands of the ingress package: db, keys, ingress."""
+"""`relay` sub-commands that run or prepare the services: db, keys, ingress, worker, platform-sim."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,11 +15,14 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from shared.cli import settings
-from shared.errors import StoreUnavailable
+from ops.context import settings
+from shared.errors import ConfigError, StoreUnavailable
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
+from simulator.cli import platform_sim
+from workers.platforms import make_platform
+from workers.runtime import Worker
 
 T = TypeVar("T")
 
@@ -108,8 +114,63 @@ def ingress_command(
     serve(loaded)
 
 
+def worker(
+    site: str = typer.Option(..., "--site", help="The site whose platform this worker delivers to."),
+    concurrency: int | None = typer.Option(
+        None,
+        "--concurrency",
+        min=1,
+        max=4096,
+        help="Platform requests at once (default: worker.concurrency).",
+    ),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Prometheus port, 0 for none (default: worker.metrics_port).",
+    ),
+) -> None:
+    """Run one worker of a site's pool until SIGTERM; it also stands by for the other sites' queues."""
+    loaded = settings()
+    if site not in loaded.sites:
+        raise ConfigError(f"unknown site {site!r}: configured sites are {', '.join(loaded.site_names)}")
+    size = concurrency or loaded.worker.concurrency
+    port = loaded.worker.metrics_port if metrics_port is None else metrics_port
+    _run(_serve(site=site, concurrency=size, metrics_port=port))
+    # Everything the worker held is settled or handed back, and nothing of it lives in this process.
+    # Interpreter teardown of this module graph takes seconds on a busy machine, seconds that count
+    # against the grace period an orchestrator gives a SIGTERM, so skip it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+async def _serve(*, site: str, concurrency: int, metrics_port: int) -> None:
+    loaded = settings()
+    platform = make_platform(loaded.sites[site], concurrency=concurrency)
+    runtime = Worker(
+        settings=loaded, site=site, platform=platform, concurrency=concurrency, metrics_port=metrics_port
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, runtime.request_stop)
+    await runtime.run()
+
+
+def _run(main: object) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional; the standard loop works, more slowly
+        asyncio.run(main)  # type: ignore[arg-type]
+        return
+    uvloop.run(main)  # type: ignore[arg-type]
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ingress commands to the `relay` app."""
+    """Add the service commands to the `relay` app."""
     app.add_typer(db_app, name="db")
     app.add_typer(keys_app, name="keys")
     app.command("ingress")(ingress_command)
+    app.command("worker")(worker)
+    app.command("platform-sim")(platform_sim)

@@ -16,16 +16,17 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ops import output
+from ops.context import settings
+from ops.replay import Replayer, ReplayResult
+from ops.store_access import open_store, run
 from shared.broker import ConfirmedPublisher, connect
-from shared.cli import settings
 from shared.errors import BrokerUnavailable, PermanentError, ValidationFailed
 from shared.logs import mask_number, mask_text
 from shared.model import DeadReason
-from shared.ops import dead_letters, output
-from shared.ops.dead_letters import PAGE_SIZE, DeadDetail, DeadFilter
-from shared.ops.replay import Replayer, ReplayResult
-from shared.ops.store_access import open_store, run
 from shared.settings import Settings
+from shared.store import dead_letters
+from shared.store.dead_letters import PAGE_SIZE, DeadDetail, DeadFilter
 from shared.store.models import DeadLetter, utcnow
 from shared.topology import declare, topology_from
 

@@ -4,7 +4,7 @@ It sends a bounded stream of test messages through the HTTP API, injects a fault
 the way through, clears it two thirds through, waits until every accepted message has arrived somewhere
 (or a bound passes), and judges: nothing lost, how many duplicates, how long the failover took. It resets
 nothing: it counts only its own message ids in what the simulated platforms received. See
-`shared.ops.drill_verdict` for the exact definitions of each figure.
+`ops.drill_verdict` for the exact definitions of each figure.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.cli import EXIT_USAGE, settings
+from ops.context import EXIT_USAGE, settings
+from ops.drill_heartbeats import HeartbeatWatcher
+from ops.drill_keys import obtain_key
+from ops.drill_sims import ReceiptTracker, SimStats, SimulatorAdmin, SimulatorUnavailable
+from ops.drill_traffic import Traffic, TrafficResult
+from ops.drill_verdict import Observation, Verdict, compute
+from ops.launcher import api_url
+from ops.supervisor import quiet_http_client_logs, relay_command
 from shared.errors import TransientError
-from shared.ops.drill_heartbeats import HeartbeatWatcher
-from shared.ops.drill_keys import obtain_key
-from shared.ops.drill_sims import ReceiptTracker, SimStats, SimulatorAdmin, SimulatorUnavailable
-from shared.ops.drill_traffic import Traffic, TrafficResult
-from shared.ops.drill_verdict import Observation, Verdict, compute
-from shared.ops.launcher import api_url
-from shared.ops.supervisor import quiet_http_client_logs, relay_command
 from shared.settings import Settings, config_file_in_use
 
 FAULTS = ("down", "blackhole", "error", "kill-worker")

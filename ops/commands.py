@@ -8,10 +8,10 @@ import sys
 
 import typer
 
-from shared.cli import settings
+from ops import dead_cli, output
+from ops.context import settings
+from ops.status import Snapshot, StatusReader, render_plain, render_rich
 from shared.errors import BrokerUnavailable, StoreUnavailable, ValidationFailed
-from shared.ops import dead_cli, output
-from shared.ops.status import Snapshot, StatusReader, render_plain, render_rich
 from shared.settings import Settings
 
 

@@ -7,12 +7,9 @@ import signal
 
 import typer
 
-from shared.cli import settings
-from workers.simulator.server import PlatformSimulator, run_until_stopped
-
-
-def register(app: typer.Typer) -> None:
-    app.command("platform-sim")(platform_sim)
+from shared.logs import configure_logging
+from shared.settings import load_settings
+from simulator.server import PlatformSimulator, run_until_stopped
 
 
 def platform_sim(
@@ -24,7 +21,8 @@ def platform_sim(
     ),
 ) -> None:
     """Run a simulated SMS platform (http-json contract) with faults switchable on its admin port."""
-    settings()  # configures logging
+    loaded = load_settings()
+    configure_logging(level=loaded.log.level, json_output=loaded.log.json_output)
     serve = _serve(host=host, port=port, admin_port=admin_port, token=token)
     try:
         import uvloop
