@@ -181,7 +181,7 @@ class Ingress:
     async def _await_store(self, stored: asyncio.Future[None]) -> None:
         try:
             if not stored.done():
-                async with asyncio.timeout(self.settings.broker.confirm_timeout_s):
+                async with asyncio.timeout(self.settings.ingress.store_wait_s):
                     await stored
             stored.result()
         except (StoreUnavailable, TimeoutError) as exc:

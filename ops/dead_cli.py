@@ -254,6 +254,9 @@ def replay_command(
     to_site: str | None = typer.Option(None, "--to-site", help="Send to this site, not the original one."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be replayed; change nothing."),
     force: bool = typer.Option(False, "--force", help="Replay ids that were replayed before."),
+    confirm_timeout_s: float = typer.Option(
+        5.0, "--confirm-timeout-s", min=0.1, help="How long to wait for the broker's confirm of each replay."
+    ),
 ) -> None:
     """Publish dead letters again (confirmed) to their site's queue, or to --to-site."""
     ids = list(dict.fromkeys(message_ids or []))
@@ -270,7 +273,15 @@ def replay_command(
         site=site, reason=reason, tenant=tenant, since=since, replayed=None if force else False
     )
     result = run(
-        _replay(config, ids=ids, dead_filter=dead_filter, to_site=to_site, dry_run=dry_run, force=force)
+        _replay(
+            config,
+            ids=ids,
+            dead_filter=dead_filter,
+            to_site=to_site,
+            dry_run=dry_run,
+            force=force,
+            confirm_timeout_s=confirm_timeout_s,
+        )
     )
     if dry_run:
         return
@@ -301,6 +312,7 @@ async def _replay(
     to_site: str | None,
     dry_run: bool,
     force: bool,
+    confirm_timeout_s: float,
 ) -> ReplayResult:
     async with open_store(config.store) as sessions:
         if ids:
@@ -319,9 +331,7 @@ async def _replay(
         output.quiet_broker_client_logs()
         connection = await connect(config.broker, name="relay-dead-replay")
         async with connection:
-            publisher = await ConfirmedPublisher.open(
-                connection, confirm_timeout_s=max(config.broker.confirm_timeout_s, 5.0)
-            )
+            publisher = await ConfirmedPublisher.open(connection, confirm_timeout_s=confirm_timeout_s)
             await declare(publisher.channel, topology_from(config))
             result = ReplayResult()
             with _progress(total) as advance:

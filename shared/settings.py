@@ -55,7 +55,10 @@ class BrokerSettings(_Section):
         description='Start of every exchange and queue name; site queues are "<prefix>.site.<name>".',
     )
     confirm_timeout_s: float = Field(
-        1.0, gt=0, description="How long a submit waits for a publisher confirm before it spools instead."
+        1.0,
+        gt=0,
+        description="How long the ingress waits for a publisher confirm (a submit's, a spool forward's) "
+        "before it spools instead.",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
 
@@ -89,6 +92,12 @@ class IngressSettings(_Section):
     idempotency_ttl_s: int = Field(86_400, ge=1, description="How long an Idempotency-Key is remembered.")
     default_region: str = Field("NL", description="Region for numbers given without a country code.")
     recorder: bool = Field(True, description="Fold worker events and dead letters into the store.")
+    store_wait_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long a submit waits for its store row before it answers without it "
+        "(the row is written later).",
+    )
 
 
 class RoutingSettings(_Section):
@@ -139,6 +148,12 @@ class WorkerSettings(_Section):
         description="Delay tiers of retries; one delay queue each.",
     )
     grace_s: float = Field(10.0, gt=0, description="Time SIGTERM gives in-flight work.")
+    confirm_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="How long a worker waits for the confirm of a retry, hand-over, event or dead letter "
+        "before it hands the job back.",
+    )
 
 
 class LogSettings(_Section):

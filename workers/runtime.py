@@ -50,7 +50,6 @@ log = get_logger(__name__)
 MAX_PREFETCH = 500
 # Confirms the worker waits for (retries, dead letters, events). Not the ingress's short submit timeout:
 # a worker has no spool to fall back on, and giving up early turns a slow broker into duplicates.
-MIN_CONFIRM_TIMEOUT_S = 15.0
 # Time kept back from the grace period to flush events and close the connection.
 CLOSE_MARGIN_S = 0.5
 PROBE_GET_TIMEOUT_S = 2.0
@@ -177,7 +176,7 @@ class Worker:
         )
         self._publisher = await ConfirmedPublisher.open(
             self._connection,
-            confirm_timeout_s=max(MIN_CONFIRM_TIMEOUT_S, self._settings.broker.confirm_timeout_s),
+            confirm_timeout_s=self._settings.worker.confirm_timeout_s,
         )
         await declare(self._publisher.channel, self._topology)
         own_channel = await self._consume_channel(self.own_prefetch_count)
