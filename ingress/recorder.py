@@ -19,7 +19,7 @@ from ingress.metrics import POSSIBLE_DUPLICATES, RECORDER_BATCHES, RECORDER_MALF
 from shared.envelope import decode_dead, decode_events
 from shared.errors import EnvelopeError
 from shared.logs import get_logger
-from shared.model import AttemptRecord, Outcome
+from shared.model import AttemptRecord
 from shared.store.recording import DeadReport, fold
 from shared.topology import dead_queue, events_queue
 
@@ -137,7 +137,7 @@ class Recorder:
         RECORDER_BATCHES.labels("ok").inc()
         RECORDER_RECORDS.labels("attempt").inc(result.attempts_added)
         RECORDER_RECORDS.labels("dead").inc(result.dead_added)
-        POSSIBLE_DUPLICATES.inc(sum(1 for e in events if e.outcome is Outcome.AMBIGUOUS))
+        POSSIBLE_DUPLICATES.inc(sum(1 for e in events if e.marks_duplicate))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,6 +28,9 @@ H_ORIGIN = "x-relay-origin"  # the site routing chose at submit
 H_REASON = "x-relay-reason"  # dead letters: DeadReason
 H_DETAIL = "x-relay-detail"  # dead letters: the platform's last answer
 H_REPLAY = "x-relay-replay"  # replays: how many times an operator replayed it
+# The job may already have been sent once (its publish was repeated without knowing whether the first
+# landed): the worker marks its next attempt as a possible duplicate.
+H_POSSIBLE_DUPLICATE = "x-relay-possible-duplicate"
 
 
 def encode_job(job: Job) -> bytes:

@@ -110,6 +110,14 @@ class AttemptRecord:
     latency_ms: float | None = None
     worker: str = ""
     status: Status | None = None  # the message's status after this attempt, when it changed
+    # The job may have reached a platform before this attempt (a redelivery after a worker or broker
+    # node died, or a publish repeated because its confirm never came): this send may be a second copy.
+    possible_duplicate: bool = False
+
+    @property
+    def marks_duplicate(self) -> bool:
+        """The platform may hold this message twice because of this attempt."""
+        return self.possible_duplicate or self.outcome is Outcome.AMBIGUOUS
 
 
 class CircuitState(StrEnum):

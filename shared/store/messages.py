@@ -134,10 +134,11 @@ class AttemptView:
     detail: str
     at: datetime
     latency_ms: float | None
+    resent: bool  # a send of a job that may have been sent before
 
     @property
     def possible_duplicate(self) -> bool:
-        return self.outcome == Outcome.AMBIGUOUS
+        return self.resent or self.outcome == Outcome.AMBIGUOUS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +193,7 @@ async def get_message(session: AsyncSession, *, message_id: str, tenant: str) ->
                 detail=a.detail,
                 at=a.at,
                 latency_ms=a.latency_ms,
+                resent=a.possible_duplicate,
             )
             for a in attempts
         ],

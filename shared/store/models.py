@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, TypeDecorator, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -83,6 +83,8 @@ class Attempt(Base):
     at: Mapped[datetime]
     latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
     worker: Mapped[str] = mapped_column(String(128), default="")
+    # A send of a job that may have been sent before (see `AttemptRecord.possible_duplicate`).
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class DeadLetter(Base):

@@ -248,13 +248,14 @@ async def _fold_events(
                 "at": utc(record.at),
                 "latency_ms": record.latency_ms,
                 "worker": record.worker[:128],
+                "possible_duplicate": record.possible_duplicate,
             }
         )
         row = rows[record.message_id]
         row.changed = True
         if record.outcome is not Outcome.EXPIRED:
             row.attempts = max(row.attempts, record.attempt)
-        if record.outcome is Outcome.AMBIGUOUS:
+        if record.marks_duplicate:
             row.ambiguous += 1
         if record.status is not None and promoted(row.status, record.status):
             row.status = record.status.value
