@@ -40,6 +40,17 @@ class PlatformKind(StrEnum):
     HTTP_JSON = "http-json"
     KANNEL = "kannel"
     JASMIN = "jasmin"
+    SMPP = "smpp"
+
+
+HTTP_PLATFORMS = frozenset({PlatformKind.HTTP_JSON, PlatformKind.KANNEL, PlatformKind.JASMIN})
+
+
+class LongMessages(StrEnum):
+    """How an smpp site sends a text longer than one segment."""
+
+    UDH = "udh"  # one submit_sm per segment, joined by a concatenation user data header
+    MESSAGE_PAYLOAD = "message-payload"  # one submit_sm, the whole text in the message_payload option
 
 
 class RoutingPolicy(StrEnum):
@@ -109,14 +120,39 @@ class RoutingSettings(_Section):
 
 
 class SiteSettings(_Section):
-    platform: PlatformKind = Field(PlatformKind.HTTP_JSON, description='"http-json", "kannel" or "jasmin".')
-    url: str = Field(..., description="Submit endpoint of the site's platform.")
+    platform: PlatformKind = Field(
+        PlatformKind.HTTP_JSON, description='"http-json", "kannel", "jasmin" or "smpp".'
+    )
+    url: str | None = Field(None, description="Submit endpoint of the site's platform (HTTP platforms).")
     username: str | None = Field(None, description="Platform user (Kannel, Jasmin).")
-    password: str | None = Field(None, description="Platform password (Kannel, Jasmin).")
+    password: str | None = Field(None, description="Platform password (Kannel, Jasmin, SMPP).")
     token: str | None = Field(None, description="Bearer token for http-json platforms.")
-    timeout_s: float = Field(5.0, gt=0, description="Timeout of one platform request.")
+    timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Timeout of one platform request (for SMPP: of a bind and of a submit_sm_resp).",
+    )
     batch_size: int = Field(
         1, ge=1, le=100, description="Messages per platform request (http-json takes up to 100)."
+    )
+    max_segments: int | None = Field(
+        None,
+        ge=1,
+        le=255,
+        description="Most segments one message may take at this site; a longer one goes to a site that "
+        "carries it whole (default: ingress.max_segments).",
+    )
+    host: str | None = Field(None, description="SMSC address (SMPP).")
+    port: int | None = Field(None, ge=1, le=65535, description="SMSC port (SMPP).")
+    system_id: str | None = Field(None, max_length=15, description="system_id of the bind (SMPP).")
+    system_type: str = Field("", max_length=12, description="system_type of the bind (SMPP).")
+    window: int = Field(10, ge=1, le=1000, description="Most submit_sm awaiting their response (SMPP).")
+    enquire_link_interval_s: float = Field(
+        30.0, gt=0, description="Idle time after which the session is checked with enquire_link (SMPP)."
+    )
+    long_messages: LongMessages = Field(
+        LongMessages.UDH,
+        description='Long texts over SMPP: "udh" (a submit_sm per segment) or "message-payload" (one).',
     )
     sim_admin_url: str | None = Field(
         None, description="Admin endpoint of the site's simulated platform (drills only)."
@@ -124,10 +160,27 @@ class SiteSettings(_Section):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @model_validator(mode="after")
+    def _endpoint_of_kind(self) -> SiteSettings:
+        if self.platform is PlatformKind.SMPP:
+            missing = [key for key in ("host", "port", "system_id", "password") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"an smpp site needs {', '.join(missing)}")
+            if self.url is not None:
+                raise ValueError("an smpp site has no url (host and port name the SMSC)")
+        elif self.url is None:
+            raise ValueError(f"a {self.platform.value} site needs a url")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        """Where the platform is, for logs and messages."""
+        return self.url if self.url is not None else f"smpp://{self.host}:{self.port}"
 
 
 class WorkerSettings(_Section):
