@@ -1,4 +1,4 @@
-"""`relay` sub-commands that run or prepare the services: db, keys, ingress, worker, platform-sim."""
+"""`relay` sub-commands that run or prepare the services: db, keys, ingress, worker and the simulators."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
 from simulator.cli import platform_sim
+from simulator.smsc.cli import smsc_sim
 from workers.platforms import make_platform
 from workers.runtime import Worker
 
@@ -174,3 +175,4 @@ def register(app: typer.Typer) -> None:
     app.command("ingress")(ingress_command)
     app.command("worker")(worker)
     app.command("platform-sim")(platform_sim)
+    app.command("smsc-sim")(smsc_sim)
