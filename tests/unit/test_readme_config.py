@@ -48,6 +48,13 @@ def test_every_setting_is_in_the_reference() -> None:
 
 def _sample(key: str, default: str) -> str | None:
     """A value for the key that differs from its default and passes validation, or None to skip it."""
+    special = {
+        "sites.<name>.port": "2775",
+        "sites.<name>.max_segments": "5",
+        "sites.<name>.long_messages": "message-payload",
+    }
+    if key in special:
+        return special[key]
     if key.endswith(".url"):
         return "amqp://u:p@example:5672/" if key.startswith("broker") else "http://example:1/x"
     if key.endswith(("_url", ".primary", ".level", ".platform", ".policy", ".default_region")):
