@@ -142,3 +142,5 @@ class Heartbeat:
     metrics_port: int
     started_at: float
     at: float = field(default_factory=time.time)
+    # Why the site's platform cannot take traffic, as its adapter knows it ("authentication failed").
+    problem: str | None = None
