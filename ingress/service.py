@@ -68,7 +68,9 @@ class Ingress:
         self.settings = settings
         self.engine: AsyncEngine = make_engine(settings.store)
         self.sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
-        self.router = Router(settings=settings.routing, sites=list(settings.sites))
+        self.router = Router(
+            settings=settings.routing, sites=list(settings.sites), segment_limits=settings.segment_limits
+        )
         self.keys = KeyCache(sessions=self.sessions)
         self.idempotency = IdempotencyGuard(sessions=self.sessions, ttl_s=settings.ingress.idempotency_ttl_s)
         self.store_writer = StoreWriter(
@@ -150,7 +152,7 @@ class Ingress:
                 segments=m.segments,
                 encoding=m.encoding,
             )
-            jobs.append((job, self.router.next_site()))
+            jobs.append((job, self.router.next_site(m.segments)))
         stored = self.store_writer.add([row_for_job(j, site=s) for j, s in jobs])
         try:
             places = await self._make_durable(jobs)

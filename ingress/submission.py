@@ -49,7 +49,9 @@ class IncomingSubmit:
 class Submissions:
     def __init__(self, *, ingress: Ingress) -> None:
         self._ingress = ingress
-        self._limits = ingress.settings.ingress
+        # A message longer than every site carries whole is refused here (422 naming its segments).
+        carried = max(ingress.settings.segment_limits.values())
+        self._limits = ingress.settings.ingress.model_copy(update={"max_segments": carried})
 
     async def handle(self, request: IncomingSubmit) -> Reply:
         try:

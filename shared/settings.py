@@ -278,6 +278,12 @@ class Settings(BaseSettings):
     def site_names(self) -> list[str]:
         return sorted(self.sites)
 
+    @property
+    def segment_limits(self) -> dict[str, int]:
+        """Most segments each site carries whole: its own `max_segments`, never above the ingress's."""
+        cap = self.ingress.max_segments
+        return {name: min(site.max_segments or cap, cap) for name, site in self.sites.items()}
+
 
 def config_file_in_use() -> Path | None:
     """The TOML file the settings come from (``--config`` or ``RELAY_CONFIG``), if any."""
