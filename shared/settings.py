@@ -123,7 +123,9 @@ class SiteSettings(_Section):
     platform: PlatformKind = Field(
         PlatformKind.HTTP_JSON, description='"http-json", "kannel", "jasmin" or "smpp".'
     )
-    url: str | None = Field(None, description="Submit endpoint of the site's platform (HTTP platforms).")
+    url: str = Field(
+        "", description="Submit endpoint of the site's platform (HTTP platforms; smpp has none)."
+    )
     username: str | None = Field(None, description="Platform user (Kannel, Jasmin).")
     password: str | None = Field(None, description="Platform password (Kannel, Jasmin, SMPP).")
     token: str | None = Field(None, description="Bearer token for http-json platforms.")
@@ -160,8 +162,8 @@ class SiteSettings(_Section):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
 
@@ -171,16 +173,16 @@ class SiteSettings(_Section):
             missing = [key for key in ("host", "port", "system_id", "password") if getattr(self, key) is None]
             if missing:
                 raise ValueError(f"an smpp site needs {', '.join(missing)}")
-            if self.url is not None:
+            if self.url:
                 raise ValueError("an smpp site has no url (host and port name the SMSC)")
-        elif self.url is None:
+        elif not self.url:
             raise ValueError(f"a {self.platform.value} site needs a url")
         return self
 
     @property
     def endpoint(self) -> str:
         """Where the platform is, for logs and messages."""
-        return self.url if self.url is not None else f"smpp://{self.host}:{self.port}"
+        return self.url or f"smpp://{self.host}:{self.port}"
 
 
 class WorkerSettings(_Section):
