@@ -150,12 +150,18 @@ def worker(
 async def _serve(*, site: str, concurrency: int, metrics_port: int) -> None:
     loaded = settings()
     platform = make_platform(loaded.sites[site], concurrency=concurrency)
-    runtime = Worker(
-        settings=loaded, site=site, platform=platform, concurrency=concurrency, metrics_port=metrics_port
-    )
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, runtime.request_stop)
+        loop.add_signal_handler(signum, stop.set)
+    runtime = await Worker.start(
+        settings=loaded,
+        site=site,
+        platform=platform,
+        concurrency=concurrency,
+        metrics_port=metrics_port,
+        stop=stop,
+    )
     await runtime.run()
 
 

@@ -25,6 +25,10 @@ H_ATTEMPT = "x-relay-attempt"  # attempts made so far, all sites
 H_SITE_ATTEMPT = "x-relay-site-attempt"  # attempts made at the current site
 H_SITE = "x-relay-site"  # the site whose queue holds the job now
 H_ORIGIN = "x-relay-origin"  # the site routing chose at submit
+# Attempts that failed while their site's breaker was open: a site outage, not a problem of the message.
+# They stay in the history (`x-relay-attempt` counts them) but not towards `worker.max_attempts`, so a long
+# outage of every site never dead-letters a job for attempts; its validity decides (dead letter `expired`).
+H_OUTAGE_ATTEMPT = "x-relay-outage-attempt"
 H_REASON = "x-relay-reason"  # dead letters: DeadReason
 H_DETAIL = "x-relay-detail"  # dead letters: the platform's last answer
 H_REPLAY = "x-relay-replay"  # replays: how many times an operator replayed it

@@ -22,9 +22,15 @@ class Reporting(Protocol):
     site: str
     worker_id: str
     started_at: float
-    in_flight: int
-    delivered_total: int
-    failed_over_total: int
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def delivered_total(self) -> int: ...
+
+    @property
+    def failed_over_total(self) -> int: ...
 
     @property
     def circuit(self) -> CircuitState: ...

@@ -18,14 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT
+from shared.envelope import H_ATTEMPT, H_ORIGIN, H_OUTAGE_ATTEMPT, H_SITE, H_SITE_ATTEMPT
 from shared.topology import Topology, jobs_exchange
 
 DEFAULT_EXCHANGE = ""
-# Attempts that failed while their site's breaker was open: a site outage, not a problem of the message.
-# They stay in the history (`x-relay-attempt` counts them) but not towards `worker.max_attempts`, so a long
-# outage of every site never dead-letters a job for attempts; its validity decides (dead letter `expired`).
-H_OUTAGE_ATTEMPT = "x-relay-outage-attempt"
 
 
 def _count(value: Any) -> int:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http1 import Http1Client, TransportFailure
-from workers.platforms.http_client import HttpRequester, classify_transport_error, short
+from workers.platforms.http1 import HttpAnswer
+from workers.platforms.http_client import short
+from workers.platforms.per_message import PerMessagePlatform
 
 CODING_DEFAULT = 0  # SMSC default alphabet
 CODING_UCS2 = 8
@@ -17,31 +16,8 @@ _FORM = [("Content-Type", "application/x-www-form-urlencoded")]
 _REJECTING = frozenset({400, 403, 412})  # bad request, not authorised / no balance, no route
 
 
-class JasminPlatform:
+class JasminPlatform(PerMessagePlatform):
     """Sends each job as one POST to Jasmin's `/send`; non-GSM text goes as UTF-16BE hex with coding 8."""
-
-    max_batch = 1
-
-    def __init__(
-        self,
-        *,
-        url: str,
-        username: str,
-        password: str,
-        timeout_s: float,
-        concurrency: int = 64,
-        client: HttpRequester | None = None,
-    ) -> None:
-        self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
-        self._target = Http1Client.target_of(url)
-        self._username = username
-        self._password = password
-
-    async def send(self, jobs: Sequence[Job]) -> list[Result]:
-        return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def form(self, job: Job) -> dict[str, str]:
         form = {"username": self._username, "password": self._password, "to": job.to, "from": job.sender}
@@ -52,12 +28,11 @@ class JasminPlatform:
             form.update({"hex-content": job.body.encode("utf-16-be").hex(), "coding": str(CODING_UCS2)})
         return form
 
-    async def _send_one(self, job: Job) -> Result:
+    async def _request(self, job: Job) -> HttpAnswer:
         body = urlencode(self.form(job)).encode()
-        try:
-            answer = await self._http.request("POST", self._target, headers=_FORM, body=body)
-        except TransportFailure as exc:
-            return classify_transport_error(exc)
+        return await self._http.request("POST", self._target, headers=_FORM, body=body)
+
+    def _classify(self, answer: HttpAnswer) -> Result:
         return classify_answer(answer.status, answer.body)
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections.abc import Sequence
 from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http1 import Http1Client, TransportFailure
-from workers.platforms.http_client import HttpRequester, classify_transport_error, short
+from workers.platforms.http1 import HttpAnswer
+from workers.platforms.http_client import HttpRequester, short
+from workers.platforms.per_message import PerMessagePlatform
 
 # Kannel's own answers to a sendsms request that it took.
 _TAKEN_PREFIXES = ("0:", "3:")  # "0: Accepted for delivery", "3: Queued for later delivery"
@@ -19,10 +18,8 @@ CODING_7BIT = 0
 CODING_UCS2 = 2
 
 
-class KannelPlatform:
+class KannelPlatform(PerMessagePlatform):
     """Sends each job as one sendsms GET; text goes as UTF-8 and Kannel re-encodes it (UCS-2 if needed)."""
-
-    max_batch = 1
 
     def __init__(
         self,
@@ -35,17 +32,15 @@ class KannelPlatform:
         dlr_mask: int | None = None,
         client: HttpRequester | None = None,
     ) -> None:
-        self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
-        self._target = Http1Client.target_of(url)
-        self._username = username
-        self._password = password
+        super().__init__(
+            url=url,
+            username=username,
+            password=password,
+            timeout_s=timeout_s,
+            concurrency=concurrency,
+            client=client,
+        )
         self._dlr_mask = dlr_mask
-
-    async def send(self, jobs: Sequence[Job]) -> list[Result]:
-        return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def params(self, job: Job, *, now: float | None = None) -> dict[str, str]:
         params = {
@@ -66,12 +61,11 @@ class KannelPlatform:
             params["validity"] = str(max(1, math.ceil(remaining_s / 60)))
         return params
 
-    async def _send_one(self, job: Job) -> Result:
+    async def _request(self, job: Job) -> HttpAnswer:
         separator = "&" if "?" in self._target else "?"
-        try:
-            answer = await self._http.request("GET", self._target + separator + urlencode(self.params(job)))
-        except TransportFailure as exc:
-            return classify_transport_error(exc)
+        return await self._http.request("GET", self._target + separator + urlencode(self.params(job)))
+
+    def _classify(self, answer: HttpAnswer) -> Result:
         return classify_answer(answer.status, answer.body)
 
 
