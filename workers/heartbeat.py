@@ -41,6 +41,9 @@ class Reporting(Protocol):
     @property
     def metrics_port(self) -> int: ...
 
+    @property
+    def platform_problem(self) -> str | None: ...
+
 
 def heartbeat_of(worker: Reporting) -> Heartbeat:
     host, _, pid = worker.worker_id.rpartition(":")
@@ -56,6 +59,7 @@ def heartbeat_of(worker: Reporting) -> Heartbeat:
         failed_over_total=worker.failed_over_total,
         metrics_port=worker.metrics_port,
         started_at=worker.started_at,
+        problem=worker.platform_problem,
     )
 
 

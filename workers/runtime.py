@@ -187,6 +187,12 @@ class Worker:
         return self._metrics_port
 
     @property
+    def platform_problem(self) -> str | None:
+        """What the adapter knows of why its platform takes nothing (a refused bind, bad credentials)."""
+        problem: str | None = getattr(self._platform, "problem", None)
+        return problem
+
+    @property
     def in_flight(self) -> int:
         return self._settlement.in_flight
 

@@ -15,6 +15,7 @@ from shared.smpp import TLV_MESSAGE_PAYLOAD, TLV_RELAY_MESSAGE_ID, CommandStatus
 from simulator.smsc.faults import SmscFaultMode, parse_smsc_fault
 from simulator.smsc.pdu import parse_submit, split_udh
 from simulator.smsc.session import decode_text
+from workers.platforms.factory import make_platform
 from workers.platforms.smpp import SmppPlatform, classify_status
 from workers.platforms.smpp_link import SmppLink, Window
 from workers.platforms.smpp_text import address, encode_text, relative_validity, split
@@ -181,3 +182,16 @@ def test_an_smpp_site_needs_its_smsc_and_no_url() -> None:
 def test_job_validity_is_written_from_the_clock_given() -> None:
     body = adapter().bodies(job("hi"), now=time.time())[0]
     assert parse_submit(body).validity_period.endswith("R")
+
+
+async def test_factory_builds_the_smpp_adapter_from_the_site() -> None:
+    site = load_settings(
+        sites={"a": {"platform": "smpp", "host": "127.0.0.1", "port": 1, "system_id": "r", "password": "p"}}
+    ).sites["a"]
+    platform = make_platform(site)
+    assert isinstance(platform, SmppPlatform)
+    assert platform.problem is None
+    [result] = await platform.send([job("hi")])  # nothing listens on port 1
+    assert result.outcome is Outcome.UNAVAILABLE
+    assert platform.problem is not None and platform.problem.startswith("SMSC unreachable")
+    await platform.aclose()
