@@ -3,6 +3,7 @@ whose route ends at the simulated SMSC."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -112,3 +113,45 @@ async def test_smpp_server_refuses_a_wrong_password_as_an_authentication_failure
     assert result.outcome is Outcome.UNAVAILABLE
     assert "ESME_RINVPASWD" in result.detail
     assert platform.problem == "authentication failed"
+
+
+async def test_http_wrong_password_makes_the_site_unavailable(jasmin: JasminInstance) -> None:
+    platform = http_adapter(jasmin, password="wrong")
+    try:
+        [result] = await platform.send([job()])
+        assert result.outcome is Outcome.UNAVAILABLE
+        assert "Authentication failure" in result.detail
+        assert platform.problem == "authentication failed"
+    finally:
+        await platform.aclose()
+
+
+async def test_http_validity_reaches_the_smsc(over_http: JasminPlatform, smsc: RunningSmsc) -> None:
+    [result] = await over_http.send([job("with validity")])
+    assert result.outcome is Outcome.ACCEPTED
+    [taken] = smsc.wait_for_messages(1)
+    assert taken["validity_period"]  # Jasmin turns validity-period (minutes) into an absolute time
+
+
+async def test_http_throughput_exceeded_and_no_route_are_told_apart(jasmin: JasminInstance) -> None:
+    console = jasmin.jcli()
+    try:
+        console.block("user -u relay", mt_messaging_cred="quota http_throughput 1")
+    finally:
+        console.close()
+    platform = http_adapter(jasmin)
+    try:
+        results = await platform.send([job(), job(), job()])
+        throttled = [r for r in results if "throughput exceeded" in r.detail]
+        assert throttled and all(r.outcome is Outcome.UNAVAILABLE for r in throttled)
+        assert platform.problem is None
+        console = jasmin.jcli()
+        try:
+            console.run("mtrouter -r 0")
+        finally:
+            console.close()
+        await asyncio.sleep(1.1)  # past the throughput window
+        [no_route] = await platform.send([job()])
+        assert (no_route.outcome, no_route.detail) == (Outcome.REJECTED, 'HTTP 412: Error "No route found"')
+    finally:
+        await platform.aclose()

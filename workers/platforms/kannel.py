@@ -70,18 +70,25 @@ class KannelPlatform(PerMessagePlatform):
 
 
 def classify_answer(status: int, body: bytes) -> Result:
+    """Kannel 1.4.5's sendsms answers, as measured against it (README, "Platforms")."""
     text = short(body)
+    detail = short(f"HTTP {status}: {text}")
     if 200 <= status < 300:
-        if text.startswith(_TAKEN_PREFIXES):
+        # "Sent." is the answer with immediate-sendsms-reply = true: taken, like "0:" and "3:".
+        if text.startswith(_TAKEN_PREFIXES) or text == "Sent.":
             return Result(outcome=Outcome.ACCEPTED, detail=text)
         # A 2xx whose words we do not know: Kannel may have queued it.
-        return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))
-    if status == 503:
-        # smsbox answers 503 when it cannot hand the message to bearerbox: nothing was queued.
-        return Result(outcome=Outcome.UNAVAILABLE, detail=short(f"HTTP 503: {text}"))
+        return Result(outcome=Outcome.AMBIGUOUS, detail=detail)
+    if status == 403 and text.startswith("Authorization failed"):
+        # A wrong username or password is the site's configuration, not the message: fail over.
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail, problem="authentication failed")
+    if status == 404:
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail, problem=f"wrong sendsms URL ({text})")
+    if status in (500, 503):
+        # "500 Sending failed." and "503 Temporal failure": smsbox could not queue it; nothing was taken.
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail)
     if 400 <= status < 500:
-        # 403 covers bad credentials and sender/receiver not allowed for the user; other 4xx are missing
-        # or invalid fields. Kannel will answer the same on every retry.
-        return Result(outcome=Outcome.REJECTED, detail=short(f"HTTP {status}: {text}"))
+        # "403 Not routable. Do not try again.", denied numbers, missing or invalid fields: this message.
+        return Result(outcome=Outcome.REJECTED, detail=detail)
     # Any other 5xx: Kannel may have queued the message before failing.
-    return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))
+    return Result(outcome=Outcome.AMBIGUOUS, detail=detail)

@@ -7,7 +7,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from shared.model import Job
+from shared.model import Job, Outcome
 from workers.platforms.base import Result
 from workers.platforms.http1 import Http1Client, HttpAnswer, TransportFailure
 from workers.platforms.http_client import HttpRequester, classify_transport_error
@@ -32,6 +32,7 @@ class PerMessagePlatform(ABC):
         self._target = Http1Client.target_of(url)
         self._username = username
         self._password = password
+        self.problem: str | None = None  # from the last answer that said the site is misconfigured
 
     async def send(self, jobs: Sequence[Job]) -> list[Result]:
         return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
@@ -44,7 +45,12 @@ class PerMessagePlatform(ABC):
             answer = await self._request(job)
         except TransportFailure as exc:
             return classify_transport_error(exc)
-        return self._classify(answer)
+        result = self._classify(answer)
+        if result.problem is not None:
+            self.problem = result.problem
+        elif result.outcome is Outcome.ACCEPTED:
+            self.problem = None
+        return result
 
     @abstractmethod
     async def _request(self, job: Job) -> HttpAnswer:
