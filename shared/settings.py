@@ -156,9 +156,6 @@ class SiteSettings(_Section):
         LongMessages.UDH,
         description='Long texts over SMPP: "udh" (a submit_sm per segment) or "message-payload" (one).',
     )
-    sim_admin_url: str | None = Field(
-        None, description="Admin endpoint of the site's simulated platform (drills only)."
-    )
 
     @field_validator("url")
     @classmethod
@@ -228,24 +225,15 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingress: IngressSettings = Field(default_factory=IngressSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
-    sites: dict[str, SiteSettings] = Field(
-        default_factory=lambda: {
-            "a": SiteSettings(
-                url="http://127.0.0.1:9001/v1.0/message", sim_admin_url="http://127.0.0.1:9101"
-            ),
-            "b": SiteSettings(
-                url="http://127.0.0.1:9002/v1.0/message", sim_admin_url="http://127.0.0.1:9102"
-            ),
-        }
-    )
+    # No default site: a site is a real platform somewhere (`relay up` runs simulated ones when none is).
+    sites: dict[str, SiteSettings] = Field(default_factory=dict)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("sites")
     @classmethod
     def _site_names(cls, value: dict[str, SiteSettings]) -> dict[str, SiteSettings]:
-        if not value:
-            raise ValueError("at least one site is needed")
+        # No site at all is valid here: the commands that need one say so (the ingress, a worker).
         for name in value:
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"site name {name!r} may hold only letters, digits, '-' and '_'")

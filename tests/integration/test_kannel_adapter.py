@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from ops.harness.kannel import FakeSmscMessage, KannelInstance, running_kannel
 from shared.model import Job, Outcome
-from tests.kannel_harness import FakeSmscMessage, KannelInstance, running_kannel
 from workers.platforms.kannel import KannelPlatform
 
 pytestmark = [pytest.mark.integration, pytest.mark.kannel]

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from ops.harness.kannel import parse_fakesmsc_log
 from shared.model import Job, Outcome
 from tests.fake_http import FakeHttp, SentRequest, answer
-from tests.kannel_harness import parse_fakesmsc_log
 from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.kannel import KannelPlatform, classify_answer
 
