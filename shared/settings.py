@@ -68,8 +68,8 @@ class BrokerSettings(_Section):
     confirm_timeout_s: float = Field(
         1.0,
         gt=0,
-        description="How long the ingress waits for a publisher confirm (a submit's, a spool forward's) "
-        "before it spools instead.",
+        description="How long a submit waits for its publisher confirm before it spools the message "
+        "instead (a confirm that comes later still settles the spooled copy).",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
 
