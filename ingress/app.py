@@ -43,7 +43,7 @@ log = get_logger("ingress.api")
 JSON = "application/json"
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {problems.PROBLEM_TYPE: {}}}
-    for code in (400, 401, 409, 413, 422, 503)
+    for code in (400, 401, 409, 413, 415, 422, 429, 503)
 }
 
 
@@ -126,6 +126,7 @@ async def _framework_submit(request: Request) -> Response:
             idempotency_key=request.headers.get("idempotency-key"),
             content_length=request.headers.get("content-length"),
             body=request.stream(),
+            content_type=request.headers.get("content-type"),
         )
     )
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)

@@ -50,6 +50,7 @@ class RelayApp:
             idempotency_key=header(b"idempotency-key"),
             content_length=header(b"content-length"),
             body=_body(receive),
+            content_type=header(b"content-type"),
         )
         try:
             reply = await self._submissions.handle(request)

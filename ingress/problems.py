@@ -109,3 +109,35 @@ def unavailable(detail: str) -> ProblemError:
 
 def not_found(detail: str) -> ProblemError:
     return ProblemError(status=404, kind="not-found", title="Not found", detail=detail)
+
+
+def rate_limited(detail: str, retry_after_s: int | None) -> ProblemError:
+    return ProblemError(
+        status=429,
+        kind="rate-limited",
+        title="Too many requests",
+        detail=detail + "; nothing was accepted",
+        headers={"Retry-After": str(retry_after_s)} if retry_after_s is not None else None,
+    )
+
+
+def unsupported_media_type(content_type: str) -> ProblemError:
+    detail = f"the body must be application/json, not {content_type[:64]!r}"
+    return ProblemError(
+        status=415,
+        kind="unsupported-media-type",
+        title="Unsupported media type",
+        detail=detail,
+        errors=[{"field": "Content-Type", "message": detail}],
+        headers={"Accept-Post": "application/json"},
+    )
+
+
+def is_json(content_type: str | None) -> bool:
+    """A missing Content-Type is taken as JSON (simple clients leave it out); any other must be JSON."""
+    if content_type is None:
+        return True
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )

@@ -29,6 +29,7 @@ from ingress.recorder import Recorder
 from ingress.routing import Router
 from ingress.spool import Spool, SpoolEntry, SpoolLock, claim_spool_file
 from ingress.store_writer import StoreWriter
+from ingress.tenant_guard import TenantGuard
 from ingress.validation import ValidMessage
 from shared.broker import Fate, Verdict
 from shared.envelope import encode_job
@@ -89,6 +90,9 @@ class Ingress:
             in_flight_max=BUNDLES_IN_FLIGHT_MAX,
         )
         self.recorder = Recorder(sessions=self.sessions, prefix=settings.broker.prefix)
+        self.guard = TenantGuard(
+            settings=settings.guard, sessions=self.sessions, prefix=settings.broker.prefix
+        )
         self._spool_lock: SpoolLock | None = None
         self.spool: Spool | None = None
         self.forwarder: Forwarder | None = None
@@ -103,6 +107,7 @@ class Ingress:
             log.warning("spool holds messages from before; forwarding", backlog=self.spool.backlog)
         self.store_writer.start()
         await self._check_store_schema()
+        await self.guard.start()
         if self.settings.ingress.recorder:
             self.link.on_ready(self.recorder.start)
         await self.link.start()
@@ -121,6 +126,7 @@ class Ingress:
         if self.forwarder is not None:
             await self.forwarder.close()
         await self.recorder.close()
+        await self.guard.stop()
         await self.bundler.close()
         await self.store_writer.close()
         await self.link.close()
@@ -136,7 +142,12 @@ class Ingress:
         return self.spool.backlog if self.spool is not None else 0
 
     async def accept(self, tenant: str, messages: list[ValidMessage]) -> list[Accepted]:
-        """Make `messages` durable and record them; the answer of a submit follows from the result."""
+        """Make `messages` durable and record them; the answer of a submit follows from the result.
+        `RateLimited` (nothing queued) when the tenant's limits refuse them."""
+        async with self.guard.admit(tenant, len(messages)):
+            return await self._accept(tenant, messages)
+
+    async def _accept(self, tenant: str, messages: list[ValidMessage]) -> list[Accepted]:
         now = time.time()
         jobs: list[tuple[Job, str]] = []
         for m, message_id in zip(messages, new_message_ids(len(messages)), strict=True):

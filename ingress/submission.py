@@ -18,6 +18,7 @@ from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, requ
 from ingress.metrics import SUBMITS
 from ingress.problems import PROBLEM_TYPE, ProblemError
 from ingress.service import Ingress
+from ingress.tenant_guard import RateLimited
 from ingress.validation import ValidMessage, validate_message
 from shared.errors import StoreUnavailable, ValidationFailed
 from shared.logs import get_logger
@@ -44,6 +45,7 @@ class IncomingSubmit:
     idempotency_key: str | None
     content_length: str | None
     body: AsyncIterator[bytes]
+    content_type: str | None = None
 
 
 class Submissions:
@@ -54,8 +56,11 @@ class Submissions:
         self._limits = ingress.settings.ingress.model_copy(update={"max_segments": carried})
 
     async def handle(self, request: IncomingSubmit) -> Reply:
+        tenant: str | None = None
         try:
             tenant = await self._tenant(request.authorization)
+            if not problems.is_json(request.content_type):
+                raise problems.unsupported_media_type(request.content_type or "")
             payload = await self._read_json(request)
             if request.path == BATCH_PATH:
                 produce = self._batch(tenant, payload)
@@ -63,15 +68,21 @@ class Submissions:
             else:
                 produce = self._single(tenant, payload)
                 location = True
-            answer = await self._answer(request, payload, tenant, produce)
+            try:
+                answer = await self._answer(request, payload, tenant, produce)
+            except RateLimited as exc:
+                raise problems.rate_limited(exc.detail, exc.retry_after_s) from None
+            reply = self._reply(answer, location=location)
         except ProblemError as problem:
-            return Reply(
+            reply = Reply(
                 status=problem.status,
                 body=orjson.dumps(problem.body),
                 media_type=PROBLEM_TYPE,
-                headers=problem.headers,
+                headers=dict(problem.headers),
             )
-        return self._reply(answer, location=location)
+        if tenant is not None:
+            reply.headers.update(self._ingress.guard.headers(tenant))
+        return reply
 
     async def _tenant(self, authorization: str | None) -> str:
         try:
@@ -119,6 +130,8 @@ class Submissions:
     async def _accept(self, tenant: str, messages: list[ValidMessage]) -> list[str]:
         try:
             return [a.id for a in await self._ingress.accept(tenant, messages)]
+        except RateLimited:
+            raise
         except Exception as exc:
             log.error("could not make messages durable", error=repr(exc), count=len(messages))
             raise problems.unavailable(

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from shared.settings import StoreSettings
 from shared.store.engine import is_sqlite, make_engine
 from shared.store.models import Base
+from shared.store.tenant_limits import TenantLimit  # noqa: F401  (its table is part of the schema)
 
 config = context.config
 target_metadata = Base.metadata

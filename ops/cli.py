@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ops import commands, drill, launcher, service_commands
+from ops import commands, drill, launcher, service_commands, tenants_cli
 from ops.context import (
     EXIT_BROKER,
     EXIT_CHECK_FAILED,
@@ -50,7 +50,7 @@ def _root(
     settings.cache_clear()
 
 
-for _module in (service_commands, commands, launcher, drill):
+for _module in (service_commands, commands, launcher, drill, tenants_cli):
     _module.register(app)
 
 

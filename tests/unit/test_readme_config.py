@@ -52,6 +52,7 @@ def _sample(key: str, default: str) -> str | None:
         "sites.<name>.port": "2775",
         "sites.<name>.max_segments": "5",
         "sites.<name>.long_messages": "message-payload",
+        "ingress.blocked_number_types": '["voip"]',
     }
     if key in special:
         return special[key]

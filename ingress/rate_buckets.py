@@ -1,0 +1,197 @@
+"""Token buckets of tenants' message rates: pyrate-limiter's `TokenBucket` (GCRA), in this process or
+shared by every ingress replica through Redis.
+
+A Redis round trip costs more CPU than a whole submit (measured: 0.2-0.4 ms against 0.2 ms), so the
+shared buckets are not asked per message. Each process borrows tokens from the shared bucket in a
+lease, about what it spent in the previous lease, and spends them locally; what a lease leaves
+unspent after `LEASE_S` lapses. A tenant can therefore be held below its rate by at most one lease
+of each replica's own demand, never let above it. A borrow the bucket cannot give whole is tried
+again for just the message(s) at hand, so a tenant close to its limit is judged exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+from pyrate_limiter import (
+    Decision,
+    InMemoryStateStore,
+    Rate,
+    RedisStateStore,
+    StateStore,
+    TokenBucket,
+)
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.logs import get_logger
+
+log = get_logger("ingress.limits")
+
+LEASE_S = 0.1
+REDIS_PAUSE_S = 1.0  # after a failure the shared buckets are not asked again for this long
+WARN_EVERY_S = 10.0
+# Per-second rates may be fractional; the library's rates are integer counts per integer milliseconds.
+_SCALE = 1000
+_ALGORITHM = TokenBucket()
+
+FAIL_OPEN = Counter(
+    "relay_ingress_rate_limit_fail_open_total",
+    "Rate-limit checks let through unchecked because Redis could not be asked.",
+)
+ADMITTED = Decision()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bucket:
+    """A tenant's rate: `per_second` messages a second on average, up to `burst` at once."""
+
+    per_second: float
+    burst: int
+
+    @property
+    def rates(self) -> list[Rate]:
+        return [Rate(max(1, round(self.per_second * _SCALE)), 1000 * _SCALE, self.burst)]
+
+    def key(self, tenant: str) -> str:
+        # A changed limit starts a fresh bucket rather than reading the old one's state with new rates.
+        return f"{tenant}:{self.per_second:g}:{self.burst}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    decision: Decision
+    remaining: int  # tokens left after this check (the local view with several replicas)
+    full_in_s: float  # seconds until the bucket is full again
+
+
+def _verdict(bucket: Bucket, decision: Decision, owed: int) -> Verdict:
+    owed = max(0, min(owed, bucket.burst))
+    return Verdict(decision=decision, remaining=bucket.burst - owed, full_in_s=owed / bucket.per_second)
+
+
+class LocalBuckets:
+    """One process's buckets: right when one ingress process takes a tenant's traffic."""
+
+    def __init__(self) -> None:
+        self._stores: dict[str, InMemoryStateStore] = {}
+
+    def take(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
+        key = bucket.key(tenant)
+        store = self._stores.get(key)
+        if store is None:
+            store = self._stores[key] = InMemoryStateStore()
+        rates = bucket.rates
+        now_ms = time.monotonic_ns() // 1_000_000
+        decision: Decision = store.check(_ALGORITHM, rates, now_ms, weight)  # type: ignore[no-untyped-call]
+        return _verdict(bucket, decision, _owed(store, rates, now_ms))
+
+    def peek(self, tenant: str, bucket: Bucket) -> Verdict:
+        store = self._stores.get(bucket.key(tenant))
+        if store is None:
+            return _verdict(bucket, ADMITTED, 0)
+        return _verdict(bucket, ADMITTED, _owed(store, bucket.rates, time.monotonic_ns() // 1_000_000))
+
+
+def _owed(store: InMemoryStateStore, rates: list[Rate], now_ms: int) -> int:
+    return _ALGORITHM.consumed(rates, store.read(_ALGORITHM, rates), now_ms)  # type: ignore[no-untyped-call]
+
+
+@dataclass(slots=True)
+class _Lease:
+    store: StateStore
+    allowance: int = 0
+    expires_at: float = 0.0
+    spent: int = 0  # since the last borrow: what the next borrow asks for
+    shared_owed: int = 0  # the shared bucket's debt at the last borrow
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SharedBuckets:
+    """Buckets in Redis that every ingress replica of the relay draws on (see the module's note)."""
+
+    def __init__(self, *, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._leases: dict[str, _Lease] = {}
+        self._paused_until = 0.0
+        self._warned_at = -math.inf
+
+    async def take(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
+        lease = self._lease(tenant, bucket)
+        now = time.monotonic()
+        if now < lease.expires_at and lease.allowance >= weight:
+            lease.allowance -= weight
+            lease.spent += weight
+            return self._local(bucket, lease, ADMITTED)
+        if now < self._paused_until:
+            return self._fail_open(bucket)
+        async with lease.lock:
+            now = time.monotonic()
+            if now < lease.expires_at and lease.allowance >= weight:  # another borrow just came back
+                lease.allowance -= weight
+                lease.spent += weight
+                return self._local(bucket, lease, ADMITTED)
+            try:
+                return await self._borrow(bucket, lease, weight, now)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._paused_until = time.monotonic() + REDIS_PAUSE_S
+                if now - self._warned_at >= WARN_EVERY_S:
+                    self._warned_at = now
+                    log.warning("rate limits fail open: Redis cannot be asked", error=repr(exc))
+                return self._fail_open(bucket)
+
+    def peek(self, tenant: str, bucket: Bucket) -> Verdict:
+        lease = self._leases.get(bucket.key(tenant))
+        return _verdict(bucket, ADMITTED, 0) if lease is None else self._local(bucket, lease, ADMITTED)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _lease(self, tenant: str, bucket: Bucket) -> _Lease:
+        key = bucket.key(tenant)
+        lease = self._leases.get(key)
+        if lease is None:
+            # Redis's own clock is not asked: the library passes this process's wall clock, so
+            # replicas' clocks should agree to within a token's time (NTP does).
+            store = RedisStateStore(self._redis, f"{self._prefix}:ratelimit:{key}")
+            lease = self._leases[key] = _Lease(store=store)
+        return lease
+
+    async def _borrow(self, bucket: Bucket, lease: _Lease, weight: int, now: float) -> Verdict:
+        unspent = lease.allowance if now < lease.expires_at else 0
+        need = weight - unspent
+        # Ask for what the last lease's time spent, when it was recent; at least what is needed now.
+        recent = lease.spent if now < lease.expires_at + LEASE_S else 0
+        want = max(need, min(recent, bucket.burst - unspent))
+        decision = await self._check(bucket, lease, want)
+        if not decision.allowed and want > need:
+            want = need
+            decision = await self._check(bucket, lease, want)
+        if not decision.allowed:
+            return self._local(bucket, lease, decision)
+        lease.allowance = unspent + want - weight
+        lease.expires_at = now + LEASE_S
+        lease.spent = weight
+        rates = bucket.rates
+        state = await lease.store.read(_ALGORITHM, rates)  # type: ignore[misc]
+        lease.shared_owed = _ALGORITHM.consumed(rates, state, time.time_ns() // 1_000_000)
+        return self._local(bucket, lease, ADMITTED)
+
+    async def _check(self, bucket: Bucket, lease: _Lease, weight: int) -> Decision:
+        now_ms = time.time_ns() // 1_000_000
+        decision: Decision = await lease.store.check(_ALGORITHM, bucket.rates, now_ms, weight)  # type: ignore[misc]
+        return decision
+
+    @staticmethod
+    def _local(bucket: Bucket, lease: _Lease, decision: Decision) -> Verdict:
+        return _verdict(bucket, decision, lease.shared_owed - lease.allowance)
+
+    @staticmethod
+    def _fail_open(bucket: Bucket) -> Verdict:
+        FAIL_OPEN.inc()
+        return _verdict(bucket, ADMITTED, 0)
