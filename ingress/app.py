@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ingress import problems
+from ingress.admin import AdminGate, add_docs
 from ingress.auth import authenticate
 from ingress.fast_path import RelayApp
 from ingress.idempotency import MAX_KEY_CHARS
@@ -60,6 +61,8 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
         version="1",
         description="Accepts SMS over HTTP, makes each durable before answering, delivers through two sites.",
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
         exception_handlers={
             ProblemError: _problem,
             StarletteHTTPException: _http_error,
@@ -70,8 +73,14 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
     app.state.owns_ingress = ingress is None
     app.state.submissions = Submissions(ingress=runtime)
     app.include_router(router)
+    add_docs(app)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
-    return RelayApp(api=app, submissions=app.state.submissions)
+    return RelayApp(
+        api=app,
+        submissions=app.state.submissions,
+        gate=AdminGate(settings),
+        drain_max_bytes=settings.guard.drain_max_bytes,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,10 @@
 
 Lookups are single-flight: when a key's entry expires under load, one query refreshes it and every
 concurrent request waits for that one, instead of all of them queueing for store connections.
+
+Known and unknown keys are cached apart, each bounded and evicting the least recently used: a flood of
+made-up keys churns only the cache of misses (each kept `NEGATIVE_TTL_S`, so a key created a moment
+ago works within a second), never the keys tenants use.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from cachetools import LRUCache
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingress import problems
@@ -48,15 +53,19 @@ async def authenticate(keys: KeyCache, authorization: str | None) -> str:
 class KeyCache:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._entries: dict[str, tuple[str | None, float]] = {}
+        self._known: LRUCache[str, tuple[str, float]] = LRUCache(maxsize=MAX_ENTRIES)
+        self._unknown: LRUCache[str, float] = LRUCache(maxsize=MAX_ENTRIES)
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     async def tenant(self, key: str) -> str | None:
         """The key's tenant; None for an unknown or revoked key; `StoreUnavailable` if unsure."""
         digest = hash_key(key)
-        cached = self._entries.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
+        now = time.monotonic()
+        cached = self._known.get(digest)
+        if cached is not None and cached[1] > now:
             return cached[0]
+        if self._unknown.get(digest, 0.0) > now:
+            return None
         running = self._lookups.get(digest)
         if running is None:
             running = asyncio.ensure_future(self._lookup(key, digest))
@@ -65,7 +74,7 @@ class KeyCache:
         try:
             return await asyncio.shield(running)
         except StoreUnavailable:
-            if cached is not None and cached[0] is not None:
+            if cached is not None:
                 return cached[0]  # the store is away: a key it vouched for recently still counts
             raise
 
@@ -75,7 +84,10 @@ class KeyCache:
                 tenant = await tenant_of(session, key)
         except Exception as exc:
             raise StoreUnavailable(f"cannot check the API key: {exc!r}") from exc
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[digest] = (tenant, time.monotonic() + (POSITIVE_TTL_S if tenant else NEGATIVE_TTL_S))
+        if tenant is None:
+            self._known.pop(digest, None)
+            self._unknown[digest] = time.monotonic() + NEGATIVE_TTL_S
+        else:
+            self._unknown.pop(digest, None)
+            self._known[digest] = (tenant, time.monotonic() + POSITIVE_TTL_S)
         return tenant

@@ -7,14 +7,14 @@ OpenAPI document and for anyone mounting the bare app; both call `ingress.submis
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 
 from ingress import problems
+from ingress.admin import AdminGate
 from ingress.problems import PROBLEM_TYPE
+from ingress.request_body import ClientGone, DrainingApp, RequestBody, answer_after_body
 from ingress.submission import BATCH_PATH, SINGLE_PATH, IncomingSubmit, Submissions
 from shared.logs import get_logger
 
@@ -23,20 +23,23 @@ log = get_logger("ingress.api")
 _PATHS = frozenset({SINGLE_PATH, BATCH_PATH, SINGLE_PATH + "/", BATCH_PATH + "/"})
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
-
-
 class RelayApp:
     """The ASGI application uvicorn serves."""
 
-    def __init__(self, *, api: FastAPI, submissions: Submissions) -> None:
+    def __init__(self, *, api: Any, submissions: Submissions, gate: AdminGate, drain_max_bytes: int) -> None:
         self.api = api
+        self._framework = DrainingApp(api, limit_bytes=drain_max_bytes)
         self._submissions = submissions
+        self._gate = gate
+        self._drain_max_bytes = drain_max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _PATHS:
-            await self.api(scope, receive, send)
+            refusal = self._gate.refusal(scope) if scope["type"] == "http" else None
+            if refusal is not None:
+                await _send(send, 404, refusal, PROBLEM_TYPE, {"Connection": "close"})
+                return
+            await self._framework(scope, receive, send)
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
 
@@ -44,12 +47,13 @@ class RelayApp:
             value = headers.get(name)
             return value.decode("latin-1") if value is not None else None
 
+        body = RequestBody(receive)
         request = IncomingSubmit(
             path=scope["path"].rstrip("/"),
             authorization=header(b"authorization"),
             idempotency_key=header(b"idempotency-key"),
             content_length=header(b"content-length"),
-            body=_body(receive),
+            body=body.__aiter__(),
             content_type=header(b"content-type"),
         )
         try:
@@ -58,27 +62,17 @@ class RelayApp:
             return
         except Exception as exc:  # a bug must still answer as a problem, never hang the client
             log.error("submit failed", error=repr(exc))
-            body = problems.problem_body(
+            failure = problems.problem_body(
                 status=500,
                 kind="internal",
                 title="Internal error",
                 detail="the request failed; nothing was accepted",
             )
-            await _send(send, 500, orjson.dumps(body), PROBLEM_TYPE, {})
+            send = await answer_after_body(send, body, headers, self._drain_max_bytes)
+            await _send(send, 500, orjson.dumps(failure), PROBLEM_TYPE, {})
             return
+        send = await answer_after_body(send, body, headers, self._drain_max_bytes)
         await _send(send, reply.status, reply.body, reply.media_type, reply.headers)
-
-
-async def _body(receive: Any) -> AsyncIterator[bytes]:
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = event.get("body", b"")
-        if chunk:
-            yield chunk
-        if not event.get("more_body", False):
-            return
 
 
 async def _send(send: Any, status: int, body: bytes, media_type: str, headers: dict[str, str]) -> None:

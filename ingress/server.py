@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -20,13 +21,13 @@ from types import FrameType
 import uvicorn
 
 from ingress.app import create_app
+from ingress.connections import GuardedHttp, raise_open_files_limit
 from shared.logs import get_logger
 from shared.settings import Settings
 
 log = get_logger("ingress.server")
 
 RESPAWN_PAUSE_S = 1.0
-KEEP_ALIVE_S = 75
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -61,18 +62,21 @@ def quiet_payload_loggers() -> None:
 
 def serve(settings: Settings) -> None:
     quiet_payload_loggers()
-    sock = bind(settings.ingress.host, settings.ingress.port)
-    host, port = sock.getsockname()[:2]
+    open_files = raise_open_files_limit()
+    sockets = [bind(settings.ingress.host, settings.ingress.port)]
+    host, port = sockets[0].getsockname()[:2]
     url = f"http://{host}:{port}"
+    if settings.guard.admin_port:
+        sockets.append(bind(settings.ingress.host, settings.guard.admin_port))
     processes = settings.ingress.processes
-    log.info("ingress serving", url=url, docs=f"{url}/docs", processes=processes)
+    log.info("ingress serving", url=url, docs=f"{url}/docs", processes=processes, open_files=open_files)
     if processes == 1:
-        _serve_one(settings, sock)
+        _serve_one(settings, sockets)
     else:
-        _supervise(settings, sock, processes)
+        _supervise(settings, sockets, processes)
 
 
-def _serve_one(settings: Settings, sock: socket.socket) -> None:
+def _serve_one(settings: Settings, sockets: list[socket.socket]) -> None:
     # A forked child must not run the supervisor's handlers until uvicorn installs its own.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -80,12 +84,12 @@ def _serve_one(settings: Settings, sock: socket.socket) -> None:
         create_app(settings),
         interface="asgi3",
         loop="auto",
-        http="auto",
+        http=GuardedHttp.configured(settings.guard),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
         # Clients keep connections open between bursts; uvicorn's default of 5 s drops them mid-reuse.
-        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_keep_alive=math.ceil(settings.guard.idle_timeout_s),
         backlog=2048,
         # The relay never reads the client's address, so uvicorn's X-Forwarded-For rewriting (one more
         # ASGI layer on every request) buys nothing.
@@ -93,16 +97,16 @@ def _serve_one(settings: Settings, sock: socket.socket) -> None:
         server_header=False,
     )
     # Server.run (not asyncio.run) so the configured loop is used: uvloop when it is installed.
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=sockets)
 
 
-def _supervise(settings: Settings, sock: socket.socket, processes: int) -> None:
+def _supervise(settings: Settings, sockets: list[socket.socket], processes: int) -> None:
     context = multiprocessing.get_context("fork")
     children: list[ForkProcess] = []
     stopping = False
 
     def start_child() -> ForkProcess:
-        child = context.Process(target=_serve_one, args=(settings, sock), daemon=False)
+        child = context.Process(target=_serve_one, args=(settings, sockets), daemon=False)
         child.start()
         return child
 
@@ -128,4 +132,5 @@ def _supervise(settings: Settings, sock: socket.socket, processes: int) -> None:
         child.join(timeout=10)
         if child.is_alive():
             child.kill()
-    sock.close()
+    for sock in sockets:
+        sock.close()

@@ -8,6 +8,7 @@ from typing import Any
 
 import phonenumbers
 
+from ingress.content_checks import number_kind_problem, number_text_problem, text_problems
 from ingress.segments import count_segments
 from shared.errors import ValidationFailed
 from shared.settings import IngressSettings
@@ -41,7 +42,7 @@ def validate_message(item: Any, settings: IngressSettings, *, field_prefix: str 
     for name in sorted(set(item) - FIELDS):
         errors.append(_error(name, "unknown field", field_prefix))
 
-    to = _number(item.get("to"), settings.default_region, field_prefix, errors)
+    to = _number(item.get("to"), settings, field_prefix, errors)
     sender = _sender(item.get("from"), field_prefix, errors)
     body, segments, encoding = _body(item.get("body"), settings.max_segments, field_prefix, errors)
 
@@ -61,6 +62,7 @@ def validate_message(item: Any, settings: IngressSettings, *, field_prefix: str 
             _error("validity_s", f"must be an integer from 1 to {settings.max_validity_s}", field_prefix)
         )
 
+    errors.extend(text_problems(item, field_prefix, errors))
     if errors:
         raise ValidationFailed(errors)
     assert to is not None and sender is not None and body is not None
@@ -75,17 +77,25 @@ def validate_message(item: Any, settings: IngressSettings, *, field_prefix: str 
     )
 
 
-def _number(value: Any, region: str, prefix: str, errors: list[dict[str, str]]) -> str | None:
+def _number(value: Any, settings: IngressSettings, prefix: str, errors: list[dict[str, str]]) -> str | None:
     if not isinstance(value, str) or not value.strip():
         errors.append(_error("to", "a phone number is required", prefix))
         return None
+    refused = number_text_problem(value)
+    if refused is not None:
+        errors.append(_error("to", refused, prefix))
+        return None
     try:
-        parsed = phonenumbers.parse(value, region)
+        parsed = phonenumbers.parse(value, settings.default_region)
     except phonenumbers.NumberParseException as exc:
         errors.append(_error("to", f"not a phone number: {exc._msg}", prefix))
         return None
     if not phonenumbers.is_valid_number(parsed):
         errors.append(_error("to", "not a valid phone number", prefix))
+        return None
+    refused = number_kind_problem(parsed, settings.blocked_number_types)
+    if refused is not None:
+        errors.append(_error("to", refused, prefix))
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
