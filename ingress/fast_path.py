@@ -34,11 +34,14 @@ class RelayApp:
         self._drain_max_bytes = drain_max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _PATHS:
-            refusal = self._gate.refusal(scope) if scope["type"] == "http" else None
+        if scope["type"] == "http":
+            refusal = self._gate.refusal(scope)
             if refusal is not None:
-                await _send(send, 404, refusal, PROBLEM_TYPE, {"Connection": "close"})
+                unread = RequestBody(receive)
+                send = await answer_after_body(send, unread, dict(scope["headers"]), self._drain_max_bytes)
+                await _send(send, 404, refusal, PROBLEM_TYPE, {})
                 return
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _PATHS:
             await self._framework(scope, receive, send)
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
