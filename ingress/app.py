@@ -23,6 +23,7 @@ from ingress.auth import authenticate
 from ingress.fast_path import RelayApp
 from ingress.idempotency import MAX_KEY_CHARS
 from ingress.problems import ProblemError
+from ingress.public_texts import public_detail
 from ingress.schemas import (
     BatchAccepted,
     BatchRequest,
@@ -234,7 +235,7 @@ def _status_body(view: MessageView) -> dict[str, Any]:
                 "site": a.site,
                 "attempt": a.attempt,
                 "outcome": a.outcome,
-                "detail": a.detail,
+                "detail": public_detail(a.outcome, a.detail),
                 "at": a.at.isoformat(),
                 "latency_ms": a.latency_ms,
                 "possible_duplicate": a.possible_duplicate,

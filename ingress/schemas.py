@@ -52,7 +52,11 @@ class AttemptOut(BaseModel):
     site: str
     attempt: int
     outcome: str
-    detail: str
+    detail: str = Field(
+        ...,
+        description="A fixed text per outcome and kind of failure; operators see the "
+        "platform's own answer in relay dead show and the logs.",
+    )
     at: datetime
     latency_ms: float | None
     possible_duplicate: bool = Field(..., description="Ambiguous attempt: the platform may have it twice.")

@@ -14,7 +14,7 @@ import httpx
 import typer
 from typer.testing import CliRunner, Result
 
-from ops import service_commands, tenants_cli
+from ops import commands, service_commands, tenants_cli
 from ops.context import settings
 from tests.helpers import RELAY, SITES_ENV, free_port, spawned, wait_for_port
 
@@ -47,6 +47,7 @@ def _cli(args: list[str], env: dict[str, str]) -> Result:
     app = typer.Typer()
     app.callback()(lambda: None)
     service_commands.register(app)
+    commands.register(app)
     tenants_cli.register(app)
     try:
         # Logging set up inside CliRunner would write to its captured stream, closed afterwards.

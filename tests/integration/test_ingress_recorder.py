@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ingress.metrics import RECORDER_MALFORMED
+from ingress.public_texts import REFUSED
 from shared.broker import ConfirmedPublisher, connect
 from shared.envelope import encode_dead, encode_events
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
@@ -91,7 +92,8 @@ async def test_attempts_and_final_status_show_in_the_status_api(api, publisher):
         ("a", 2, "unavailable", False),
         ("b", 3, "accepted", False),
     ]
-    assert view["history"][0]["detail"] == "connection refused" and view["history"][0]["latency_ms"] == 2.5
+    # Tenants see a fixed text per kind of failure, not the platform's own answer.
+    assert view["history"][0]["detail"] == REFUSED and view["history"][0]["latency_ms"] == 2.5
     assert (await status_of(api, message_id, api.other_key)) == {"http": 404}
 
 

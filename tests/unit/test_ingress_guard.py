@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from ingress import public_texts
 from ingress.auth import MAX_ENTRIES, KeyCache
 from ingress.rate_buckets import Bucket, LocalBuckets
 from ingress.tenant_guard import policy_of, rate_limit_headers
@@ -113,3 +114,23 @@ def test_ratelimit_fields_follow_the_draft() -> None:
         "RateLimit-Policy": '"messages";q=10;w=5',
         "RateLimit": '"messages";r=6;t=2',
     }
+
+
+@pytest.mark.parametrize(
+    ("outcome", "detail", "text"),
+    [
+        ("accepted", "HTTP 200 id=abc at 10.1.2.3", public_texts.ACCEPTED),
+        ("rejected", "ESME_RINVDSTADR from smsc-7.internal", public_texts.REJECTED),
+        ("expired", "", public_texts.EXPIRED),
+        ("ambiguous", "answer lost: ReadTimeout 10.0.0.5:13013", public_texts.AMBIGUOUS),
+        ("unavailable", "HTTP 401: bad token for user relay", public_texts.AUTHENTICATION),
+        ("unavailable", "403 Authorization failed for sendsms", public_texts.AUTHENTICATION),
+        ("unavailable", "bind refused: ESME_RINVPASWD", public_texts.AUTHENTICATION),
+        ("unavailable", "not sent: connect timed out to 10.0.0.5:13013", public_texts.TIMEOUT),
+        ("unavailable", "not sent: ConnectionRefusedError(111)", public_texts.REFUSED),
+        ("unavailable", "HTTP 503: upstream gw-2.internal:8443 overloaded", public_texts.SERVER_ERROR),
+        ("unavailable", "something new", public_texts.UNAVAILABLE),
+    ],
+)
+def test_tenants_get_a_fixed_text_per_kind_of_failure(outcome: str, detail: str, text: str) -> None:
+    assert public_texts.public_detail(outcome, detail) == text
