@@ -78,27 +78,30 @@ class LocalBuckets:
     """One process's buckets: right when one ingress process takes a tenant's traffic."""
 
     def __init__(self) -> None:
-        self._stores: dict[str, InMemoryStateStore] = {}
+        self._entries: dict[str, tuple[Bucket, list[Rate], InMemoryStateStore]] = {}
 
     def take(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
-        key = bucket.key(tenant)
-        store = self._stores.get(key)
-        if store is None:
-            store = self._stores[key] = InMemoryStateStore()
-        rates = bucket.rates
+        entry = self._entries.get(tenant)
+        if entry is None or entry[0] != bucket:  # new, or its limit changed: a fresh bucket
+            entry = self._entries[tenant] = (bucket, bucket.rates, InMemoryStateStore())
+        _, rates, store = entry
         now_ms = time.monotonic_ns() // 1_000_000
         decision: Decision = store.check(_ALGORITHM, rates, now_ms, weight)  # type: ignore[no-untyped-call]
-        return _verdict(bucket, decision, _owed(store, rates, now_ms))
+        return _verdict(bucket, decision, _owed(bucket, store, rates, now_ms))
 
     def peek(self, tenant: str, bucket: Bucket) -> Verdict:
-        store = self._stores.get(bucket.key(tenant))
-        if store is None:
+        entry = self._entries.get(tenant)
+        if entry is None or entry[0] != bucket:
             return _verdict(bucket, ADMITTED, 0)
-        return _verdict(bucket, ADMITTED, _owed(store, bucket.rates, time.monotonic_ns() // 1_000_000))
+        return _verdict(bucket, ADMITTED, _owed(bucket, entry[2], entry[1], time.monotonic_ns() // 1_000_000))
 
 
-def _owed(store: InMemoryStateStore, rates: list[Rate], now_ms: int) -> int:
-    return _ALGORITHM.consumed(rates, store.read(_ALGORITHM, rates), now_ms)  # type: ignore[no-untyped-call]
+def _owed(bucket: Bucket, store: InMemoryStateStore, rates: list[Rate], now_ms: int) -> int:
+    """Tokens the bucket is short of full: GCRA's theoretical arrival time (µs) ahead of now, in tokens
+    (the library's `consumed`, without its general loop over rates: this is on every submit)."""
+    (tat_us,) = store.read(_ALGORITHM, rates)  # type: ignore[no-untyped-call]
+    ahead_us = int(tat_us) - now_ms * 1000
+    return 0 if ahead_us <= 0 else math.ceil(ahead_us * bucket.per_second / 1_000_000)
 
 
 @dataclass(slots=True)
@@ -106,8 +109,11 @@ class _Lease:
     store: StateStore
     allowance: int = 0
     expires_at: float = 0.0
-    spent: int = 0  # since the last borrow: what the next borrow asks for
+    demand: int = 0  # messages asked for since the last borrow, waiting ones too: the next borrow's size
     shared_owed: int = 0  # the shared bucket's debt at the last borrow
+    refused: Decision = ADMITTED  # the shared bucket's last refusal, answered locally until it lapses
+    refused_until: float = 0.0
+    refused_weight: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -123,18 +129,23 @@ class SharedBuckets:
 
     async def take(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
         lease = self._lease(tenant, bucket)
+        lease.demand += weight
         now = time.monotonic()
         if now < lease.expires_at and lease.allowance >= weight:
             lease.allowance -= weight
-            lease.spent += weight
             return self._local(bucket, lease, ADMITTED)
+        if now < lease.refused_until and weight >= lease.refused_weight:
+            # No replica can make tokens come sooner: a tenant over its rate costs no round trips.
+            wait_ms = math.ceil((lease.refused_until - now) * 1000)
+            return self._local(
+                bucket, lease, Decision(failing_rate=lease.refused.failing_rate, retry_after_ms=wait_ms)
+            )
         if now < self._paused_until:
             return self._fail_open(bucket)
         async with lease.lock:
             now = time.monotonic()
             if now < lease.expires_at and lease.allowance >= weight:  # another borrow just came back
                 lease.allowance -= weight
-                lease.spent += weight
                 return self._local(bucket, lease, ADMITTED)
             try:
                 return await self._borrow(bucket, lease, weight, now)
@@ -165,18 +176,22 @@ class SharedBuckets:
     async def _borrow(self, bucket: Bucket, lease: _Lease, weight: int, now: float) -> Verdict:
         unspent = lease.allowance if now < lease.expires_at else 0
         need = weight - unspent
-        # Ask for what the last lease's time spent, when it was recent; at least what is needed now.
-        recent = lease.spent if now < lease.expires_at + LEASE_S else 0
+        # Ask for what was asked since the last borrow, when that was recent; at least what is needed now.
+        asked = lease.demand
+        recent = asked if now < lease.expires_at + LEASE_S else 0
         want = max(need, min(recent, bucket.burst - unspent))
         decision = await self._check(bucket, lease, want)
         if not decision.allowed and want > need:
             want = need
             decision = await self._check(bucket, lease, want)
         if not decision.allowed:
+            if decision.retry_after_ms is not None:
+                lease.refused, lease.refused_weight = decision, need
+                lease.refused_until = now + decision.retry_after_ms / 1000
             return self._local(bucket, lease, decision)
         lease.allowance = unspent + want - weight
         lease.expires_at = now + LEASE_S
-        lease.spent = weight
+        lease.demand -= asked  # what came while this borrow was out is the next one's
         rates = bucket.rates
         state = await lease.store.read(_ALGORITHM, rates)  # type: ignore[misc]
         lease.shared_owed = _ALGORITHM.consumed(rates, state, time.time_ns() // 1_000_000)

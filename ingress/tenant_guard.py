@@ -61,10 +61,7 @@ class Policy:
     burst: int
     max_open: int
     max_queued: int
-
-    @property
-    def bucket(self) -> Bucket | None:
-        return Bucket(per_second=self.per_second, burst=self.burst) if self.per_second > 0 else None
+    bucket: Bucket | None  # made once: a submit compares it, never builds one
 
 
 def policy_of(limits: Limits | None, defaults: GuardSettings) -> Policy:
@@ -74,9 +71,11 @@ def policy_of(limits: Limits | None, defaults: GuardSettings) -> Policy:
         per_second, burst = limits.per_second, 0
     if limits is not None and limits.burst is not None:
         burst = limits.burst
+    burst = burst or max(1, math.ceil(per_second))
     return Policy(
         per_second=per_second,
-        burst=burst or max(1, math.ceil(per_second)),
+        burst=burst,
+        bucket=Bucket(per_second=per_second, burst=burst) if per_second > 0 else None,
         max_open=_pick(limits.max_open if limits else None, defaults.default_max_open),
         max_queued=_pick(limits.max_queued if limits else None, defaults.default_max_queued),
     )

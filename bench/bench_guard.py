@@ -1,0 +1,171 @@
+"""What a tenant's rate limit costs a single submit: throughput with and without a limit, in one run.
+
+One ingress process serves two tenants over 64 keep-alive connections each: "free" has no rate limit,
+"limited" has one far above what the machine can send (so nothing is refused and only the check's cost
+shows). Rounds alternate which tenant goes first and the cost is the median over the rounds of each
+round's `1 - limited/free` (throughput) and of the server CPU per message, so figures measured seconds
+apart are compared. The same is done again with the buckets shared through Redis
+(`guard.redis_url`), when Redis answers on 127.0.0.1:6379. Target: under 5% of single-submit
+throughput. Run: `python -m bench.bench_guard [--quick] [--rounds N]`; results in
+bench/results/guard.json. Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+import uvloop
+from redis import Redis
+from redis.exceptions import RedisError
+
+from bench.bench_submit import BROKER_URL, CLIENTS, SITE_URLS, closed_loop, ingress_process, message, summary
+from bench.bench_submit import wait_ready as wait_ready_http
+from bench.raw_http import RawPool
+from ops.harness.cleanup import delete_broker_names
+from ops.harness.processes import free_port
+from shared.settings import Settings, StoreSettings
+from shared.store.api_keys import create_key
+from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.migrate import upgrade
+from shared.store.tenant_limits import set_limits
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+RESULTS = Path(__file__).parent / "results" / "guard.json"
+TARGET_COST = 0.05
+UNREACHABLE_RATE = 1_000_000  # messages/s and burst: never refused here, so only the check costs
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def tenants(store: StoreSettings) -> dict[str, str]:
+    """A migrated scratch store with the two tenants; their keys."""
+    await asyncio.to_thread(upgrade, store)
+    engine = make_engine(store)
+    try:
+        sessions = make_sessionmaker(engine)
+        keys = {name: (await create_key(sessions, tenant=name))[0] for name in ("free", "limited")}
+        async with sessions.begin() as session:
+            await set_limits(session, tenant="limited", per_second=UNREACHABLE_RATE, burst=UNREACHABLE_RATE)
+    finally:
+        await engine.dispose()
+    return keys
+
+
+async def measure(pool: RawPool, count: int, server: psutil.Process) -> dict[str, Any]:
+    async def single(n: int) -> int:
+        status, body = await pool.post("/v1/messages", orjson.dumps(message(n)))
+        if status != 202:
+            raise RuntimeError(f"answer {status}: {body[:200]!r}")
+        return 1
+
+    before = server.cpu_times()
+    elapsed, latencies, accepted = await closed_loop(count, CLIENTS, single)
+    after = server.cpu_times()
+    cpu_ms = (after.user + after.system - before.user - before.system) * 1000
+    return {**summary(accepted, elapsed, latencies), "server_cpu_ms_per_message": round(cpu_ms / accepted, 4)}
+
+
+async def one_mode(redis_url: str | None, count: int, rounds: int) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-guard-"))
+    settings = Settings(
+        broker={"url": BROKER_URL, "prefix": prefix},
+        sites={site: {"url": url} for site, url in SITE_URLS.items()},
+    )
+    port = free_port()
+    try:
+        keys = await tenants(StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'relay.db'}"))
+        extra = {"RELAY_GUARD__REDIS_URL": redis_url} if redis_url else {}
+        with environment(**extra), ingress_process(workdir, prefix=prefix, port=port, processes=1) as proc:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
+                await wait_ready_http(probe)
+            server = psutil.Process(proc.pid)
+            async with (
+                RawPool(port=port, key=keys["free"], size=CLIENTS) as free,
+                RawPool(port=port, key=keys["limited"], size=CLIENTS) as limited,
+            ):
+                pools = {"free": free, "limited": limited}
+                for pool in pools.values():
+                    await measure(pool, 400, server)  # warm-up: connections, key cache, buckets
+                done = []
+                for n in range(rounds):
+                    order = ["free", "limited"] if n % 2 == 0 else ["limited", "free"]
+                    done.append({name: await measure(pools[name], count, server) for name in order})
+    finally:
+        await delete_broker_names(BROKER_URL, settings)
+        shutil.rmtree(workdir, ignore_errors=True)
+    cost = [1 - r["limited"]["per_s"] / r["free"]["per_s"] for r in done]
+    cpu_cost = [
+        r["limited"]["server_cpu_ms_per_message"] / r["free"]["server_cpu_ms_per_message"] - 1 for r in done
+    ]
+    return {
+        "rounds": done,
+        "throughput_cost": round(statistics.median(cost), 4),
+        "server_cpu_cost": round(statistics.median(cpu_cost), 4),
+        "target_met": statistics.median(cost) < TARGET_COST,
+    }
+
+
+def redis_answers() -> bool:
+    try:
+        return bool(Redis.from_url(REDIS_URL, socket_timeout=1).ping())
+    except RedisError:
+        return False
+
+
+async def main_async(quick: bool, rounds: int) -> dict[str, Any]:
+    count = 2_000 if quick else 8_000
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count()},
+        "single_submits_per_round_and_tenant": count,
+        "clients": CLIENTS,
+        "cost_is": "median over the rounds of 1 - limited/free (throughput) and limited/free - 1 (server "
+        "CPU per message)",
+        "local": await one_mode(None, count, rounds),
+    }
+    if redis_answers():
+        report["redis"] = await one_mode(REDIS_URL, count, rounds)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the counts, one round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode")
+    args = parser.parse_args()
+    report = uvloop.run(main_async(args.quick, 1 if args.quick else args.rounds))
+    text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+    if not args.quick:
+        RESULTS.write_text(text + "\n")
+    print(text)
+    print("rate-limit cost (numbers are noisy when other work shares the CPU)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
