@@ -3,8 +3,8 @@ shared by every ingress replica through Redis.
 
 A Redis round trip costs more CPU than a whole submit (measured: 0.2-0.4 ms against 0.2 ms), so the
 shared buckets are not asked per message. Each process borrows tokens from the shared bucket in a
-lease, about what it spent in the previous lease, and spends them locally; what a lease leaves
-unspent after `LEASE_S` lapses. A tenant can therefore be held below its rate by at most one lease
+lease, what its tenant asked of it in the last `LEASE_S`, and spends them locally; what a lease
+leaves unspent after `LEASE_S` lapses. A tenant can therefore be held below its rate by at most one lease
 of each replica's own demand, never let above it. A borrow the bucket cannot give whole is tried
 again for just the message(s) at hand, so a tenant close to its limit is judged exactly.
 """
@@ -109,7 +109,11 @@ class _Lease:
     store: StateStore
     allowance: int = 0
     expires_at: float = 0.0
-    demand: int = 0  # messages asked for since the last borrow, waiting ones too: the next borrow's size
+    # Messages asked for (refused and waiting ones too) since `window_start`; every LEASE_S they give
+    # `estimate`, what one lease's time asks for: the size of the next borrow.
+    demand: int = 0
+    window_start: float = field(default_factory=time.monotonic)
+    estimate: int = 0
     shared_owed: int = 0  # the shared bucket's debt at the last borrow
     refused: Decision = ADMITTED  # the shared bucket's last refusal, answered locally until it lapses
     refused_until: float = 0.0
@@ -176,10 +180,12 @@ class SharedBuckets:
     async def _borrow(self, bucket: Bucket, lease: _Lease, weight: int, now: float) -> Verdict:
         unspent = lease.allowance if now < lease.expires_at else 0
         need = weight - unspent
-        # Ask for what was asked since the last borrow, when that was recent; at least what is needed now.
-        asked = lease.demand
-        recent = asked if now < lease.expires_at + LEASE_S else 0
-        want = max(need, min(recent, bucket.burst - unspent))
+        # What the last LEASE_S asked for, and at least what is needed now.
+        elapsed = now - lease.window_start
+        if elapsed >= LEASE_S:
+            lease.estimate = math.ceil(lease.demand * LEASE_S / elapsed)
+            lease.demand, lease.window_start = 0, now
+        want = max(need, min(lease.estimate, bucket.burst - unspent))
         decision = await self._check(bucket, lease, want)
         if not decision.allowed and want > need:
             want = need
@@ -191,7 +197,6 @@ class SharedBuckets:
             return self._local(bucket, lease, decision)
         lease.allowance = unspent + want - weight
         lease.expires_at = now + LEASE_S
-        lease.demand -= asked  # what came while this borrow was out is the next one's
         rates = bucket.rates
         state = await lease.store.read(_ALGORITHM, rates)  # type: ignore[misc]
         lease.shared_owed = _ALGORITHM.consumed(rates, state, time.time_ns() // 1_000_000)
