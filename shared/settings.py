@@ -22,6 +22,7 @@ from pydantic_settings import (
 from shared.errors import ConfigError
 
 CONFIG_ENV = "RELAY_CONFIG"
+DEFAULT_DELIVERY_LIMIT = 50
 
 _config_path: Path | None = None
 
@@ -61,6 +62,13 @@ class BrokerSettings(_Section):
         "before it spools instead.",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
+    delivery_limit: int = Field(
+        DEFAULT_DELIVERY_LIMIT,
+        ge=1,
+        description="Redeliveries of one message from a quorum queue (after a nack or a lost consumer) "
+        'before the broker moves it to "<prefix>.parked", where the recorder makes it a dead letter (a job) '
+        "or folds it (a report). Changing it means recreating the queues.",
+    )
 
 
 class StoreSettings(_Section):

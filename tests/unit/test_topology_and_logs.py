@@ -5,7 +5,7 @@ import json
 import structlog
 
 from shared.logs import configure_logging, mask_number
-from shared.topology import Topology
+from shared.topology import Topology, broker_major
 
 
 def test_names_start_with_prefix_and_delay_queues_lead_back_to_their_site() -> None:
@@ -18,6 +18,25 @@ def test_names_start_with_prefix_and_delay_queues_lead_back_to_their_site() -> N
     assert delay.arguments["x-dead-letter-exchange"] == "relay.jobs"
     assert delay.arguments["x-dead-letter-routing-key"] == "b"
     assert delay.arguments["x-queue-type"] == "quorum"
+
+
+def test_every_quorum_queue_names_its_delivery_limit_and_where_its_dead_letters_go() -> None:
+    topology = Topology(prefix="relay", sites=("a", "b"), retry_delays_s=(1, 5), delivery_limit=7)
+    for major in (3, 4):
+        specs = {spec.name: spec.arguments for spec in topology.queues(broker_major=major)}
+        assert all(args["x-queue-type"] == "quorum" for args in specs.values())
+        parked = specs.pop("relay.parked")
+        for name, args in specs.items():
+            assert args["x-delivery-limit"] == 7, name
+            assert args["x-dead-letter-strategy"] == "at-least-once", name
+            assert args["x-overflow"] == "reject-publish", name
+            expected = "relay.jobs" if ".delay." in name else "relay.parked"
+            assert args["x-dead-letter-exchange"] == expected, name
+        # The last stop has no limit: 3.x has none unless one is set (and would read -1 as none at
+        # all), 4.x reads -1 as none.
+        assert "x-dead-letter-exchange" not in parked
+        assert parked.get("x-delivery-limit") == (-1 if major == 4 else None)
+    assert broker_major("3.10.8") == 3 and broker_major("4.1.0") == 4 and broker_major("") == 3
 
 
 def test_retry_tiers_grow_then_stay_at_the_last() -> None:
