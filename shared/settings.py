@@ -98,6 +98,13 @@ class IngressSettings(_Section):
     default_validity_s: int = Field(86_400, ge=1, description="Validity of a message that names none.")
     max_validity_s: int = Field(7 * 86_400, ge=1, description="Longest validity a client may ask for.")
     idempotency_ttl_s: int = Field(86_400, ge=1, description="How long an Idempotency-Key is remembered.")
+    idempotency_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request holds its Idempotency-Key before a repeat of it may take over "
+        "(its process died before answering); the repeat publishes under the same message ids. "
+        "Keep it longer than a submit can take.",
+    )
     default_region: str = Field("NL", description="Region for numbers given without a country code.")
     recorder: bool = Field(True, description="Fold worker events and dead letters into the store.")
     store_wait_s: float = Field(
