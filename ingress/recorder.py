@@ -3,7 +3,7 @@
 It consumes <prefix>.events and <prefix>.dead, gathers deliveries into batches, folds each batch in one
 transaction and acks the batch only after the commit. A report it cannot read is logged, counted and
 acked (a poison message must not stop the recorder); when the store is away, the batch is held unacked
-and tried again, so its delivery count does not grow (the broker parks a message delivered
+and tried again, so its delivery count does not grow (the broker parks a message redelivered
 `broker.delivery_limit` times). It also consumes <prefix>.parked (`ingress.parked`).
 """
 

@@ -3,8 +3,8 @@
 Masking goes by field name, at any depth of the event (dicts, lists, dataclasses): a number's fields keep
 its first four and last two characters, a text's fields show only its length. Ids and every other field
 are left alone: a message id is 32 hex digits and often holds a long run of digits. Free text that can
-quote a number (the event, errors, exception tracebacks, a platform's answer) has what looks like a phone
-number masked, and the parameters SQLAlchemy quotes in its errors hidden.
+quote a number (the event, errors, exception tracebacks, a platform's `detail`) has what looks like a
+phone number masked, and the parameters SQLAlchemy quotes in its errors hidden.
 """
 
 from __future__ import annotations

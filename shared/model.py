@@ -39,7 +39,7 @@ class DeadReason(StrEnum):
     EXPIRED = "expired"
     ATTEMPTS_EXHAUSTED = "attempts-exhausted"
     MALFORMED = "malformed"
-    # The broker delivered it `broker.delivery_limit` times without an outcome and parked it.
+    # The broker redelivered it `broker.delivery_limit` times without an outcome and parked it.
     REDELIVERY_LIMIT = "redelivery-limit"
 
 
