@@ -34,7 +34,7 @@ from shared.broker import Fate, Verdict
 from shared.envelope import encode_job
 from shared.errors import StoreUnavailable
 from shared.logs import get_logger
-from shared.model import Job, new_message_ids
+from shared.model import Job
 from shared.settings import Settings
 from shared.store.engine import make_engine, make_sessionmaker, make_sync_sqlite_engine
 from shared.store.idempotency import purge_expired
@@ -72,7 +72,11 @@ class Ingress:
             settings=settings.routing, sites=list(settings.sites), segment_limits=settings.segment_limits
         )
         self.keys = KeyCache(sessions=self.sessions)
-        self.idempotency = IdempotencyGuard(sessions=self.sessions, ttl_s=settings.ingress.idempotency_ttl_s)
+        self.idempotency = IdempotencyGuard(
+            sessions=self.sessions,
+            ttl_s=settings.ingress.idempotency_ttl_s,
+            lease_s=settings.ingress.idempotency_lease_s,
+        )
         self.store_writer = StoreWriter(
             sessions=self.sessions,
             batch_max=settings.store.batch_max,
@@ -135,11 +139,14 @@ class Ingress:
     def spool_backlog(self) -> int:
         return self.spool.backlog if self.spool is not None else 0
 
-    async def accept(self, tenant: str, messages: list[ValidMessage]) -> list[Accepted]:
-        """Make `messages` durable and record them; the answer of a submit follows from the result."""
+    async def accept(
+        self, tenant: str, messages: list[ValidMessage], *, message_ids: list[str]
+    ) -> list[Accepted]:
+        """Make `messages` durable under `message_ids` and record them; the answer of a submit follows
+        from the result."""
         now = time.time()
         jobs: list[tuple[Job, str]] = []
-        for m, message_id in zip(messages, new_message_ids(len(messages)), strict=True):
+        for m, message_id in zip(messages, message_ids, strict=True):
             job = Job(
                 id=message_id,
                 tenant=tenant,

@@ -39,6 +39,8 @@ class DeadReason(StrEnum):
     EXPIRED = "expired"
     ATTEMPTS_EXHAUSTED = "attempts-exhausted"
     MALFORMED = "malformed"
+    # The broker redelivered it `broker.delivery_limit` times without an outcome and parked it.
+    REDELIVERY_LIMIT = "redelivery-limit"
 
 
 class _RandomIds:
