@@ -10,13 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import aio_pika
+import httpx
 import orjson
 import pytest
 
 from shared.model import DeadReason, Job, Status
 from shared.topology import jobs_exchange
 from tests.integration.failover_harness import (
-    SITES,
     Relay,
     make_job,
     publisher,
@@ -33,6 +33,10 @@ CONCURRENCY = 2
 SLOW_MS = 400
 
 
+def _set_fault(admin_url: str, mode: str, **options: int) -> None:
+    httpx.post(f"{admin_url}/faults", json={"mode": mode, **options}, timeout=5).raise_for_status()
+
+
 @pytest.fixture
 async def site_a(tmp_path: Path, broker_url: str) -> AsyncIterator[Relay]:
     """One worker of site a, sending two jobs at a time, one per request."""
@@ -47,7 +51,7 @@ async def test_a_worker_killed_mid_bundle_leaves_every_extra_copy_marked(site_a:
     sim = r.sims["a"]
     # Slow answers: the worker holds the bundle (one message, acked only when all its jobs are settled)
     # long enough to deliver some, have others in flight at the platform, and not yet send the rest.
-    sim.fault("slow", latency_ms=SLOW_MS)
+    _set_fault(sim.admin_url, "slow", latency_ms=SLOW_MS)
     async with publisher(r) as jobs:
         bundle = [make_job() for _ in range(BUNDLE_JOBS)]
         await jobs.publish_bundle(bundle, site="a")
@@ -61,9 +65,9 @@ async def test_a_worker_killed_mid_bundle_leaves_every_extra_copy_marked(site_a:
         delivered_before = {rec.message_id for rec in await jobs.events() if rec.status is Status.DELIVERED}
         assert delivered_before, "some jobs must have been delivered before the kill"
 
-        sim.fault("none")
+        _set_fault(sim.admin_url, "none")
         r.start_worker("a")  # the broker redelivers the whole bundle to it
-        await wait_for_consumers(jobs, dict.fromkeys(SITES, 1))
+        await wait_for_consumers(jobs, dict.fromkeys(r.sims, 1))
         assert await jobs.wait_all_final(timeout_s=30), r.logs()
         records = await jobs.events()
         finals = await jobs.final_statuses()
