@@ -48,7 +48,9 @@ def request_hash(path: str, payload: Any) -> str:
 
 # Makes the answer to a request, publishing its messages under the ids given (one per message of the
 # request, in order).
-Produce = Callable[[list[str]], Awaitable[Answer]]
+# Makes the answer of a request under the given message ids; the flag says they were claimed by an earlier
+# request that may have published them already, so what goes out now is marked a possible duplicate.
+Produce = Callable[[list[str], bool], Awaitable[Answer]]
 
 
 class IdempotencyGuard:
@@ -107,7 +109,7 @@ class IdempotencyGuard:
                 message_ids=claim.message_ids,
             )
         try:
-            answer = await produce(claim.message_ids)
+            answer = await produce(claim.message_ids, claim.resumed)
         except BaseException:
             # Some of its messages may be out: a repeat goes on under the same ids at once.
             await self._in_store(repo.end_lease, tenant=tenant, key=key, lease_s=self._lease_s)

@@ -140,10 +140,11 @@ class Ingress:
         return self.spool.backlog if self.spool is not None else 0
 
     async def accept(
-        self, tenant: str, messages: list[ValidMessage], *, message_ids: list[str]
+        self, tenant: str, messages: list[ValidMessage], *, message_ids: list[str], resent: bool = False
     ) -> list[Accepted]:
         """Make `messages` durable under `message_ids` and record them; the answer of a submit follows
-        from the result."""
+        from the result. `resent`: the ids may have been published already (a repeat that took over an
+        Idempotency-Key claim after its lease), so they leave marked as possible duplicates."""
         now = time.time()
         jobs: list[tuple[Job, str]] = []
         for m, message_id in zip(messages, message_ids, strict=True):
@@ -162,7 +163,7 @@ class Ingress:
             jobs.append((job, self.router.next_site(m.segments)))
         stored = self.store_writer.add([row_for_job(j, site=s) for j, s in jobs])
         try:
-            places = await self._make_durable(jobs)
+            places = await self._make_durable(jobs, resent=resent)
         except BaseException:
             stored.cancel()
             raise
@@ -202,11 +203,15 @@ class Ingress:
         # table was the costliest part of encoding a publish.
         return await self.link.publish_job(body=body, site=site, message_id=message_id, headers={})
 
-    async def _make_durable(self, jobs: list[tuple[Job, str]]) -> list[str]:
+    async def _make_durable(self, jobs: list[tuple[Job, str]], *, resent: bool) -> list[str]:
         places = [QUEUED] * len(jobs)
         spooled = _ToSpool()
+        if resent:
+            # A bundle carries no per-job mark; the spool's forwarder sends each job marked.
+            for i, (job, site) in enumerate(jobs):
+                spooled.add(i, job, site, maybe_sent=True)
         # While the spool has a backlog new messages queue behind it, so they leave in order of arrival.
-        if self.link.available and self.spool_backlog == 0:
+        elif self.link.available and self.spool_backlog == 0:
             started = time.perf_counter()
             verdicts = [self.bundler.add(job, site) for job, site in jobs]
             # Bounds the wait for a free publish slot too, not only the broker's confirm.

@@ -104,7 +104,7 @@ class Submissions:
     ) -> Answer:
         key = request.idempotency_key
         if key is None:
-            return await produce(new_message_ids(count))
+            return await produce(new_message_ids(count), False)
         if not key or len(key) > MAX_KEY_CHARS:
             raise problems.malformed(f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")
         try:
@@ -121,9 +121,12 @@ class Submissions:
         except StoreUnavailable as exc:
             raise problems.unavailable("cannot check the Idempotency-Key right now") from exc
 
-    async def _accept(self, tenant: str, messages: list[ValidMessage], message_ids: list[str]) -> list[str]:
+    async def _accept(
+        self, tenant: str, messages: list[ValidMessage], message_ids: list[str], resent: bool
+    ) -> list[str]:
         try:
-            return [a.id for a in await self._ingress.accept(tenant, messages, message_ids=message_ids)]
+            accepted = await self._ingress.accept(tenant, messages, message_ids=message_ids, resent=resent)
+            return [a.id for a in accepted]
         except Exception as exc:
             log.error("could not make messages durable", error=repr(exc), count=len(messages))
             raise problems.unavailable(
@@ -131,13 +134,13 @@ class Submissions:
             ) from exc
 
     def _single(self, tenant: str, payload: Any) -> Produce:
-        async def produce(message_ids: list[str]) -> Answer:
+        async def produce(message_ids: list[str], resent: bool) -> Answer:
             try:
                 message = validate_message(payload, self._limits)
             except ValidationFailed as exc:
                 SUBMITS.labels("invalid").inc()
                 return Answer(status_code=422, body=problems.invalid(exc.errors).body)
-            (message_id,) = await self._accept(tenant, [message], message_ids)
+            (message_id,) = await self._accept(tenant, [message], message_ids, resent)
             return Answer(status_code=202, body={"id": message_id, "status": "accepted"})
 
         return produce
@@ -159,7 +162,7 @@ class Submissions:
             )
 
         # One id per item, by index: a repeat of the batch gives each item the id it had.
-        async def produce(message_ids: list[str]) -> Answer:
+        async def produce(message_ids: list[str], resent: bool) -> Answer:
             valid: list[tuple[int, ValidMessage]] = []
             results: list[dict[str, Any]] = []
             all_errors: list[dict[str, str]] = []
@@ -177,7 +180,9 @@ class Submissions:
                     status_code=422,
                     body=problems.invalid(all_errors, "no message of the batch is acceptable").body,
                 )
-            ids = await self._accept(tenant, [m for _, m in valid], [message_ids[i] for i, _ in valid])
+            ids = await self._accept(
+                tenant, [m for _, m in valid], [message_ids[i] for i, _ in valid], resent
+            )
             results += [
                 {"index": index, "status": "accepted", "id": message_id}
                 for (index, _), message_id in zip(valid, ids, strict=True)

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingress.idempotency import Answer, IdempotencyConflict, IdempotencyGuard, request_hash
+from shared.envelope import H_POSSIBLE_DUPLICATE
 from shared.model import new_message_ids
 from shared.settings import StoreSettings
 from shared.store import idempotency as repo
@@ -87,9 +88,11 @@ class Producer:
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.resent: list[bool] = []
 
-    async def __call__(self, message_ids: list[str]) -> Answer:
+    async def __call__(self, message_ids: list[str], resent: bool) -> Answer:
         self.calls.append(message_ids)
+        self.resent.append(resent)
         await asyncio.sleep(0.05)
         return Answer(status_code=202, body={"id": message_ids[0], "status": "accepted"})
 
@@ -104,6 +107,7 @@ async def test_a_stuck_claim_blocks_repeats_only_for_its_lease_then_they_reuse_i
     await asyncio.sleep(LEASE_S + 0.1)
     answer = await guard(sessions).run(tenant="t", key="k-1", digest=DIGEST, message_count=1, produce=produce)
     assert produce.calls == [first_ids]
+    assert produce.resent == [True]  # the first request may have published them: marked
     assert answer.status_code == 202 and answer.body["id"] == first_ids[0] and not answer.replayed
 
     again = await guard(sessions).run(tenant="t", key="k-1", digest=DIGEST, message_count=1, produce=produce)
@@ -123,7 +127,7 @@ async def test_only_a_repeat_of_the_same_request_takes_a_stuck_claim_over(sessio
 async def test_a_request_that_failed_midway_lets_its_repeat_go_on_at_once_under_the_same_ids(sessions):
     seen: list[list[str]] = []
 
-    async def fails(message_ids: list[str]) -> Answer:
+    async def fails(message_ids: list[str], resent: bool) -> Answer:
         seen.append(message_ids)
         raise RuntimeError("the spool's disk is full")
 
@@ -135,7 +139,7 @@ async def test_a_request_that_failed_midway_lets_its_repeat_go_on_at_once_under_
 
 
 async def test_a_refused_request_frees_its_key_for_a_fixed_one(sessions):
-    async def refused(message_ids: list[str]) -> Answer:
+    async def refused(message_ids: list[str], resent: bool) -> Answer:
         return Answer(status_code=422, body={"title": "invalid"})
 
     await guard(sessions).run(tenant="t", key="k-4", digest=DIGEST, message_count=1, produce=refused)
@@ -208,3 +212,5 @@ async def test_the_api_answers_a_repeat_after_the_lease_with_the_id_the_first_re
         assert response.json()["id"] == first_ids[0]
     queued = await drain(settings.broker.url, site_queue(settings.broker.prefix, "a"), expect=1, timeout_s=5)
     assert [q.job.id for q in queued] == first_ids
+    # The dead process may have published it already: this copy says so, and its worker marks the attempt.
+    assert [q.headers.get(H_POSSIBLE_DUPLICATE) for q in queued] == [True]
