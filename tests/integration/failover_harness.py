@@ -190,7 +190,7 @@ async def running_relay(
     prefix = f"t{uuid.uuid4().hex[:10]}"
     with relay(tmp, broker_url=broker_url, prefix=prefix, **options) as r:
         try:
-            async with JobPublisher(broker_url, prefix, r.config) as jobs:
+            async with JobPublisher(config=r.config) as jobs:
                 for site, count in workers.items():
                     for _ in range(count):
                         r.start_worker(site, metrics_port=free_port() if metrics else 0)
@@ -206,7 +206,7 @@ async def running_relay(
 
 
 def publisher(r: Relay, *, bundled: bool = False) -> JobPublisher:
-    return JobPublisher(r.broker_url, r.prefix, r.config, bundled=bundled)
+    return JobPublisher(config=r.config, bundled=bundled)
 
 
 async def all_consuming(r: Relay, *, timeout_s: float = 20.0) -> None:
