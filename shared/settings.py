@@ -22,6 +22,7 @@ from pydantic_settings import (
 from shared.errors import ConfigError
 
 CONFIG_ENV = "RELAY_CONFIG"
+SITE_NAME_MAX_CHARS = 64  # the width of the store's site columns
 
 _config_path: Path | None = None
 
@@ -194,6 +195,8 @@ class Settings(BaseSettings):
         for name in value:
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"site name {name!r} may hold only letters, digits, '-' and '_'")
+            if len(name) > SITE_NAME_MAX_CHARS:
+                raise ValueError(f"site name {name!r} is longer than {SITE_NAME_MAX_CHARS} characters")
         return value
 
     @model_validator(mode="after")
