@@ -66,6 +66,7 @@ def decode_events(body: bytes) -> list[AttemptRecord]:
                     **item,
                     "outcome": Outcome(item["outcome"]),
                     "status": Status(item["status"]) if item.get("status") else None,
+                    "job": Job(**item["job"]) if item.get("job") else None,
                 }
             )
             for item in items

@@ -498,6 +498,7 @@ class Worker:
             latency_ms=latency_ms,
             worker=self.worker_id,
             status=status,
+            job=held.job,
         )
 
     async def _sink_record(self, record: AttemptRecord) -> None:

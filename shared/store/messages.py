@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.model import Job, Outcome, Status
 from shared.store.models import Attempt, Message
 
+MESSAGES = cast(Table, Message.__table__)
+
 # Columns a submit knows; status, attempts and ambiguous belong to the recorder, which may have
 # written a placeholder row first when a worker reported faster than the submit's commit.
 SUBMIT_COLUMNS = (
@@ -64,7 +66,7 @@ def submitted_upsert(dialect_name: str) -> Any:
     Core on the table, not the ORM's bulk path, which costs more CPU per row than the fsync it shares.
     """
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    stmt = insert(cast(Table, Message.__table__))
+    stmt = insert(MESSAGES)
     return stmt.on_conflict_do_update(
         index_elements=["id"], set_={name: stmt.excluded[name] for name in SUBMIT_COLUMNS}
     )
