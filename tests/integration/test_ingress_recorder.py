@@ -208,8 +208,8 @@ async def test_a_batch_the_store_refuses_is_requeued_and_applied_later(api, publ
 
 
 async def test_a_report_the_store_refuses_is_stored_cut_to_fit_and_the_rest_as_sent(api, publisher):
-    """SQLite refuses an integer beyond 63 bits and a sign: the report carrying one is found among the batch, stored
-    with it cut to fit, and nothing is dropped; a report no worker could have written is."""
+    """SQLite refuses an integer beyond 63 bits and a sign: the report carrying one is found among the
+    batch, stored with it cut to fit, and nothing is dropped; a report no worker could have written is."""
     prefix = api.settings.broker.prefix
     refused_before = RECORDER_REFUSED.labels("events", "fitted")._value.get()
     dead_before = RECORDER_REFUSED.labels("dead", "fitted")._value.get()
