@@ -156,7 +156,7 @@ class Recorder:
         RECORDER_BATCHES.labels("ok").inc()
         RECORDER_RECORDS.labels("attempt").inc(result.attempts_added)
         RECORDER_RECORDS.labels("dead").inc(result.dead_added)
-        POSSIBLE_DUPLICATES.inc(sum(1 for e in events if e.marks_duplicate))
+        POSSIBLE_DUPLICATES.inc(result.possible_duplicates_added)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,7 +42,7 @@ log = get_logger("ingress.store")
 
 MAX_RETRY_ROWS = 100_000
 RETRY_INTERVAL_S = 1.0
-QUEUE_BATCHES = 4  # rows waiting for a commit, in group commits of `batch_max`: a second or so of work
+QUEUE_BATCHES = 4  # the bound on rows waiting for a commit, in group commits of `batch_max`
 
 Row = dict[str, Any]
 
@@ -174,7 +174,7 @@ class StoreWriter:
             log.error(
                 "the store refuses a messages row even cut to fit: not written (the message is durable; "
                 "the recorder writes its row from the job when a worker reports)",
-                id=row.get("id"),
+                id=row["id"],
                 error=repr(again),
             )
             return

@@ -29,13 +29,13 @@ from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Integer, String, Table, bindparam, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
 from shared.store.messages import MESSAGES, SUBMIT_COLUMNS, row_for_job, utc
 from shared.store.models import Attempt, DeadLetter, utcnow
 from shared.store.refusals import fitted
+from shared.store.upsert import dialect_insert
 
 _RANK = {
     Status.ACCEPTED: 0,
@@ -93,6 +93,7 @@ class DeadReport:
 class FoldResult:
     attempts_added: int = 0
     attempts_seen_before: int = 0
+    possible_duplicates_added: int = 0
     dead_added: int = 0
     placeholders: int = 0
 
@@ -129,20 +130,16 @@ class _Change:
             self.rank, self.status = _RANK[status], status.value
 
 
-def _insert(dialect_name: str, table: Table) -> Any:
-    return (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(table)
-
-
 @cache
 def _insert_new_messages(dialect_name: str) -> Any:
     # A submit's row, or another recorder's, may land between this batch's read and its write: that wins.
-    return _insert(dialect_name, MESSAGES).on_conflict_do_nothing(index_elements=["id"])
+    return dialect_insert(dialect_name, MESSAGES).on_conflict_do_nothing(index_elements=["id"])
 
 
 @cache
 def _insert_attempts(dialect_name: str) -> Any:
     return (
-        _insert(dialect_name, ATTEMPTS)
+        dialect_insert(dialect_name, ATTEMPTS)
         .on_conflict_do_nothing(index_elements=list(_REPORT_KEY))
         .returning(
             ATTEMPTS.c.message_id, ATTEMPTS.c.attempt, ATTEMPTS.c.outcome, ATTEMPTS.c.possible_duplicate
@@ -152,7 +149,7 @@ def _insert_attempts(dialect_name: str) -> Any:
 
 @cache
 def _insert_dead_letters(dialect_name: str) -> Any:
-    return _insert(dialect_name, DEAD_LETTERS).on_conflict_do_nothing(index_elements=["message_id"])
+    return dialect_insert(dialect_name, DEAD_LETTERS).on_conflict_do_nothing(index_elements=["message_id"])
 
 
 _STORED_RANK = case({s.value: rank for s, rank in _RANK.items()}, value=MESSAGES.c.status, else_=-1)
@@ -323,6 +320,7 @@ async def _fold_events(
             change.attempts = max(change.attempts, attempt)
         if possible_duplicate or outcome == Outcome.AMBIGUOUS:
             change.ambiguous += 1
+            result.possible_duplicates_added += 1
     result.attempts_added = added
     result.attempts_seen_before = len(events) - added
 
