@@ -23,6 +23,7 @@ from shared.errors import ConfigError
 
 CONFIG_ENV = "RELAY_CONFIG"
 DEFAULT_DELIVERY_LIMIT = 50
+SITE_NAME_MAX_CHARS = 64  # the width of the store's site columns
 
 _config_path: Path | None = None
 
@@ -252,6 +253,8 @@ class Settings(BaseSettings):
         for name in value:
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"site name {name!r} may hold only letters, digits, '-' and '_'")
+            if len(name) > SITE_NAME_MAX_CHARS:
+                raise ValueError(f"site name {name!r} is longer than {SITE_NAME_MAX_CHARS} characters")
         return value
 
     @model_validator(mode="after")
