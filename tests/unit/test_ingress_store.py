@@ -238,7 +238,7 @@ async def test_an_event_carrying_its_job_makes_the_whole_row(sessions):
 async def test_a_row_the_store_refuses_is_written_cut_to_fit_and_the_others_as_they_are(store_url):
     from ingress.metrics import STORE_ROWS_REFUSED
     from ingress.store_writer import StoreWriter
-    from shared.store.sync_engine import make_sync_sqlite_engine
+    from shared.store.engine import make_sync_sqlite_engine
 
     engine = make_engine(StoreSettings(url=store_url))
     writer = StoreWriter(
@@ -267,7 +267,7 @@ async def test_rows_waiting_for_the_store_are_bounded_and_none_is_lost(store_url
 
     from ingress import store_writer
     from ingress.store_writer import StoreWriter
-    from shared.store.sync_engine import make_sync_sqlite_engine
+    from shared.store.engine import make_sync_sqlite_engine
 
     engine = make_engine(StoreSettings(url=store_url))
     writer = StoreWriter(
