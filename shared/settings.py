@@ -88,7 +88,7 @@ class _ConfigFileSource(TomlConfigSettingsSource):
 
     def _read_file(self, file_path: Any) -> dict[str, Any]:
         data = super()._read_file(file_path)
-        return _rebased_paths(data, Path(file_path).absolute().parent)
+        return _rebased_paths(data, Path(file_path).resolve().parent)
 
 
 def _default_store_url() -> str:
@@ -372,7 +372,7 @@ def _config_file() -> Path | None:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     # Absolute: the children `relay up` starts get the same file wherever they run.
-    return path.absolute()
+    return path.resolve()
 
 
 def load_settings(**overrides: Any) -> Settings:
