@@ -103,9 +103,15 @@ def keys_revoke(
 
 
 def ingress_command(
-    host: str | None = typer.Option(None, "--host", help="Listen address (default: ingress.host)."),
-    port: int | None = typer.Option(None, "--port", help="Listen port (default: ingress.port)."),
-    processes: int | None = typer.Option(None, "--processes", help="Processes (default: ingress.processes)."),
+    host: str | None = typer.Option(
+        None, "--host", metavar="ADDRESS", help="Listen address (default: ingress.host)."
+    ),
+    port: int | None = typer.Option(
+        None, "--port", metavar="PORT", help="Listen port (default: ingress.port)."
+    ),
+    processes: int | None = typer.Option(
+        None, "--processes", metavar="N", help="Processes (default: ingress.processes)."
+    ),
 ) -> None:
     """Serve the HTTP API (submit, status, health, metrics) with its spool forwarder and recorder."""
     from ingress.server import serve
@@ -122,10 +128,13 @@ def ingress_command(
 
 
 def worker(
-    site: str = typer.Option(..., "--site", help="The site whose platform this worker delivers to."),
+    site: str = typer.Option(
+        ..., "--site", metavar="SITE", help="The site whose platform this worker delivers to."
+    ),
     concurrency: int | None = typer.Option(
         None,
         "--concurrency",
+        metavar="N",
         min=1,
         max=4096,
         help="Platform requests at once (default: worker.concurrency).",
@@ -133,6 +142,7 @@ def worker(
     metrics_port: int | None = typer.Option(
         None,
         "--metrics-port",
+        metavar="PORT",
         min=0,
         max=65535,
         help="Prometheus port, 0 for none (default: worker.metrics_port).",
