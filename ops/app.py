@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from ops import commands, drill, launcher, service_commands
-from ops.context import settings
+from ops.context import running_deployment_config, settings
 from shared.settings import use_config_file
 
 app = typer.Typer(
@@ -27,15 +27,19 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: Path | None = typer.Option(
         None,
         "--config",
         envvar="RELAY_CONFIG",
         metavar="FILE",
-        help="TOML configuration file.",
+        help="TOML configuration file (default: the one of the relay `make run` runs, if it runs).",
         dir_okay=False,
     ),
 ) -> None:
+    if config is None and ctx.invoked_subcommand != "up":
+        # Not for `relay up` itself: it names its own configuration to what it starts.
+        config = running_deployment_config()
     use_config_file(config)
     settings.cache_clear()
 

@@ -106,7 +106,8 @@ def render() -> str:
     lines = [
         "Every key can be set in the TOML file named by `--config` or `"
         + CONFIG_ENV
-        + "` (as `[section]` tables)",
+        + "` (as `[section]` tables;",
+        "with neither, a command reads the file of the relay `make run` runs, while it runs)",
         "or by an environment variable, which wins. Lists and tables in environment variables are JSON,",
         "e.g. `RELAY_WORKER__RETRY_DELAYS_S='[1,5,30]'`. Sites are a table of tables: `[sites.a]`,",
         "`RELAY_SITES__A__URL=...`. No site is configured by default: name every site you want (`relay up`",

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,11 @@ import typer
 from ops import cli
 from ops.app import app
 from ops.commands import paused, until_stopped
-from ops.context import check_site
+from ops.context import check_site, local_run_dir, settings
+from ops.run_dir import RunFile, remove_run_file, write_run_file
 from shared.errors import ValidationFailed
-from shared.settings import Settings
-from tests.helpers import RELAY
+from shared.settings import DATA_DIR_NAME, Settings, use_config_file
+from tests.helpers import RELAY, SITES
 
 BOX_CHARACTERS = set("│┃─━┏┓┗┛╭╮╰╯")
 
@@ -95,13 +97,47 @@ def test_replay_names_its_ids_once(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_site_options_must_name_a_configured_site() -> None:
-    config = Settings()
+    config = Settings(sites=SITES)  # type: ignore[arg-type]
     check_site(config, "a")
     check_site(config, None)
     check_site(config, "gone", known={"gone"})
     with pytest.raises(ValidationFailed) as caught:
         check_site(config, "zz", option="--to-site")
     assert str(caught.value) == "--to-site: unknown site 'zz'; configured sites: a, b"
+    with pytest.raises(ValidationFailed, match="configured sites: none"):
+        check_site(Settings(), "a")
+
+
+@pytest.fixture
+def no_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No RELAY_ variables and a data directory of this test's own; returns `make run`'s run directory."""
+    for var in list(os.environ):
+        if var.startswith("RELAY_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    yield local_run_dir()
+    use_config_file(None)
+    settings.cache_clear()
+
+
+def test_commands_read_the_configuration_of_the_relay_make_run_runs(
+    no_configuration: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert no_configuration == tmp_path / "data" / DATA_DIR_NAME / "run"
+    config = tmp_path / "generated.toml"
+    config.write_text('[sites.north]\nurl = "http://127.0.0.1:9001/v1.0/message"\n')
+    write_run_file(no_configuration, RunFile(config=config, simulators={}))
+    _, _, err = run(["worker", "--site", "zz"], capsys)
+    assert err == "relay: --site: unknown site 'zz'; configured sites: north\n"
+
+    other = tmp_path / "other.toml"
+    other.write_text('[sites.south]\nurl = "http://127.0.0.1:9002/v1.0/message"\n')
+    _, _, err = run(["--config", str(other), "worker", "--site", "zz"], capsys)
+    assert err.endswith("configured sites: south\n")  # a configuration named wins
+
+    remove_run_file(no_configuration)
+    _, _, err = run(["worker", "--site", "zz"], capsys)
+    assert err.endswith("configured sites: none\n")
 
 
 def test_an_interrupt_while_the_commands_load_exits_130_without_a_traceback(tmp_path: Path) -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ops.context import local_run_dir
+from shared.settings import DATA_DIR_NAME
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,18 +40,24 @@ def test_every_phony_target_has_a_recipe(target: str) -> None:
     assert result.stdout.strip()
 
 
-def test_make_drill_runs_a_drill_against_the_local_relay() -> None:
+def test_make_run_and_make_drill_share_the_run_directory_every_command_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     result = subprocess.run(
-        ["make", "--dry-run", "--no-print-directory", "-o", ".venv/.installed", "drill"],
+        ["make", "--dry-run", "--no-print-directory", "-o", ".venv/.installed", "run", "drill"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    assert ".venv/bin/relay drill --site a --fault down" in result.stdout
+    run_dir = local_run_dir()
+    assert run_dir == tmp_path / DATA_DIR_NAME / "run"
+    assert f'.venv/bin/relay up --run-dir "{run_dir}"' in result.stdout
+    assert f'.venv/bin/relay drill --run-dir "{run_dir}" --site a --fault down' in result.stdout
 
 
 @pytest.mark.parametrize(
