@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from ops import output
 from ops.context import check_site, settings
 from ops.store_access import open_store, run
-from shared.settings import StoreSettings, sqlite_file
+from shared.settings import sqlite_file
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.migrate import upgrade
 from simulator.cli import platform_sim
@@ -38,17 +38,12 @@ def db_upgrade(
     store = settings().store
     path = sqlite_file(store.url)
     if path is not None:
-        path.absolute().parent.mkdir(parents=True, exist_ok=True)
+        path = path.absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
     upgrade(store, revision)
-    typer.echo(f"store {_store_name(store)} at revision {revision}")
-
-
-def _store_name(store: StoreSettings) -> str:
-    """Where the store is, for an operator: the SQLite file, or the URL without its password."""
-    path = sqlite_file(store.url)
-    if path is not None:
-        return str(path.absolute())
-    return make_url(store.url).render_as_string(hide_password=True)
+    # Where the store is, for an operator: the SQLite file, or the URL without its password.
+    where = str(path) if path is not None else make_url(store.url).render_as_string(hide_password=True)
+    typer.echo(f"store {where} at revision {revision}")
 
 
 def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
