@@ -1,0 +1,152 @@
+"""The relay on a three-node RabbitMQ cluster while nodes die: a whole `relay up` deployment (ingress,
+a worker per site, simulated platforms) pointed at every node, a client that retries with the same
+Idempotency-Key, and SIGKILLed nodes. Nothing answered 202 may be lost; a second copy at a platform only
+ever follows an attempt marked as maybe sent before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.harness.deployment import Deployment, relay_up, settings_of
+from tests.cluster_traffic import (
+    ReceiptClock,
+    Submits,
+    duplicates_at_platforms,
+    marked_attempts,
+    submit_stream,
+)
+from tests.rabbit_cluster import RabbitCluster, rabbit_cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
+
+__all__ = ["rabbit_cluster"]
+
+RATE_PER_S = 40.0
+DELIVERED_WITHIN_S = 120.0
+WORKER = {"heartbeat_interval_s": 0.5, "grace_s": 3.0}
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, rabbit_cluster: RabbitCluster) -> Iterator[Deployment]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    with relay_up(
+        tmp_path,
+        broker_url=rabbit_cluster.urls,
+        prefix=prefix,
+        worker=WORKER,
+        broker={"confirm_timeout_s": 2.0},
+    ) as up:
+        yield up
+    for node in rabbit_cluster.nodes:  # a failed test must not leave the next one a broken cluster
+        if not node.alive:
+            rabbit_cluster.restart(node)
+
+
+def store_of(up: Deployment) -> Path:
+    return Path(settings_of(up.config).store.url.split("///", 1)[1])
+
+
+async def delivered(up: Deployment, clock: ReceiptClock, submits: Submits) -> list[str]:
+    """Waits for every accepted message id to reach a platform; the ids that never did."""
+    wanted = set(submits.accepted.values())
+    deadline = time.monotonic() + DELIVERED_WITHIN_S
+    while time.monotonic() < deadline and not wanted <= clock.first_at.keys():
+        await asyncio.to_thread(clock.poll)
+        await asyncio.sleep(0.5)
+    return sorted(wanted - clock.first_at.keys())
+
+
+async def stream_through(
+    up: Deployment,
+    *,
+    count: int,
+    fault_at_s: float,
+    fault: Callable[[], None],
+    heal_at_s: float,
+    heal: Callable[[], None],
+) -> tuple[Submits, ReceiptClock, float]:
+    """Submits `count` messages; `fault()` after `fault_at_s`, `heal()` after `heal_at_s`."""
+    clock = ReceiptClock(dict(up.simulators))
+    stop = asyncio.Event()
+    polling = asyncio.create_task(clock.run(stop))
+    sending = asyncio.create_task(
+        submit_stream(api_url=up.api_url, key=up.key, count=count, rate_per_s=RATE_PER_S)
+    )
+    await asyncio.sleep(fault_at_s)
+    fault_time = time.time()
+    await asyncio.to_thread(fault)
+    await asyncio.sleep(max(0.0, heal_at_s - fault_at_s))
+    await asyncio.to_thread(heal)
+    submits = await sending
+    stop.set()
+    await polling
+    return submits, clock, fault_time
+
+
+def report(name: str, submits: Submits, clock: ReceiptClock, fault_time: float) -> float:
+    gap_s = clock.gap_s(start=fault_time - 1.0, end=fault_time + 30.0)
+    print(
+        f"\n{name}: {len(submits.accepted)} accepted, {len(submits.failures)} answers not 202 "
+        f"over {submits.error_window_s:.2f} s, longest gap without deliveries {gap_s:.2f} s"
+    )
+    return gap_s
+
+
+async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_rejoins(
+    rabbit_cluster: RabbitCluster, deployment: Deployment
+) -> None:
+    prefix = settings_of(deployment.config).broker.prefix
+    leader = rabbit_cluster.leader_of(f"{prefix}.site.a")
+    submits, clock, fault_time = await stream_through(
+        deployment,
+        count=int(RATE_PER_S * 20),
+        fault_at_s=4.0,
+        fault=lambda: rabbit_cluster.kill(leader),
+        heal_at_s=12.0,
+        heal=lambda: rabbit_cluster.restart(leader),
+    )
+    lost = await delivered(deployment, clock, submits)
+    report("leader SIGKILL", submits, clock, fault_time)
+    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
+    assert len(set(submits.accepted.values())) == len(submits.accepted), "a retry got a second message id"
+    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
+    # The restarted node is back in the cluster and holds a replica again.
+    members = rabbit_cluster.ctl(leader, "list_queues", "name", "members", "--no-table-headers")
+    line = next(row for row in members.splitlines() if row.startswith(f"{prefix}.site.a\t"))
+    assert leader.name in line
+
+
+async def test_loss_of_two_nodes_keeps_accepting_into_the_spool_and_forwards_when_a_majority_is_back(
+    rabbit_cluster: RabbitCluster, deployment: Deployment
+) -> None:
+    down = rabbit_cluster.nodes[1:]
+
+    def kill_two() -> None:
+        for node in down:
+            rabbit_cluster.kill(node)
+
+    def restart_one() -> None:
+        rabbit_cluster.restart(down[0])
+
+    submits, clock, fault_time = await stream_through(
+        deployment,
+        count=int(RATE_PER_S * 15),
+        fault_at_s=2.0,
+        fault=kill_two,
+        heal_at_s=14.0,
+        heal=restart_one,
+    )
+    lost = await delivered(deployment, clock, submits)
+    report("two of three nodes down", submits, clock, fault_time)
+    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
+    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
+    rabbit_cluster.restart(down[1])
