@@ -88,7 +88,8 @@ class BrokerSettings(_Section):
         3,
         ge=1,
         description="Nodes that hold a replica of each quorum queue the relay declares (RabbitMQ takes at "
-        "most the nodes running then); a publisher confirm means a majority of them has the message.",
+        "most the nodes running then); a publisher confirm means a majority of them has the message. "
+        "Changing it means recreating the queues.",
     )
 
     @field_validator("url")

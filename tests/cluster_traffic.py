@@ -11,14 +11,18 @@ import itertools
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from ops.drill_traffic import drill_number, message_id_from, submit_body
+from ops.harness.deployment import Deployment
 from ops.harness.simulators import SimulatorAdmin
 
+RATE_PER_S = 40.0
+DELIVERED_WITHIN_S = 120.0
 RETRY_AFTER_S = 0.5
 RETRY_FOR_S = 120.0
 POLL_INTERVAL_S = 0.1
@@ -115,3 +119,49 @@ def marked_attempts(store: Path) -> int:
             "SELECT count(*) FROM attempts WHERE possible_duplicate OR outcome = 'ambiguous'"
         ).fetchone()
     return int(row[0])
+
+
+async def delivered(up: Deployment, clock: ReceiptClock, submits: Submits) -> list[str]:
+    """Waits for every accepted message id to reach a platform; the ids that never did."""
+    wanted = set(submits.accepted.values())
+    deadline = time.monotonic() + DELIVERED_WITHIN_S
+    while time.monotonic() < deadline and not wanted <= clock.first_at.keys():
+        await asyncio.to_thread(clock.poll)
+        await asyncio.sleep(0.5)
+    return sorted(wanted - clock.first_at.keys())
+
+
+async def stream_through(
+    up: Deployment,
+    *,
+    count: int,
+    fault_at_s: float,
+    fault: Callable[[], None],
+    heal_at_s: float,
+    heal: Callable[[], None],
+) -> tuple[Submits, ReceiptClock, float]:
+    """Submits `count` messages; `fault()` after `fault_at_s`, `heal()` after `heal_at_s`."""
+    clock = ReceiptClock(dict(up.simulators))
+    stop = asyncio.Event()
+    polling = asyncio.create_task(clock.run(stop))
+    sending = asyncio.create_task(
+        submit_stream(api_url=up.api_url, key=up.key, count=count, rate_per_s=RATE_PER_S)
+    )
+    await asyncio.sleep(fault_at_s)
+    fault_time = time.time()
+    await asyncio.to_thread(fault)
+    await asyncio.sleep(max(0.0, heal_at_s - fault_at_s))
+    await asyncio.to_thread(heal)
+    submits = await sending
+    stop.set()
+    await polling
+    return submits, clock, fault_time
+
+
+def report(name: str, submits: Submits, clock: ReceiptClock, fault_time: float) -> float:
+    gap_s = clock.gap_s(start=fault_time - 1.0, end=fault_time + 30.0)
+    print(
+        f"\n{name}: {len(submits.accepted)} accepted, {len(submits.failures)} answers not 202 "
+        f"over {submits.error_window_s:.2f} s, longest gap without deliveries {gap_s:.2f} s"
+    )
+    return gap_s

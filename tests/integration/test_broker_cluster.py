@@ -6,21 +6,20 @@ ever follows an attempt marked as maybe sent before.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ops.harness.deployment import Deployment, relay_up, settings_of
 from tests.cluster_traffic import (
-    ReceiptClock,
-    Submits,
+    RATE_PER_S,
+    delivered,
     duplicates_at_platforms,
     marked_attempts,
-    submit_stream,
+    report,
+    stream_through,
 )
 from tests.rabbit_cluster import RabbitCluster, rabbit_cluster
 
@@ -28,8 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
 __all__ = ["rabbit_cluster"]
 
-RATE_PER_S = 40.0
-DELIVERED_WITHIN_S = 120.0
 WORKER = {"heartbeat_interval_s": 0.5, "grace_s": 3.0}
 
 
@@ -51,52 +48,6 @@ def deployment(tmp_path: Path, rabbit_cluster: RabbitCluster) -> Iterator[Deploy
 
 def store_of(up: Deployment) -> Path:
     return Path(settings_of(up.config).store.url.split("///", 1)[1])
-
-
-async def delivered(up: Deployment, clock: ReceiptClock, submits: Submits) -> list[str]:
-    """Waits for every accepted message id to reach a platform; the ids that never did."""
-    wanted = set(submits.accepted.values())
-    deadline = time.monotonic() + DELIVERED_WITHIN_S
-    while time.monotonic() < deadline and not wanted <= clock.first_at.keys():
-        await asyncio.to_thread(clock.poll)
-        await asyncio.sleep(0.5)
-    return sorted(wanted - clock.first_at.keys())
-
-
-async def stream_through(
-    up: Deployment,
-    *,
-    count: int,
-    fault_at_s: float,
-    fault: Callable[[], None],
-    heal_at_s: float,
-    heal: Callable[[], None],
-) -> tuple[Submits, ReceiptClock, float]:
-    """Submits `count` messages; `fault()` after `fault_at_s`, `heal()` after `heal_at_s`."""
-    clock = ReceiptClock(dict(up.simulators))
-    stop = asyncio.Event()
-    polling = asyncio.create_task(clock.run(stop))
-    sending = asyncio.create_task(
-        submit_stream(api_url=up.api_url, key=up.key, count=count, rate_per_s=RATE_PER_S)
-    )
-    await asyncio.sleep(fault_at_s)
-    fault_time = time.time()
-    await asyncio.to_thread(fault)
-    await asyncio.sleep(max(0.0, heal_at_s - fault_at_s))
-    await asyncio.to_thread(heal)
-    submits = await sending
-    stop.set()
-    await polling
-    return submits, clock, fault_time
-
-
-def report(name: str, submits: Submits, clock: ReceiptClock, fault_time: float) -> float:
-    gap_s = clock.gap_s(start=fault_time - 1.0, end=fault_time + 30.0)
-    print(
-        f"\n{name}: {len(submits.accepted)} accepted, {len(submits.failures)} answers not 202 "
-        f"over {submits.error_window_s:.2f} s, longest gap without deliveries {gap_s:.2f} s"
-    )
-    return gap_s
 
 
 async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_rejoins(
