@@ -21,7 +21,7 @@ from tests.cluster_traffic import (
     report,
     stream_through,
 )
-from tests.rabbit_cluster import RabbitCluster, rabbit_cluster
+from tests.rabbit_cluster import RabbitCluster, RabbitNode, rabbit_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
@@ -101,3 +101,39 @@ async def test_loss_of_two_nodes_keeps_accepting_into_the_spool_and_forwards_whe
     assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
     assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
     rabbit_cluster.restart(down[1])
+
+
+def node_of_worker(cluster: RabbitCluster, worker_pid: int) -> RabbitNode:
+    """The node the worker with this pid is connected to, found by the AMQP port of its connection."""
+    listing = cluster.ctl(
+        cluster.nodes[0], "list_connections", "port", "client_properties", "--no-table-headers"
+    )
+    for line in listing.splitlines():
+        port, _, properties = line.partition("\t")
+        if f':{worker_pid}"' in properties and "relay-worker" in properties:
+            return next(node for node in cluster.nodes if node.amqp_port == int(port))
+    raise AssertionError(f"no connection of worker {worker_pid}:\n{listing}")
+
+
+async def test_sigkill_of_a_workers_node_hands_its_unacked_jobs_on_and_marks_what_was_sent(
+    rabbit_cluster: RabbitCluster, deployment: Deployment
+) -> None:
+    # A slow platform keeps jobs in flight, unacked, when the worker's node dies.
+    deployment.simulators["a"].set_fault("slow", latency_ms=500)
+    node = node_of_worker(rabbit_cluster, deployment.child_pids["worker-a-1"])
+    submits, clock, fault_time = await stream_through(
+        deployment,
+        count=int(RATE_PER_S * 12),
+        fault_at_s=4.0,
+        fault=lambda: rabbit_cluster.kill(node),
+        heal_at_s=8.0,
+        heal=lambda: rabbit_cluster.restart(node),
+    )
+    deployment.simulators["a"].set_fault("none")
+    lost = await delivered(deployment, clock, submits)
+    report("worker's node SIGKILL", submits, clock, fault_time)
+    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
+    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
+    # The worker is still the same process, consuming again from a node that lives.
+    assert node_of_worker(rabbit_cluster, deployment.child_pids["worker-a-1"]).alive
