@@ -6,6 +6,8 @@ ever follows an attempt marked as maybe sent before.
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
 __all__ = ["rabbit_cluster"]
 
+MOVE_WITHIN_S = 5.0
 WORKER = {"heartbeat_interval_s": 0.5, "grace_s": 3.0}
 
 
@@ -120,20 +123,33 @@ async def test_sigkill_of_a_workers_node_hands_its_unacked_jobs_on_and_marks_wha
 ) -> None:
     # A slow platform keeps jobs in flight, unacked, when the worker's node dies.
     deployment.simulators["a"].set_fault("slow", latency_ms=500)
-    node = node_of_worker(rabbit_cluster, deployment.child_pids["worker-a-1"])
+    worker_pid = deployment.child_pids["worker-a-1"]
+    node = node_of_worker(rabbit_cluster, worker_pid)
+    moved_in_s: list[float] = []
+
+    def kill_and_see_the_worker_move() -> None:
+        rabbit_cluster.kill(node)
+        killed_at = time.monotonic()
+        while time.monotonic() - killed_at < MOVE_WITHIN_S:
+            with contextlib.suppress(AssertionError):
+                if node_of_worker(rabbit_cluster, worker_pid).alive:
+                    moved_in_s.append(time.monotonic() - killed_at)
+                    return
+            time.sleep(0.2)
+
     submits, clock, fault_time = await stream_through(
         deployment,
-        count=int(RATE_PER_S * 12),
+        count=int(RATE_PER_S * 14),
         fault_at_s=4.0,
-        fault=lambda: rabbit_cluster.kill(node),
-        heal_at_s=8.0,
+        fault=kill_and_see_the_worker_move,
+        heal_at_s=12.0,
         heal=lambda: rabbit_cluster.restart(node),
     )
     deployment.simulators["a"].set_fault("none")
+    assert moved_in_s, f"the worker was not on another node within {MOVE_WITHIN_S} s of its node's death"
+    print(f"\nworker on another node {moved_in_s[0]:.2f} s after its node's SIGKILL")
     lost = await delivered(deployment, clock, submits)
     report("worker's node SIGKILL", submits, clock, fault_time)
     assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
     assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
     assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
-    # The worker is still the same process, consuming again from a node that lives.
-    assert node_of_worker(rabbit_cluster, deployment.child_pids["worker-a-1"]).alive
