@@ -41,7 +41,8 @@ def node_order(urls: Sequence[str], start: int) -> list[str]:
     return [*urls[first:], *urls[:first]]
 
 
-# The step of aio-pika's robust connection that opens one transport; it reads `self.url`.
+# The step of aio-pika's robust connection that opens one transport; it reads `self.url`. It is private:
+# should aio-pika rename it, this lookup fails at import rather than the override being skipped silently.
 _connect_transport = getattr(RobustConnection, "_RobustConnection__connect_transport")  # noqa: B009
 
 
