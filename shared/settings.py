@@ -126,7 +126,11 @@ class RoutingPolicy(StrEnum):
 
 
 class BrokerSettings(_Section):
-    url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL of RabbitMQ.")
+    url: str | list[str] = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="AMQP URL of RabbitMQ, or a list of the URLs of one cluster's nodes (in the environment "
+        "a JSON list); each process starts from another node of the list (README: Broker cluster).",
+    )
     prefix: str = Field(
         "relay",
         pattern=r"^[A-Za-z0-9_-]+$",
@@ -146,6 +150,25 @@ class BrokerSettings(_Section):
         'before the broker moves it to "<prefix>.parked", where the recorder makes it a dead letter (a job) '
         "or folds it (a report). Changing it means recreating the queues.",
     )
+    quorum_group_size: int = Field(
+        3,
+        ge=1,
+        description="Nodes that hold a replica of each quorum queue the relay declares (RabbitMQ takes at "
+        "most the nodes running then); a publisher confirm means a majority of them has the message. "
+        "Changing it means recreating the queues.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _some_url(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one node")
+        return value
+
+    @property
+    def urls(self) -> list[str]:
+        """The nodes of `url`, in the order written."""
+        return [self.url] if isinstance(self.url, str) else list(self.url)
 
 
 class StoreSettings(_Section):
