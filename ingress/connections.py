@@ -16,8 +16,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shared.guard_settings import GuardSettings
 from shared.logs import get_logger
-from shared.settings import GuardSettings
 
 log = get_logger("ingress.server")
 

@@ -9,7 +9,7 @@ from typing import Any
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-from shared.settings import NumberType
+from shared.guard_settings import NumberType
 
 # C0 and C1 controls and DEL; newline, carriage return and tab are text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

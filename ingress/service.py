@@ -176,7 +176,7 @@ class Ingress:
             jobs.append((job, self.router.next_site(m.segments)))
         stored = self.store_writer.add([row_for_job(j, site=s) for j, s in jobs])
         try:
-            places = await self._make_durable(jobs, resent=resent)
+            places = await self._make_durable(self.guard.lanes(tenant, jobs), resent=resent)
         except BaseException:
             stored.cancel()
             raise

@@ -28,9 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingress.rate_buckets import Bucket, LocalBuckets, SharedBuckets, Verdict
 from shared.errors import TransientError
+from shared.guard_settings import GuardSettings
 from shared.logs import get_logger
-from shared.settings import GuardSettings
+from shared.model import Job
 from shared.store.tenant_limits import Limits, all_limits, unsettled_by_tenant
+from shared.topology import bulk_routing_key
 
 log = get_logger("ingress.limits")
 
@@ -156,6 +158,14 @@ class TenantGuard:
             raise
         finally:
             self._open[tenant] -= 1
+
+    def lanes(self, tenant: str, jobs: list[tuple[Job, str]]) -> list[tuple[Job, str]]:
+        """The jobs with the routing key each leaves with: a tenant with more than `guard.bulk_after`
+        messages unsettled sends to its sites' bulk queues, which workers take after the others'."""
+        bulk_after = self._settings.bulk_after
+        if not bulk_after or self._queued_stored.get(tenant, 0) + self._queued_since[tenant] <= bulk_after:
+            return jobs
+        return [(job, bulk_routing_key(site)) for job, site in jobs]
 
     def headers(self, tenant: str) -> dict[str, str]:
         """The IETF draft's RateLimit-Policy and RateLimit fields of a tenant's rate (none without one)."""

@@ -50,6 +50,16 @@ def site_queue(prefix: str, site: str) -> str:
     return f"{prefix}.site.{site}"
 
 
+def bulk_queue(prefix: str, site: str) -> str:
+    """A site's second jobs queue: the jobs of tenants with a backlog (`guard.bulk_after`), which the
+    site's workers take after the other tenants' jobs, so one tenant's burst cannot hold up the rest."""
+    return f"{prefix}.site.{site}.bulk"
+
+
+def bulk_routing_key(site: str) -> str:
+    return f"{site}.bulk"
+
+
 def delay_queue(prefix: str, site: str, delay_s: int) -> str:
     return f"{prefix}.delay.{site}.{delay_s}s"
 
@@ -142,6 +152,14 @@ class Topology:
             specs.append(
                 QueueSpec(
                     name=site_queue(p, site), arguments=parks, exchange=jobs_exchange(p), routing_key=site
+                )
+            )
+            specs.append(
+                QueueSpec(
+                    name=bulk_queue(p, site),
+                    arguments=parks,
+                    exchange=jobs_exchange(p),
+                    routing_key=bulk_routing_key(site),
                 )
             )
             for delay_s in self.retry_delays_s:

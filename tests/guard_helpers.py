@@ -51,7 +51,7 @@ def _cli(args: list[str], env: dict[str, str]) -> Result:
     tenants_cli.register(app)
     try:
         # Logging set up inside CliRunner would write to its captured stream, closed afterwards.
-        with mock.patch("ops.context.configure_logging", lambda **_: None):
+        with mock.patch("shared.logs.configure_logging", lambda **_: None):
             result = CliRunner().invoke(app, args)
     finally:
         for name, value in saved.items():

@@ -43,12 +43,24 @@ class Consumers:
 
     @classmethod
     def for_site(
-        cls, *, own: AbstractQueue, own_site: str, standby: dict[str, AbstractQueue], on_message: OnMessage
+        cls,
+        *,
+        own: AbstractQueue,
+        own_site: str,
+        standby: dict[str, AbstractQueue],
+        on_message: OnMessage,
+        bulk: dict[str, AbstractQueue] | None = None,
     ) -> Consumers:
+        """`bulk`: every site's bulk queue, consumed like its jobs queue (own site high, others standby)."""
+        bulk_queues = [
+            SiteQueue(site=s, queue=q, priority=OWN_SITE_PRIORITY if s == own_site else STANDBY_PRIORITY)
+            for s, q in sorted((bulk or {}).items())
+        ]
         return cls(
             own=SiteQueue(site=own_site, queue=own, priority=OWN_SITE_PRIORITY),
             standby=[
-                SiteQueue(site=s, queue=q, priority=STANDBY_PRIORITY) for s, q in sorted(standby.items())
+                *(SiteQueue(site=s, queue=q, priority=STANDBY_PRIORITY) for s, q in sorted(standby.items())),
+                *bulk_queues,
             ],
             on_message=on_message,
         )

@@ -11,6 +11,7 @@ from shared.envelope import ID_CHARS, UnreadableJob, decode_job_items
 from shared.errors import EnvelopeError
 from shared.model import DeadReason, Job, Outcome, Status, new_message_id
 from workers.batching import take_batch
+from workers.lanes import LaneQueue
 from workers.outcomes import Outcomes
 from workers.policy import DeliveryState
 from workers.settlement import Held, Settlement
@@ -20,7 +21,7 @@ class Intake:
     def __init__(self, *, settlement: Settlement, outcomes: Outcomes) -> None:
         self._settlement = settlement
         self._outcomes = outcomes
-        self._waiting: asyncio.Queue[Held] = asyncio.Queue()
+        self._waiting: asyncio.Queue[Held] = LaneQueue()
 
     async def receive(self, message: AbstractIncomingMessage, queue_site: str) -> None:
         """The consumers' callback: hold the message's jobs and queue them."""

@@ -25,7 +25,15 @@ from shared.gc_tuning import freeze_startup_objects
 from shared.logs import get_logger
 from shared.model import CircuitState
 from shared.settings import Settings
-from shared.topology import Topology, declare, events_exchange, heartbeat_exchange, site_queue, topology_from
+from shared.topology import (
+    Topology,
+    bulk_queue,
+    declare,
+    events_exchange,
+    heartbeat_exchange,
+    site_queue,
+    topology_from,
+)
 from workers.circuit import Circuit
 from workers.consumers import Consumers
 from workers.delivery import Delivery
@@ -304,7 +312,7 @@ async def _assemble(
     topology = topology_from(settings)
     publisher = await ConfirmedPublisher.open(connection, confirm_timeout_s=settings.worker.confirm_timeout_s)
     await declare(publisher.channel, topology)
-    own, standby = await _site_queues(
+    own, standby, bulk = await _site_queues(
         connection,
         topology,
         site=site,
@@ -327,7 +335,9 @@ async def _assemble(
         metrics=metrics,
     )
     intake = Intake(settlement=settlement, outcomes=outcomes)
-    consumers = Consumers.for_site(own=own, own_site=site, standby=standby, on_message=intake.receive)
+    consumers = Consumers.for_site(
+        own=own, own_site=site, standby=standby, on_message=intake.receive, bulk=bulk
+    )
     delivery = Delivery(
         site=site,
         platform=platform,
@@ -356,9 +366,9 @@ async def _site_queues(
     *,
     site: str,
     prefetch: tuple[int, int],
-) -> tuple[AbstractQueue, dict[str, AbstractQueue]]:
+) -> tuple[AbstractQueue, dict[str, AbstractQueue], dict[str, AbstractQueue]]:
     """The site's own queue, and the other sites' queues on a channel of their own, each with its
-    prefetch (own, standby)."""
+    prefetch (own, standby); every site's bulk queue likewise, on the channel of its site's kind."""
     own_prefetch, standby_prefetch = prefetch
     own_channel = await connection.channel()
     await own_channel.set_qos(prefetch_count=own_prefetch)
@@ -368,10 +378,16 @@ async def _site_queues(
     standby = {
         other: await _queue(standby_channel, topology, other) for other in topology.sites if other != site
     }
-    return own, standby
+    bulk = {
+        each: await _queue(own_channel if each == site else standby_channel, topology, each, bulk=True)
+        for each in topology.sites
+    }
+    return own, standby, bulk
 
 
-async def _queue(channel: AbstractChannel, topology: Topology, site: str) -> AbstractQueue:
-    name = site_queue(topology.prefix, site)
+async def _queue(
+    channel: AbstractChannel, topology: Topology, site: str, *, bulk: bool = False
+) -> AbstractQueue:
+    name = (bulk_queue if bulk else site_queue)(topology.prefix, site)
     spec = next(s for s in topology.queues() if s.name == name)
     return await channel.declare_queue(name, durable=True, arguments=spec.arguments)

@@ -13,7 +13,8 @@ from ingress.rate_buckets import Bucket, LocalBuckets
 from ingress.tenant_guard import policy_of, rate_limit_headers
 from ingress.validation import validate_message
 from shared.errors import ValidationFailed
-from shared.settings import GuardSettings, IngressSettings, NumberType, StoreSettings
+from shared.guard_settings import GuardSettings, NumberType
+from shared.settings import IngressSettings, StoreSettings
 from shared.store.api_keys import create_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.tenant_limits import Limits
@@ -27,7 +28,8 @@ def errors_of(item: dict[str, object], settings: IngressSettings = SETTINGS) -> 
     return {e["field"]: e["message"] for e in caught.value.errors}
 
 
-@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\x0b"])
+# NUL has a refusal of its own (the store cannot hold it), so it is not among these.
+@pytest.mark.parametrize("char", ["\x07", "\x1b", "\x7f", "\x85", "\x0b", "\x01"])
 @pytest.mark.parametrize("field", ["body", "reference"])
 def test_control_characters_are_refused_but_newline_return_and_tab_are_text(field: str, char: str) -> None:
     errors = errors_of({field: f"a{char}b"})

@@ -211,6 +211,7 @@ async def test_every_text_column_holds_the_longest_value_validation_lets_through
         ("idempotency_keys", "tenant"): tenant,
         ("idempotency_keys", "key"): MAX_KEY_CHARS,
         ("idempotency_keys", "request_hash"): len(request_hash("/v1/messages", {})),
+        ("tenant_limits", "tenant"): tenant,
     }
     widths = {
         (table.name, column.name): column.type.length
