@@ -93,7 +93,6 @@ class TenantGuard:
     ) -> None:
         self._settings = settings
         self._sessions = sessions
-        self._limits: dict[str, Limits] = {}
         self._policies: dict[str, Policy] = {}
         self._default = policy_of(None, settings)
         self._open: Tally[str] = Tally()
@@ -101,6 +100,7 @@ class TenantGuard:
         self._queued_since: Tally[str] = Tally()  # accepted here since the store was last counted
         self._generation = 0  # store counts read so far
         self._local = LocalBuckets()
+        self._last: dict[str, tuple[Bucket, Verdict]] = {}  # each tenant's latest check, for its headers
         self._shared: SharedBuckets | None = None
         if settings.redis_url:
             redis = Redis.from_url(
@@ -143,6 +143,7 @@ class TenantGuard:
         bucket = policy.bucket
         if bucket is not None:
             verdict = await self._take(tenant, bucket, count)
+            self._last[tenant] = (bucket, verdict)
             if not verdict.decision.allowed:
                 self._refuse_rate(bucket, count, verdict)
         # Counted before the store row is written: a refresh that reads the row clears this count, so
@@ -161,19 +162,23 @@ class TenantGuard:
 
     def lanes(self, tenant: str, jobs: list[tuple[Job, str]]) -> list[tuple[Job, str]]:
         """The jobs with the routing key each leaves with: a tenant with more than `guard.bulk_after`
-        messages unsettled sends to its sites' bulk queues, which workers take after the others'."""
+        messages unsettled (the recorder settles them in the store) sends to its sites' bulk queues,
+        which workers take after the others'."""
         bulk_after = self._settings.bulk_after
         if not bulk_after or self._queued_stored.get(tenant, 0) + self._queued_since[tenant] <= bulk_after:
             return jobs
         return [(job, bulk_routing_key(site)) for job, site in jobs]
 
     def headers(self, tenant: str) -> dict[str, str]:
-        """The IETF draft's RateLimit-Policy and RateLimit fields of a tenant's rate (none without one)."""
+        """The IETF draft's RateLimit-Policy and RateLimit fields of a tenant's rate (none without one),
+        from its latest check: advisory fields, not worth a second look at the bucket per answer."""
         bucket = self.policy(tenant).bucket
         if bucket is None:
             return {}
-        verdict = (self._shared or self._local).peek(tenant, bucket)
-        return rate_limit_headers(bucket, verdict)
+        last = self._last.get(tenant)
+        if last is not None and last[0] == bucket:
+            return rate_limit_headers(bucket, last[1])
+        return rate_limit_headers(bucket, (self._shared or self._local).peek(tenant, bucket))
 
     async def refresh(self) -> None:
         try:
@@ -183,7 +188,6 @@ class TenantGuard:
         except Exception as exc:
             log.warning("tenant limits not read; the last ones stay in force", error=repr(exc))
             return
-        self._limits = limits
         self._policies = {tenant: policy_of(own, self._settings) for tenant, own in limits.items()}
         self._queued_stored = queued
         self._queued_since.clear()
