@@ -18,6 +18,10 @@ from starlette.responses import Response
 
 from ingress import problems
 from ingress.auth import bearer_key
+from ingress.compat.cm import PATH as CM_PATH
+from ingress.compat.routes import DropIns
+from ingress.compat.routes import router as drop_in_routes
+from ingress.compat.schemas import CmRequest
 from ingress.fast_path import RelayApp
 from ingress.idempotency import MAX_KEY_CHARS
 from ingress.problems import ProblemError
@@ -94,6 +98,8 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
         return problems.invalid(errors, "the request is not acceptable").response()
 
     submissions = Submissions(ingress=runtime)
+    app.state.drop_ins = DropIns(ingress=runtime)
+    app.include_router(drop_in_routes)
 
     async def tenant_of(request: Request) -> str:
         key = bearer_key(request.headers.get("authorization"))
@@ -181,7 +187,7 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     _document_request_bodies(app)
-    return RelayApp(api=app, submissions=submissions)
+    return RelayApp(api=app, submissions=submissions, drop_ins=app.state.drop_ins)
 
 
 def _status_body(view: MessageView) -> dict[str, Any]:
@@ -219,6 +225,7 @@ def _document_request_bodies(app: FastAPI) -> None:
     bodies: dict[tuple[str, str], type[BaseModel]] = {
         ("/v1/messages", "post"): SubmitRequest,
         ("/v1/messages/batch", "post"): BatchRequest,
+        (CM_PATH, "post"): CmRequest,
     }
 
     def openapi() -> dict[str, Any]:

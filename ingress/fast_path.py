@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI
 
 from ingress import problems
+from ingress.compat.routes import DropIns
 from ingress.problems import PROBLEM_TYPE
 from ingress.submission import BATCH_PATH, SINGLE_PATH, IncomingSubmit, Submissions
 from shared.logs import get_logger
@@ -30,13 +31,20 @@ class ClientGone(Exception):
 class RelayApp:
     """The ASGI application uvicorn serves."""
 
-    def __init__(self, *, api: FastAPI, submissions: Submissions) -> None:
+    def __init__(self, *, api: FastAPI, submissions: Submissions, drop_ins: DropIns) -> None:
         self.api = api
         self._submissions = submissions
+        self._drop_ins = drop_ins
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _PATHS:
-            await self.api(scope, receive, send)
+            drop_in = (
+                self._drop_ins.handler(scope["method"], scope["path"]) if scope["type"] == "http" else None
+            )
+            if drop_in is not None:
+                await self._drop_ins.serve(drop_in, scope, receive, send)
+            else:
+                await self.api(scope, receive, send)
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
 

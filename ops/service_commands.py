@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ops.context import settings
 from shared.errors import ConfigError, StoreUnavailable
+from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
@@ -64,8 +65,11 @@ def _key_json(info: KeyInfo) -> dict[str, Any]:
 
 @keys_app.command("create")
 def keys_create(tenant: str = typer.Option(..., "--tenant", help="Tenant the key sends for.")) -> None:
-    """Create a key; it is shown once, as the last line (only its hash is stored)."""
+    """Create a key; it is shown once, as the last line (only its hash is stored). The first line names
+    the tenant's account SID, the user name for the Twilio-style API."""
     key, info = _with_store(lambda sessions: create_key(sessions, tenant=tenant))
+    sid = _with_store(lambda sessions: ensure_account_sid(sessions, tenant=info.tenant))
+    typer.echo(f"account SID: {sid}")
     typer.echo(f"created API key {info.prefix}... for tenant {info.tenant}; it is shown only now:", err=False)
     typer.echo(key)
 
