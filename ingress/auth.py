@@ -12,6 +12,7 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ingress import problems
 from shared.errors import StoreUnavailable
 from shared.store.api_keys import hash_key, tenant_of
 
@@ -27,6 +28,21 @@ def bearer_key(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not key.strip():
         return None
     return key.strip()
+
+
+async def authenticate(keys: KeyCache, authorization: str | None) -> str:
+    """The tenant of a request's `Authorization` header: a 401 problem without a valid key, a 503 one
+    when the store cannot tell. Every route that needs a key, the submit fast path's included, asks here."""
+    key = bearer_key(authorization)
+    if key is None:
+        raise problems.unauthorized("an Authorization: Bearer <API key> header is required")
+    try:
+        tenant = await keys.tenant(key)
+    except StoreUnavailable as exc:
+        raise problems.unavailable("cannot check the API key right now") from exc
+    if tenant is None:
+        raise problems.unauthorized("the API key is unknown or revoked")
+    return tenant
 
 
 class KeyCache:

@@ -35,10 +35,9 @@ from shared.errors import BrokerUnavailable, StoreUnavailable
 from shared.logs import get_logger
 from shared.model import Job, new_message_ids
 from shared.settings import Settings
-from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.engine import make_engine, make_sessionmaker, make_sync_sqlite_engine
 from shared.store.idempotency import purge_expired
 from shared.store.messages import row_for_job
-from shared.store.sync_engine import make_sync_sqlite_engine
 from shared.topology import topology_from
 
 log = get_logger("ingress")

@@ -1,8 +1,8 @@
 """The local spool: an fsynced SQLite file keeping submits the broker did not confirm in time.
 
-WAL with synchronous=FULL makes every commit an fsync; appends are group-committed (all appends that
-arrive while one commit runs share the next one). One thread owns the SQLite connection, so the event
-loop never blocks on the disk.
+WAL with synchronous=FULL (`shared.store.engine.make_durable`) makes every commit an fsync; appends are
+group-committed (all appends that arrive while one commit runs share the next one). One thread owns the
+SQLite connection, so the event loop never blocks on the disk.
 
 Each ingress process claims a spool file of its own with an exclusive `flock` on a lock file beside it.
 A file whose lock nobody holds belongs to a process that died: the forwarder drains it as well.
@@ -23,6 +23,7 @@ from typing import IO, Any
 import orjson
 
 from shared.errors import ConfigError
+from shared.store.engine import make_durable
 
 MAX_SPOOL_FILES = 64
 
@@ -179,8 +180,7 @@ class Spool:
 
     def _open_db(self) -> int:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        make_durable(db)
         db.execute(_SCHEMA)
         self._db = db
         (count,) = db.execute("SELECT count(*) FROM spool").fetchone()

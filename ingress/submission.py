@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ingress import problems
-from ingress.auth import bearer_key
+from ingress.auth import authenticate
 from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, request_hash
 from ingress.metrics import SUBMITS
 from ingress.problems import PROBLEM_TYPE, ProblemError
@@ -72,18 +72,12 @@ class Submissions:
         return self._reply(answer, location=location)
 
     async def _tenant(self, authorization: str | None) -> str:
-        key = bearer_key(authorization)
-        if key is None:
-            SUBMITS.labels("unauthorized").inc()
-            raise problems.unauthorized("an Authorization: Bearer <API key> header is required")
         try:
-            tenant = await self._ingress.keys.tenant(key)
-        except StoreUnavailable as exc:
-            raise problems.unavailable("cannot check the API key right now") from exc
-        if tenant is None:
-            SUBMITS.labels("unauthorized").inc()
-            raise problems.unauthorized("the API key is unknown or revoked")
-        return tenant
+            return await authenticate(self._ingress.keys, authorization)
+        except ProblemError as problem:
+            if problem.status == 401:
+                SUBMITS.labels("unauthorized").inc()
+            raise
 
     async def _read_json(self, request: IncomingSubmit) -> Any:
         limit = self._limits.max_request_bytes

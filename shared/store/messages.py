@@ -76,7 +76,7 @@ async def insert_submitted(session: AsyncSession, rows: list[dict[str, Any]]) ->
 
 
 def insert_submitted_sync(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """The same upsert on SQLite's writer thread (`shared.store.sync_engine`, SQLite only), as one
+    """The same upsert on SQLite's writer thread (`shared.store.engine`, SQLite only), as one
     multi-row statement of the driver's own values.
 
     The writer thread needs the GIL back after every SQLite call, and while the submits' event loop is busy

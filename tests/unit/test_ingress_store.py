@@ -104,8 +104,8 @@ async def test_idempotency_claim_answer_and_expiry(sessions):
 async def test_the_sqlite_writer_thread_stores_rows_as_sqlalchemy_does(sessions, store_url):
     from sqlalchemy import text
 
+    from shared.store.engine import make_sync_sqlite_engine
     from shared.store.messages import insert_submitted_sync
-    from shared.store.sync_engine import make_sync_sqlite_engine
 
     # Microseconds of zero and of six digits: the stored text must match SQLAlchemy's in both.
     moment = 1_795_686_066.0
