@@ -41,7 +41,7 @@ RANGES = {
     "compress": (-1, 1, "Compress"),
     "validity": (-1, None, "Validity"),
     "deferred": (-1, None, "Deferred"),
-    "priority": (0, 3, "Priority"),
+    "priority": (-1, 3, "Priority"),
 }
 # Fields the relay has no way to pass on to a platform: refused when set, never dropped.
 UNSUPPORTED = ("mclass", "mwi", "pid", "rpi", "alt-dcs", "compress", "deferred", "priority")
