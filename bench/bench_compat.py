@@ -77,24 +77,17 @@ def head(port: int, *, content_type: str, authorization: str | None = None) -> s
     return f"Host: 127.0.0.1:{port}\r\n{auth}Content-Type: {content_type}\r\nConnection: keep-alive\r\n"
 
 
-Sender = Callable[[int], Awaitable[int]]
+Send = Callable[[Pool, int], Awaitable[tuple[int, bytes]]]
 
 
-def senders(pools: dict[str, Pool], *, key: str, sid: str, answers: Counter[str]) -> dict[str, Sender]:
-    """One function per API that sends message n and returns 1 when it was accepted."""
+def apis(port: int, *, key: str, sid: str) -> dict[str, tuple[str, Send, int]]:
+    """Per API: the request head of its connections, how it sends message n, and its accepted status."""
 
-    def counted(api: str, status: int, body: bytes, accepted: int) -> int:
-        answers[f"{api} {status}"] += 1
-        if status != accepted and answers[f"{api} {status}"] == 1:
-            print(f"{api} answered {status}: {body[:300]!r}", file=sys.stderr)
-        return 1 if status == accepted else 0
-
-    async def native(n: int) -> int:
+    async def native(pool: Pool, n: int) -> tuple[int, bytes]:
         body = orjson.dumps({"to": TO, "from": "Bench", "body": f"benchmark message {n}"})
-        status, answer = await pools["native"].request(b"POST", "/v1/messages", body)
-        return counted("native", status, answer, 202)
+        return await pool.request(b"POST", "/v1/messages", body)
 
-    async def cm(n: int) -> int:
+    async def cm(pool: Pool, n: int) -> tuple[int, bytes]:
         msg = {
             "allowedChannels": ["SMS"],
             "from": "Bench",
@@ -102,62 +95,65 @@ def senders(pools: dict[str, Pool], *, key: str, sid: str, answers: Counter[str]
             "body": {"type": "AUTO", "content": f"benchmark message {n}"},
         }
         body = orjson.dumps({"messages": {"authentication": {"producttoken": key}, "msg": [msg]}})
-        status, answer = await pools["cm"].request(b"POST", "/v1.0/message", body)
-        return counted("cm", status, answer, 200)
+        return await pool.request(b"POST", "/v1.0/message", body)
 
-    async def kannel(n: int) -> int:
-        query = urllib.parse.urlencode(
-            {
-                "username": "bench",
-                "password": key,
-                "to": TO,
-                "from": "Bench",
-                "text": f"benchmark message {n}",
-            }
-        )
-        status, answer = await pools["kannel"].request(b"GET", f"/cgi-bin/sendsms?{query}", b"")
-        return counted("kannel", status, answer, 202)
+    async def kannel(pool: Pool, n: int) -> tuple[int, bytes]:
+        fields = {
+            "username": "bench",
+            "password": key,
+            "to": TO,
+            "from": "Bench",
+            "text": f"benchmark message {n}",
+        }
+        return await pool.request(b"GET", f"/cgi-bin/sendsms?{urllib.parse.urlencode(fields)}", b"")
 
-    async def twilio(n: int) -> int:
+    async def twilio(pool: Pool, n: int) -> tuple[int, bytes]:
         body = urllib.parse.urlencode({"To": TO, "From": "Bench", "Body": f"benchmark message {n}"}).encode()
-        status, answer = await pools["twilio"].request(
-            b"POST", f"/2010-04-01/Accounts/{sid}/Messages.json", body
-        )
-        return counted("twilio", status, answer, 201)
+        return await pool.request(b"POST", f"/2010-04-01/Accounts/{sid}/Messages.json", body)
 
-    return {"native": native, "cm": cm, "kannel": kannel, "twilio": twilio}
+    basic = "Basic " + base64.b64encode(f"{sid}:{key}".encode()).decode()
+    return {
+        "native": (head(port, content_type="application/json", authorization=f"Bearer {key}"), native, 202),
+        "cm": (head(port, content_type="application/json"), cm, 200),
+        "kannel": (head(port, content_type="text/plain"), kannel, 202),
+        "twilio": (
+            head(port, content_type="application/x-www-form-urlencoded", authorization=basic),
+            twilio,
+            201,
+        ),
+    }
 
 
-async def measure(count: int, send: Sender) -> dict[str, Any]:
-    elapsed, latencies, accepted = await closed_loop(count, CLIENTS, send)
+async def phase(
+    port: int, api: str, how: tuple[str, Send, int], count: int, answers: Counter[str]
+) -> dict[str, Any]:
+    """`count` messages through one API from fresh keep-alive connections (idle ones would be closed by
+    the server's keep-alive timeout while the other APIs run)."""
+    request_head, send, accepted_status = how
+
+    async with Pool(port=port, head=request_head, size=CLIENTS) as pool:
+
+        async def one(n: int) -> int:
+            status, body = await send(pool, n)
+            answers[f"{api} {status}"] += 1
+            if status != accepted_status and answers[f"{api} {status}"] == 1:
+                print(f"{api} answered {status}: {body[:300]!r}", file=sys.stderr)
+            return 1 if status == accepted_status else 0
+
+        await closed_loop(100, CLIENTS, one)  # warm-up: connections, key and SID caches
+        elapsed, latencies, accepted = await closed_loop(count, CLIENTS, one)
     return summary(accepted, elapsed, latencies)
 
 
 async def phases(port: int, *, key: str, sid: str, count: int, rounds: int) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
         await wait_ready(probe)
-    basic = "Basic " + base64.b64encode(f"{sid}:{key}".encode()).decode()
-    heads = {
-        "native": head(port, content_type="application/json", authorization=f"Bearer {key}"),
-        "cm": head(port, content_type="application/json"),
-        "kannel": head(port, content_type="text/plain"),
-        "twilio": head(port, content_type="application/x-www-form-urlencoded", authorization=basic),
-    }
     answers: Counter[str] = Counter()
-    pools = {api: Pool(port=port, head=heads[api], size=CLIENTS) for api in APIS}
-    for pool in pools.values():
-        await pool.__aenter__()
-    try:
-        send = senders(pools, key=key, sid=sid, answers=answers)
-        for api in APIS:  # warm-up: connections, key and SID caches, page cache
-            await closed_loop(200, CLIENTS, send[api])
-        done: list[dict[str, Any]] = []
-        for turn in range(rounds):
-            order = APIS[turn % len(APIS) :] + APIS[: turn % len(APIS)]
-            done.append({api: await measure(count, send[api]) for api in order})
-    finally:
-        for pool in pools.values():
-            await pool.__aexit__()
+    how = apis(port, key=key, sid=sid)
+    done: list[dict[str, Any]] = []
+    for turn in range(rounds):
+        order = APIS[turn % len(APIS) :] + APIS[: turn % len(APIS)]
+        done.append({api: await phase(port, api, how[api], count, answers) for api in order})
     return {"rounds": done, "answers": dict(answers)}
 
 

@@ -55,6 +55,11 @@ VALIDITY_EXPIRED = 30036
 UNKNOWN_ERROR = 30008
 
 FIELDS = frozenset({"To", "From", "Body", "ValidityPeriod", "StatusCallback"})
+REQUIRED = (
+    ("To", TO_REQUIRED, "A 'To' phone number is required."),
+    ("From", FROM_REQUIRED, "A 'From' phone number is required."),
+    ("Body", BODY_REQUIRED, "Message body is required."),
+)
 # Parameters accepted only with the value that asks nothing of the relay (what Twilio assumes unset).
 DEFAULTS = {
     "SmartEncoded": "false",
@@ -187,9 +192,9 @@ class TwilioApi:
             raise TwilioError(
                 400, UNSUPPORTED, "StatusCallback is not supported by this relay yet", unsupported=True
             )
-        for name, code in (("To", TO_REQUIRED), ("From", FROM_REQUIRED), ("Body", BODY_REQUIRED)):
+        for name, code, message in REQUIRED:
             if not form.get(name):
-                raise TwilioError(400, code, f"A '{name}' is required to send a message.")
+                raise TwilioError(400, code, message)
         fields: dict[str, Any] = {"to": form["To"], "from": form["From"], "body": form["Body"]}
         if "ValidityPeriod" in form:
             validity = form["ValidityPeriod"]

@@ -313,3 +313,25 @@ async def test_metrics_count_each_api_and_the_document_shows_them(api):
     assert "/2010-04-01/Accounts/{AccountSid}/Messages.json" in paths
     assert "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json" in paths
     assert paths["/v1.0/message"]["post"]["requestBody"]["content"]["application/json"]
+
+
+async def test_kannel_and_twilio_replay_the_first_answer_to_an_idempotency_key(api):
+    key = {"Idempotency-Key": "order-9"}
+    first = await api.client.get("/cgi-bin/sendsms", params=kannel_params(api), headers=key)
+    again = await api.client.get("/cgi-bin/sendsms", params=kannel_params(api), headers=key)
+    assert (again.status_code, again.text) == (202, "0: Accepted for delivery")
+    assert again.headers["x-relay-message-ids"] == first.headers["x-relay-message-ids"]
+    assert again.headers["idempotent-replayed"] == "true"
+
+    sid = await ensure_account_sid(api.ingress.sessions, tenant="bank-a")
+    url = f"/2010-04-01/Accounts/{sid}/Messages.json"
+    form = {"To": NUMBER, "From": "MyBank", "Body": "Hello"}
+    # A key is the tenant's whatever the API: reused for another request, it is a conflict.
+    reused = await api.client.post(url, data=form, headers={**basic(sid, api.key), **key})
+    assert reused.status_code == 409 and reused.json()["code"] == 20409
+    headers = {**basic(sid, api.key), "Idempotency-Key": "order-10"}
+    created = await api.client.post(url, data=form, headers=headers)
+    replayed = await api.client.post(url, data=form, headers=headers)
+    assert created.status_code == replayed.status_code == 201
+    assert replayed.json() == created.json() and replayed.headers["idempotent-replayed"] == "true"
+    assert await depth(api) == 2
