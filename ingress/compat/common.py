@@ -55,6 +55,16 @@ class CompatRequest:
     headers: Mapping[bytes, bytes]  # lower-case names, as ASGI gives them
     body: AsyncIterator[bytes]
 
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any], body: AsyncIterator[bytes]) -> CompatRequest:
+        return cls(
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            headers=dict(scope["headers"]),
+            body=body,
+        )
+
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else None

@@ -1,9 +1,8 @@
-"""Where the drop-in APIs are served: straight from ASGI on the submit fast path (`DropIns.serve`), and as
-FastAPI routes that document them in the OpenAPI document and serve the bare app the same way."""
+"""Where the drop-in APIs are found: by URL, for the submit fast path (`ingress.fast_path`) that serves them
+straight from ASGI, and as FastAPI routes that document them and serve the bare app the same way."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,16 +19,6 @@ from ingress.compat.schemas import (
     TwilioMessage,
 )
 from ingress.service import Ingress
-from ingress.submission import Reply
-from shared.logs import get_logger
-
-log = get_logger("ingress.compat")
-
-INTERNAL_ERROR = Reply(status=500, body=b"internal error; nothing was accepted", media_type="text/plain")
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
 
 
 class DropIns:
@@ -49,56 +38,12 @@ class DropIns:
             return self.twilio.handle
         return None
 
-    async def serve(self, handler: Handler, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Answer one request from ASGI, without the framework's per-request machinery."""
-        request = CompatRequest(
-            method=scope["method"],
-            path=scope["path"],
-            query=scope.get("query_string", b""),
-            headers=dict(scope["headers"]),
-            body=_body(receive),
-        )
-        try:
-            reply = await handler(request)
-        except ClientGone:
-            return
-        except Exception as exc:  # a bug must still answer, never hang the client
-            log.error("drop-in request failed", path=scope["path"], error=repr(exc))
-            reply = INTERNAL_ERROR
-        headers = [
-            (b"content-type", reply.media_type.encode()),
-            (b"content-length", str(len(reply.body)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
-
-
-async def _body(receive: Any) -> AsyncIterator[bytes]:
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = event.get("body", b"")
-        if chunk:
-            yield chunk
-        if not event.get("more_body", False):
-            return
-
 
 async def _framework(request: Request) -> Response:
     drop_ins: DropIns = request.app.state.drop_ins
     handler = drop_ins.handler(request.method, request.url.path)
     assert handler is not None  # the routes below are the handlers' own URLs
-    reply = await handler(
-        CompatRequest(
-            method=request.method,
-            path=request.url.path,
-            query=request.scope.get("query_string", b""),
-            headers=dict(request.scope["headers"]),
-            body=request.stream(),
-        )
-    )
+    reply = await handler(CompatRequest.from_scope(request.scope, request.stream()))
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
