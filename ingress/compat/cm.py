@@ -61,18 +61,19 @@ _ZONE = re.compile(r"\s*(?:GMT|UTC|Z)$", re.IGNORECASE)
 
 
 class MessageRefused(Exception):
-    def __init__(self, code: int, details: str) -> None:
+    def __init__(self, code: int, details: str, *, unsupported: bool = False) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+        self.unsupported = unsupported  # something CM offers that the relay cannot honour
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
     return Reply(status=status, body=orjson.dumps(body), headers=headers or {})
 
 
-def refusal(code: int, details: str, status: int = 400) -> Reply:
-    return _json(status, {"details": details, "errorCode": code, "messages": []})
+def refusal(code: int, details: str, status: int = 400, headers: dict[str, str] | None = None) -> Reply:
+    return _json(status, {"details": details, "errorCode": code, "messages": []}, headers)
 
 
 class CmApi:
@@ -111,10 +112,10 @@ class CmApi:
             for number, message in self._recipients(item):
                 if isinstance(message, MessageRefused):
                     results.append(_rejected(number, item.get("reference"), message))
+                    self._intake.count("unsupported" if message.unsupported else "invalid")
                 else:
                     valid.append((len(results), number or "", message))
                     results.append({})
-        self._intake.count("invalid", len(results) - len(valid))
         ids = await self._intake.accept(tenant, [m for _, _, m in valid]) if valid else []
         for (index, number, message), message_id in zip(valid, ids, strict=True):
             results[index] = {
@@ -178,18 +179,26 @@ def _common_fields(item: dict[str, Any]) -> tuple[dict[str, Any], int]:
     the relay cannot honour (it never drops a field silently)."""
     unknown = sorted(set(item) - FIELDS)
     if unknown:
-        raise MessageRefused(MSG_INVALID_FIELD, f"Field(s) not supported by this relay: {', '.join(unknown)}")
+        raise MessageRefused(
+            MSG_INVALID_FIELD, f"Field(s) not supported by this relay: {', '.join(unknown)}", unsupported=True
+        )
     channels = item.get("allowedChannels", ["SMS"])
     if not isinstance(channels, list) or "sms" not in {str(c).lower() for c in channels}:
-        raise MessageRefused(MSG_INVALID_FIELD, "This relay sends SMS only: allowedChannels must hold SMS")
+        raise MessageRefused(
+            MSG_INVALID_FIELD, "This relay sends SMS only: allowedChannels must hold SMS", unsupported=True
+        )
     dcs = item.get("dcs", 0)
     if dcs not in TEXT_DCS or isinstance(dcs, bool):
-        raise MessageRefused(MSG_INVALID_FIELD, "Only dcs 0 and 8 (text) are supported by this relay")
+        raise MessageRefused(
+            MSG_INVALID_FIELD, "Only dcs 0 and 8 (text) are supported by this relay", unsupported=True
+        )
     body = item.get("body")
     if not isinstance(body, dict) or set(body) - {"type", "content"}:
         raise MessageRefused(MSG_INVALID_BODY, "A body object with 'content' (and 'type') is required")
     if str(body.get("type", "auto")).lower() not in BODY_TYPES:
-        raise MessageRefused(MSG_INVALID_BODY, "Only body types AUTO and PLAIN are supported by this relay")
+        raise MessageRefused(
+            MSG_INVALID_BODY, "Only body types AUTO and PLAIN are supported by this relay", unsupported=True
+        )
     content = body.get("content")
     if not isinstance(content, str) or not content:
         raise MessageRefused(MSG_INVALID_BODY, "A body without content was found")
@@ -258,9 +267,9 @@ def _rejected(number: str | None, reference: Any, refused: MessageRefused) -> di
 
 def _refused(refused: Refused) -> Reply:
     if refused.kind == Refused.UNAVAILABLE:
-        reply = refusal(INTERNAL_ERROR, f"Temporarily unavailable: {refused.detail}", status=503)
-        reply.headers["Retry-After"] = "1"
-        return reply
+        return refusal(
+            INTERNAL_ERROR, f"Temporarily unavailable: {refused.detail}", 503, {"Retry-After": "1"}
+        )
     if refused.kind == Refused.CONFLICT:
         return refusal(REQUEST_MALFORMED, refused.detail, status=409)
     if refused.kind == Refused.TOO_LARGE:

@@ -79,7 +79,7 @@ class KannelApi:
                     self._intake.count("unauthorized")
                 return _text(403, AUTH_FAILED)
             try:
-                messages = self._messages(params, posted=request.method == "POST")
+                messages = self._messages(params, headers_post=_headers_post(request))
             except KannelAnswer as refusal:
                 self._intake.count("unsupported" if refusal.unsupported else "invalid")
                 raise
@@ -106,8 +106,7 @@ class KannelApi:
         media_type = media_type.strip().lower()
         if media_type == "application/x-www-form-urlencoded":
             return _fields(urllib.parse.parse_qsl(body.decode("latin-1"), **_RAW))
-        if media_type in ("text/plain", "application/octet-stream"):
-            # Kannel's own POST: the text is the body, every other field an X-Kannel-* header.
+        if _headers_post(request):
             fields = _fields(
                 (name[len(b"x-kannel-") :].decode("latin-1"), value.decode("latin-1"))
                 for name, value in request.headers.items()
@@ -124,13 +123,15 @@ class KannelApi:
             raise _not_supported(f"POST of {media_type}")
         raise KannelAnswer(400, "Invalid content-type")
 
-    def _messages(self, params: dict[str, str], *, posted: bool) -> list[ValidMessage]:
+    def _messages(self, params: dict[str, str], *, headers_post: bool) -> list[ValidMessage]:
         """One valid message per distinct number of `to`, or the `KannelAnswer` Kannel would give."""
         to = params.get("to")
         if to is None:
             raise KannelAnswer(
                 400,
-                "Missing receiver(s) number(s), rejected" if posted else "Missing receiver number, rejected",
+                "Missing receiver(s) number(s), rejected"
+                if headers_post
+                else "Missing receiver number, rejected",
             )
         if not to:
             raise KannelAnswer(400, "Empty receiver number not allowed, rejected")
@@ -163,6 +164,13 @@ class KannelApi:
 
 
 _RAW: dict[str, Any] = {"keep_blank_values": True, "encoding": "latin-1"}
+_HEADERS_POST_TYPES = ("text/plain", "application/octet-stream")
+
+
+def _headers_post(request: CompatRequest) -> bool:
+    """Kannel's own POST: the text is the body, every other field an X-Kannel-* header."""
+    media_type = (request.header(b"content-type") or "").partition(";")[0].strip().lower()
+    return request.method == "POST" and media_type in _HEADERS_POST_TYPES
 
 
 def _fields(pairs: Any) -> dict[str, str]:

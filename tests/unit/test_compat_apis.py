@@ -304,7 +304,9 @@ async def test_metrics_count_each_api_and_the_document_shows_them(api):
     await sendsms(api)
     await sendsms(api, password="rk_wrong")
     await api.client.post("/v1.0/message", json=cm_body(api.key, cm_msg("12")))
+    await api.client.post("/v1.0/message", json=cm_body(api.key, cm_msg(richContent={})))
     metrics = (await api.client.get("/metrics")).text
+    assert 'relay_ingress_api_submits_total{api="cm",result="unsupported"}' in metrics
     assert 'relay_ingress_api_submits_total{api="kannel",result="queued"}' in metrics
     assert 'relay_ingress_api_submits_total{api="kannel",result="unauthorized"}' in metrics
     assert 'relay_ingress_api_submits_total{api="cm",result="invalid"}' in metrics
