@@ -20,12 +20,13 @@ import tempfile
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import psutil
 import uvloop
 
 from bench.bench_submit import BROKER_URL, CLIENTS, closed_loop, ingress_process, summary, wait_ready
@@ -77,27 +78,34 @@ def head(port: int, *, content_type: str, authorization: str | None = None) -> s
     return f"Host: 127.0.0.1:{port}\r\n{auth}Content-Type: {content_type}\r\nConnection: keep-alive\r\n"
 
 
-Send = Callable[[Pool, int], Awaitable[tuple[int, bytes]]]
+Build = Callable[[int], tuple[bytes, str, bytes]]
 
 
-def apis(port: int, *, key: str, sid: str) -> dict[str, tuple[str, Send, int]]:
-    """Per API: the request head of its connections, how it sends message n, and its accepted status."""
+def apis(port: int, *, key: str, sid: str) -> dict[str, tuple[str, Build, int]]:
+    """Per API: the request head of its connections, its request for message n (method, path and body)
+    and its accepted status."""
 
-    async def native(pool: Pool, n: int) -> tuple[int, bytes]:
-        body = orjson.dumps({"to": TO, "from": "Bench", "body": f"benchmark message {n}"})
-        return await pool.request(b"POST", "/v1/messages", body)
+    def native(n: int) -> tuple[bytes, str, bytes]:
+        return (
+            b"POST",
+            "/v1/messages",
+            orjson.dumps({"to": TO, "from": "Bench", "body": f"benchmark message {n}"}),
+        )
 
-    async def cm(pool: Pool, n: int) -> tuple[int, bytes]:
+    def cm(n: int) -> tuple[bytes, str, bytes]:
         msg = {
             "allowedChannels": ["SMS"],
             "from": "Bench",
             "to": [{"number": "0031612345678"}],
             "body": {"type": "AUTO", "content": f"benchmark message {n}"},
         }
-        body = orjson.dumps({"messages": {"authentication": {"producttoken": key}, "msg": [msg]}})
-        return await pool.request(b"POST", "/v1.0/message", body)
+        return (
+            b"POST",
+            "/v1.0/message",
+            orjson.dumps({"messages": {"authentication": {"producttoken": key}, "msg": [msg]}}),
+        )
 
-    async def kannel(pool: Pool, n: int) -> tuple[int, bytes]:
+    def kannel(n: int) -> tuple[bytes, str, bytes]:
         fields = {
             "username": "bench",
             "password": key,
@@ -105,11 +113,11 @@ def apis(port: int, *, key: str, sid: str) -> dict[str, tuple[str, Send, int]]:
             "from": "Bench",
             "text": f"benchmark message {n}",
         }
-        return await pool.request(b"GET", f"/cgi-bin/sendsms?{urllib.parse.urlencode(fields)}", b"")
+        return b"GET", f"/cgi-bin/sendsms?{urllib.parse.urlencode(fields)}", b""
 
-    async def twilio(pool: Pool, n: int) -> tuple[int, bytes]:
+    def twilio(n: int) -> tuple[bytes, str, bytes]:
         body = urllib.parse.urlencode({"To": TO, "From": "Bench", "Body": f"benchmark message {n}"}).encode()
-        return await pool.request(b"POST", f"/2010-04-01/Accounts/{sid}/Messages.json", body)
+        return b"POST", f"/2010-04-01/Accounts/{sid}/Messages.json", body
 
     basic = "Basic " + base64.b64encode(f"{sid}:{key}".encode()).decode()
     return {
@@ -124,28 +132,46 @@ def apis(port: int, *, key: str, sid: str) -> dict[str, tuple[str, Send, int]]:
     }
 
 
+def cpu_s(server: psutil.Process) -> float:
+    times = server.cpu_times()
+    return float(times.user + times.system)
+
+
 async def phase(
-    port: int, api: str, how: tuple[str, Send, int], count: int, answers: Counter[str]
+    port: int,
+    api: str,
+    how: tuple[str, Build, int],
+    count: int,
+    answers: Counter[str],
+    server: psutil.Process,
 ) -> dict[str, Any]:
     """`count` messages through one API from fresh keep-alive connections (idle ones would be closed by
-    the server's keep-alive timeout while the other APIs run)."""
-    request_head, send, accepted_status = how
+    the server's keep-alive timeout while the other APIs run). The requests are built beforehand, so the
+    clients' share of the CPU is the same for every API."""
+    request_head, build, accepted_status = how
+    warm_up = 100
+    requests = [build(n) for n in range(warm_up + count)]
 
     async with Pool(port=port, head=request_head, size=CLIENTS) as pool:
 
         async def one(n: int) -> int:
-            status, body = await send(pool, n)
+            status, body = await pool.request(*requests[n])
             answers[f"{api} {status}"] += 1
             if status != accepted_status and answers[f"{api} {status}"] == 1:
                 print(f"{api} answered {status}: {body[:300]!r}", file=sys.stderr)
             return 1 if status == accepted_status else 0
 
-        await closed_loop(100, CLIENTS, one)  # warm-up: connections, key and SID caches
-        elapsed, latencies, accepted = await closed_loop(count, CLIENTS, one)
-    return summary(accepted, elapsed, latencies)
+        await closed_loop(warm_up, CLIENTS, one)  # connections, key and SID caches
+        cpu_before = cpu_s(server)
+        elapsed, latencies, accepted = await closed_loop(count, CLIENTS, lambda n: one(warm_up + n))
+        cpu_ms = (cpu_s(server) - cpu_before) * 1000
+    per_message = round(cpu_ms / accepted, 3) if accepted else None
+    return {**summary(accepted, elapsed, latencies), "server_cpu_ms_per_message": per_message}
 
 
-async def phases(port: int, *, key: str, sid: str, count: int, rounds: int) -> dict[str, Any]:
+async def phases(
+    port: int, *, key: str, sid: str, count: int, rounds: int, server: psutil.Process
+) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
         await wait_ready(probe)
     answers: Counter[str] = Counter()
@@ -153,7 +179,7 @@ async def phases(port: int, *, key: str, sid: str, count: int, rounds: int) -> d
     done: list[dict[str, Any]] = []
     for turn in range(rounds):
         order = APIS[turn % len(APIS) :] + APIS[: turn % len(APIS)]
-        done.append({api: await phase(port, api, how[api], count, answers) for api in order})
+        done.append({api: await phase(port, api, how[api], count, answers, server) for api in order})
     return {"rounds": done, "answers": dict(answers)}
 
 
@@ -177,8 +203,9 @@ async def main_async(quick: bool, rounds: int) -> dict[str, Any]:
     try:
         key, sid = await scratch_store(StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'relay.db'}"))
         port = free_port()
-        with ingress_process(workdir, prefix=prefix, port=port, processes=1):
-            report = await phases(port, key=key, sid=sid, count=count, rounds=rounds)
+        with ingress_process(workdir, prefix=prefix, port=port, processes=1) as proc:
+            server = psutil.Process(proc.pid)
+            report = await phases(port, key=key, sid=sid, count=count, rounds=rounds, server=server)
     finally:
         await delete_broker_names(BROKER_URL, Settings(broker={"url": BROKER_URL, "prefix": prefix}))
         shutil.rmtree(workdir, ignore_errors=True)
@@ -192,6 +219,9 @@ async def main_async(quick: bool, rounds: int) -> dict[str, Any]:
         requests_per_phase=count,
         concurrency=CLIENTS,
         per_s={api: statistics.median(r[api]["per_s"] for r in done) for api in APIS},
+        server_cpu_ms_per_message={
+            api: statistics.median(r[api]["server_cpu_ms_per_message"] or 0.0 for r in done) for api in APIS
+        },
         ratios_to_native=ratios,
         ratios_are="the median over the rounds of each round's rate over its native rate",
         targets={f"{api} >= {TARGET_RATIO} x native": ratio >= TARGET_RATIO for api, ratio in ratios.items()},
@@ -212,7 +242,11 @@ def main() -> None:
         for api in APIS:
             ratio = report["ratios_to_native"].get(api)
             shown = f"{ratio:.2f} x native" if ratio is not None else "-"
-            print(f"  {api:8} {report['per_s'][api]:8.0f} messages/s  {shown}", file=sys.stderr)
+            cpu_ms = report["server_cpu_ms_per_message"][api]
+            rate = report["per_s"][api]
+            print(
+                f"  {api:8} {rate:8.0f}/s  {shown:>14}  ingress CPU {cpu_ms:.3f} ms/message", file=sys.stderr
+            )
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import urllib.parse
 from datetime import UTC, datetime
@@ -261,7 +262,13 @@ def _invalid(form: dict[str, str], first: dict[str, str]) -> TwilioError:
 
 
 def _rfc2822(moment: datetime) -> str:
-    return format_datetime(moment.astimezone(UTC))
+    return _rfc2822_second(int(moment.timestamp()))
+
+
+@functools.lru_cache(maxsize=64)
+def _rfc2822_second(epoch_s: int) -> str:
+    # Cached: the submits of one second share their date, and formatting it was a visible share of one.
+    return format_datetime(datetime.fromtimestamp(epoch_s, UTC))
 
 
 def _resource(account: str, message_id: str, **fields: Any) -> dict[str, Any]:
@@ -282,13 +289,14 @@ def _resource(account: str, message_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def _created(account: str, message_id: str, message: ValidMessage, *, now: datetime) -> dict[str, Any]:
+    created = _rfc2822(now)
     return _resource(
         account,
         message_id,
         body=message.body,
-        date_created=_rfc2822(now),
+        date_created=created,
         date_sent=None,
-        date_updated=_rfc2822(now),
+        date_updated=created,
         error_code=None,
         error_message=None,
         num_segments=str(message.segments),
