@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import httpx
 from aio_pika.abc import DeliveryMode
 
-from bench.outage import BROKER_URL, RELAY, RssSampler, child, delete_topology, write_config
+from bench.outage import BENCH_WORKER, BROKER_URL, RssSampler
+from ops.harness.deployment import SITES, delete_topology, local_config, settings_of
+from ops.harness.processes import RELAY, spawned
+from ops.harness.simulators import running_simulators
 from shared.envelope import encode_job, encode_jobs
 from shared.model import Job, new_message_id
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 from shared.topology import declare, jobs_exchange, site_queue, topology_from
 
 IN_FLIGHT = 256
@@ -137,52 +139,28 @@ async def queue_depth(settings: Settings) -> int:
         return queue.declaration_result.message_count or 0  # messages: a bundle counts once
 
 
-def _wait_listening(url: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
-
-
 def run_backlog(
     size: int, *, directory: Path, broker_url: str = BROKER_URL, timeout_s: float = 600.0
 ) -> dict[str, Any]:
     """One backlog size, start to end, in a topology of its own that is deleted afterwards."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
-    config = write_config(directory, broker_url=broker_url, prefix=prefix, concurrency=64)
-    settings = load_settings(broker={"url": broker_url, "prefix": prefix})
-    relay = [*RELAY, "--config", str(config.path)]
-    admin_a = config.admin_url(SITE)
-    try:
-        publish_s = asyncio.run(fill_backlog(settings, count=size))
-        print(f"backlog {size}: published in {publish_s:.1f} s", file=sys.stderr)
-        sims = [
-            [
-                *relay,
-                "platform-sim",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(config.platform_ports[site]),
-                "--admin-port",
-                str(config.admin_ports[site]),
-            ]
-            for site in ("a", "b")
-        ]
-        with (
-            child(sims[0], log=directory / "sim-a.log"),
-            child(sims[1], log=directory / "sim-b.log"),
-        ):
-            _wait_listening(f"{admin_a}/stats")
+    with running_simulators(SITES, log_dir=directory) as sims:
+        config = local_config(
+            directory,
+            broker_url=broker_url,
+            prefix=prefix,
+            sites={site: {"url": sim.url, "timeout_s": 1.0} for site, sim in sims.items()},
+            worker=BENCH_WORKER,
+            broker={"confirm_timeout_s": 1.0},
+        )
+        settings = settings_of(config)
+        try:
+            publish_s = asyncio.run(fill_backlog(settings, count=size))
+            print(f"backlog {size}: published in {publish_s:.1f} s", file=sys.stderr)
             started = time.perf_counter()
+            worker_args = [*RELAY, "--config", str(config), "worker", "--site", SITE, "--metrics-port", "0"]
             with (
-                child(
-                    [*relay, "worker", "--site", SITE, "--metrics-port", "0"], log=directory / "worker.log"
-                ) as worker,
+                spawned(worker_args, log=directory / "worker.log", stop_timeout_s=30) as worker,
                 RssSampler(pids={"worker": worker.pid}) as rss,
             ):
                 delivered = 0
@@ -190,13 +168,13 @@ def run_backlog(
                 deadline = time.monotonic() + timeout_s
                 while delivered < size and time.monotonic() < deadline:
                     time.sleep(0.25)
-                    delivered = httpx.get(f"{admin_a}/stats", timeout=5).json()["unique"]
+                    delivered = sims[SITE].stats()["unique"]
                     if delivered and first_receipt_at is None:
                         first_receipt_at = time.perf_counter()
                 finished_at = time.perf_counter()
             remaining = asyncio.run(queue_depth(settings))
-    finally:
-        asyncio.run(delete_topology(broker_url, settings))
+        finally:
+            asyncio.run(delete_topology(broker_url, config))
     samples = rss.samples.get("worker", [])
     # The worker's own start (interpreter, connection, declarations) is not part of the drain.
     startup_s = (first_receipt_at or finished_at) - started

@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 import urllib.parse
@@ -40,25 +39,18 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import httpx
 import orjson
 import psutil
 
 from bench.bench_submit import migrated_store_key
 from bench.raw_http import RawPool
+from ops.harness.deployment import SITES, delete_topology, write_toml
+from ops.harness.jobs import JobPublisher, make_job, wait_for_consumers
+from ops.harness.kannel import KannelInstance, find_binaries, running_kannel
+from ops.harness.processes import RELAY, free_port, spawned, wait_for_port
+from ops.harness.simulators import LocalSimulator, running_simulators
 from shared.model import Job
 from shared.settings import StoreSettings
-from tests.helpers import RELAY, free_port, spawned, wait_for_port
-from tests.integration.failover_harness import (
-    SITES,
-    JobPublisher,
-    Simulator,
-    delete_topology,
-    make_job,
-    wait_for_consumers,
-    write_toml,
-)
-from tests.kannel_harness import KannelInstance, running_kannel
 
 PUBLISH_IN_FLIGHT = 256
 WINDOW_AFTER_FAULT_S = 1.0
@@ -66,27 +58,12 @@ SCENARIOS = ("single", "batched", "http-single", "http-batched", "kannel", "fail
 POLL_S = 0.02
 
 
-def _sims(stack: contextlib.ExitStack, tmp: Path) -> dict[str, Simulator]:
-    sims = {site: Simulator(site=site, port=free_port(), admin_port=free_port()) for site in SITES}
-    for sim in sims.values():
-        sim.proc = stack.enter_context(
-            spawned(
-                [*RELAY, "platform-sim", "--port", str(sim.port), "--admin-port", str(sim.admin_port)],
-                log=tmp / f"sim-{sim.site}.log",
-            )
-        )
-    for sim in sims.values():
-        wait_for_port(sim.admin_port, timeout_s=30)
-        wait_for_port(sim.port, timeout_s=30)
-    return sims
-
-
 def _config(
     tmp: Path,
     *,
     broker_url: str,
     prefix: str,
-    sims: dict[str, Simulator],
+    sims: dict[str, LocalSimulator],
     batch_size: int,
     timeout_s: float,
     concurrency: int,
@@ -151,13 +128,8 @@ async def _publish_fast(jobs: JobPublisher, items: Iterable[tuple[Job, str]]) ->
     return count, time.perf_counter() - began
 
 
-async def _references(client: httpx.AsyncClient, sim: Simulator) -> list[str]:
-    refs: list[str] = (await client.get(sim.admin_url + "/references")).json()["references"]
-    return refs
-
-
 @contextlib.asynccontextmanager
-async def _receipts(sims: dict[str, Simulator]) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+async def _receipts(sims: dict[str, LocalSimulator]) -> AsyncIterator[Callable[[], Awaitable[int]]]:
     """A counter of the unique messages the simulators received, over one keep-alive connection each:
     polled every POLL_S through httpx, the polling took CPU from what was being measured."""
     async with contextlib.AsyncExitStack() as stack:
@@ -178,7 +150,7 @@ async def _receipts(sims: dict[str, Simulator]) -> AsyncIterator[Callable[[], Aw
 
 async def throughput(
     tmp: Path,
-    sims: dict[str, Simulator],
+    sims: dict[str, LocalSimulator],
     *,
     broker_url: str,
     batch_size: int,
@@ -198,7 +170,6 @@ async def throughput(
         concurrency=concurrency,
     )
     for sim in sims.values():
-        sim.fault("none")
         sim.reset()
     try:
         async with JobPublisher(broker_url, prefix, config) as jobs, _receipts(sims) as received_count:
@@ -241,7 +212,7 @@ async def throughput(
 
 async def submit_to_receipt(
     tmp: Path,
-    sims: dict[str, Simulator],
+    sims: dict[str, LocalSimulator],
     *,
     broker_url: str,
     batch_size: int,
@@ -271,7 +242,6 @@ async def submit_to_receipt(
     )
     key = await migrated_store_key(store)
     for sim in sims.values():
-        sim.fault("none")
         sim.reset()
     try:
         with contextlib.ExitStack() as stack:
@@ -303,7 +273,7 @@ async def submit_to_receipt(
                     async with gate:
                         return await one(n)
 
-                platforms = [sim.proc for sim in sims.values()]
+                platforms = [sim.process for sim in sims.values()]
                 brokers = _broker_processes()
                 ingress_before_s, workers_before_s = _cpu_s(procs[:1]), _cpu_s(procs[1:])
                 platforms_before_s, broker_before_s = _cpu_s(platforms), _cpu_s(brokers)
@@ -354,17 +324,8 @@ def _broker_processes() -> list[Any]:
     return [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("beam")]
 
 
-def _kannel_binaries() -> dict[str, str] | None:
-    binaries = {
-        "bearerbox": shutil.which("bearerbox") or "/usr/sbin/bearerbox",
-        "smsbox": shutil.which("smsbox") or "/usr/sbin/smsbox",
-        "fakesmsc": "/usr/lib/kannel/test/fakesmsc",
-    }
-    return binaries if all(Path(p).exists() for p in binaries.values()) else None
-
-
 async def kannel_baseline(tmp: Path, *, count: int, clients: int, deadline_s: float) -> dict[str, Any]:
-    binaries = _kannel_binaries()
+    binaries = find_binaries()
     if binaries is None:
         return {"skipped": "Kannel (kannel, kannel-extras) is not installed"}
     async with contextlib.AsyncExitStack() as stack:
@@ -413,7 +374,7 @@ async def kannel_baseline(tmp: Path, *, count: int, clients: int, deadline_s: fl
 
 async def failover_gap(
     tmp: Path,
-    sims: dict[str, Simulator],
+    sims: dict[str, LocalSimulator],
     *,
     broker_url: str,
     mode: str,
@@ -439,7 +400,6 @@ async def failover_gap(
         concurrency=concurrency,
     )
     for sim in sims.values():
-        sim.fault("none")
         sim.reset()
     try:
         async with JobPublisher(broker_url, prefix, config) as jobs:
@@ -450,31 +410,30 @@ async def failover_gap(
                 )
                 await asyncio.sleep(2.0)
                 b_before = set(sims["b"].references())
-                async with httpx.AsyncClient() as client:
-                    began = time.perf_counter()
-                    sims["a"].fault(mode)
-                    window_ids: set[str] | None = None
-                    first_via_b_s: float | None = None
-                    held_recovered_s: float | None = None
-                    # Polled with an async client so the stream this process publishes keeps its pace.
-                    while time.perf_counter() - began < timeout_s + 15:
-                        b_now = set(await _references(client, sims["b"]))
-                        now_s = time.perf_counter() - began
-                        if first_via_b_s is None and b_now - b_before:
-                            first_via_b_s = now_s
-                        if window_ids is None and now_s >= WINDOW_AFTER_FAULT_S:
-                            window_ids = {job.id for job in jobs.published}
-                        if window_ids is not None and window_ids <= b_now | set(
-                            await _references(client, sims["a"])
-                        ):
-                            held_recovered_s = now_s
-                            if first_via_b_s is not None:
-                                break
-                        await asyncio.sleep(POLL_S)
+                began = time.perf_counter()
+                sims["a"].set_fault(mode)
+                window_ids: set[str] | None = None
+                first_via_b_s: float | None = None
+                held_recovered_s: float | None = None
+                # Polled from a thread so the stream this process publishes keeps its pace.
+                while time.perf_counter() - began < timeout_s + 15:
+                    b_now = set(await asyncio.to_thread(sims["b"].references))
+                    now_s = time.perf_counter() - began
+                    if first_via_b_s is None and b_now - b_before:
+                        first_via_b_s = now_s
+                    if window_ids is None and now_s >= WINDOW_AFTER_FAULT_S:
+                        window_ids = {job.id for job in jobs.published}
+                    if window_ids is not None and window_ids <= b_now | set(
+                        await asyncio.to_thread(sims["a"].references)
+                    ):
+                        held_recovered_s = now_s
+                        if first_via_b_s is not None:
+                            break
+                    await asyncio.sleep(POLL_S)
                 stream.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stream
-                sims["a"].fault("none")
+                sims["a"].set_fault("none")
         return {
             "mode": mode,
             "site_timeout_s": timeout_s,
@@ -488,7 +447,13 @@ async def failover_gap(
 
 
 async def rss_with_backlog(
-    tmp: Path, sims: dict[str, Simulator], *, broker_url: str, backlog: int, watch_s: float, concurrency: int
+    tmp: Path,
+    sims: dict[str, LocalSimulator],
+    *,
+    broker_url: str,
+    backlog: int,
+    watch_s: float,
+    concurrency: int,
 ) -> dict[str, Any]:
     """Queue `backlog` jobs for site a, nobody consuming; start one worker, sample its RSS as it drains."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -502,7 +467,6 @@ async def rss_with_backlog(
         concurrency=concurrency,
     )
     for sim in sims.values():
-        sim.fault("none")
         sim.reset()
     try:
         async with JobPublisher(broker_url, prefix, config) as jobs:
@@ -540,9 +504,8 @@ def _round(value: float | None) -> float | None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     broker_url = args.broker_url
-    with TemporaryDirectory(prefix="bench-e2e-") as raw, contextlib.ExitStack() as stack:
+    with TemporaryDirectory(prefix="bench-e2e-") as raw, running_simulators(SITES, log_dir=Path(raw)) as sims:
         tmp = Path(raw)
-        sims = _sims(stack, tmp)
         report: dict[str, Any] = {
             "what": "publish to the broker -> relay worker -> simulated platform receipt (no HTTP submit)",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -12,23 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 import psutil
 
+from ops.harness.simulators import LocalSimulator, running_simulator
 from shared.model import Job
-from tests.helpers import free_port, wait_for_port
 from workers.platforms.http_json import HttpJsonPlatform, encode_submit
 
-START_TIMEOUT_S = 15.0
+# The simulator's own entry point: the same code `relay platform-sim` runs, without the other commands.
+SIM_COMMAND = (sys.executable, "-m", "simulator")
 SCENARIO_TIMEOUT_S = 60.0
 
 
@@ -140,17 +138,17 @@ async def drive(scenario: Scenario, *, port: int, latencies_s: list[float]) -> N
     await asyncio.wait_for(run, timeout=SCENARIO_TIMEOUT_S)
 
 
-def measure(scenario: Scenario, *, port: int, admin: str, sim: psutil.Process) -> dict[str, Any]:
-    httpx.post(f"{admin}/reset", timeout=5).raise_for_status()
+def measure(scenario: Scenario, *, sim: LocalSimulator, process: psutil.Process) -> dict[str, Any]:
+    sim.reset()
     latencies_s: list[float] = []
-    sim_cpu_before_s = sum(sim.cpu_times()[:2])
+    sim_cpu_before_s = sum(process.cpu_times()[:2])
     client_cpu_before_s = time.process_time()
     started = time.perf_counter()
-    asyncio.run(drive(scenario, port=port, latencies_s=latencies_s))
+    asyncio.run(drive(scenario, port=sim.port, latencies_s=latencies_s))
     elapsed_s = time.perf_counter() - started
     client_cpu_s = time.process_time() - client_cpu_before_s
-    sim_cpu_s = sum(sim.cpu_times()[:2]) - sim_cpu_before_s
-    stats = httpx.get(f"{admin}/stats", timeout=5).json()
+    sim_cpu_s = sum(process.cpu_times()[:2]) - sim_cpu_before_s
+    stats = sim.stats()
     if stats["unique"] != scenario.messages:
         raise RuntimeError(f"{scenario.name}: simulator counted {stats}, expected {scenario.messages}")
     return {
@@ -175,27 +173,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a quarter of the messages")
     args = parser.parse_args()
-    port, admin_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", str(port), "--admin-port", str(admin_port)],
-        env={**os.environ, "RELAY_LOG__LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(admin_port, timeout_s=START_TIMEOUT_S)
-        wait_for_port(port, timeout_s=START_TIMEOUT_S)
-        sim = psutil.Process(proc.pid)
-        admin = f"http://127.0.0.1:{admin_port}"
-        results = [measure(scenario, port=port, admin=admin, sim=sim) for scenario in scenarios(args.quick)]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    quiet = {**os.environ, "RELAY_LOG__LEVEL": "WARNING"}
+    with running_simulator(command=SIM_COMMAND, env=quiet) as sim:
+        assert sim.process is not None
+        process = psutil.Process(sim.process.pid)
+        results = [measure(scenario, sim=sim, process=process) for scenario in scenarios(args.quick)]
     report = {
         "bench": "platform-sim",
         "cpu_count": os.cpu_count(),

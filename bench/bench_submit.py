@@ -40,17 +40,20 @@ import psutil
 import uvloop
 
 from bench.raw_http import RawPool
+from ops.harness.cleanup import delete_broker_names
+from ops.harness.processes import free_port
 from shared.settings import Settings, StoreSettings
 from shared.store.api_keys import create_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
-from tests.helpers import delete_broker_names, free_port
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 START_TIMEOUT_S = 30.0
 PHASE_TIMEOUT_S = 90.0
 CLIENTS = 64
 TARGETS = {"single_ratio": 0.5, "batch_ratio": 0.8, "paced_p99_ms": 20.0}
+# The ingress routes to sites a and b; no platform is behind them: the ingress alone is measured.
+SITE_URLS = {"a": "http://127.0.0.1:9001/v1.0/message", "b": "http://127.0.0.1:9002/v1.0/message"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,6 +115,7 @@ def ingress_process(
         "RELAY_INGRESS__PORT": str(port),
         "RELAY_INGRESS__PROCESSES": str(processes),
         "RELAY_LOG__LEVEL": "INFO",
+        **{f"RELAY_SITES__{site.upper()}__URL": url for site, url in SITE_URLS.items()},
     }
     log = (workdir / "ingress.log").open("wb")
     proc = subprocess.Popen(
@@ -300,7 +304,10 @@ async def main_async(quick: bool, processes: int, rounds: int) -> dict[str, Any]
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "quick": quick, "rounds_run": rounds}
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    settings = Settings(broker={"url": BROKER_URL, "prefix": prefix})
+    settings = Settings(
+        broker={"url": BROKER_URL, "prefix": prefix},
+        sites={site: {"url": url} for site, url in SITE_URLS.items()},
+    )
     try:
         store = StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'relay.db'}")
         key = await migrated_store_key(store)

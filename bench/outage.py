@@ -11,10 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,73 +23,20 @@ from pathlib import Path
 import httpx
 import psutil
 
-from ops.drill import Drill, DrillPlan
-from shared.settings import Settings, load_settings, use_config_file
-from tests.helpers import delete_broker_names, free_port
+from ops.drill_plan import DrillPlan, DrillTarget
+from ops.drill_run import Drill
+from ops.harness.deployment import Deployment, http_json_sites_on_free_ports, relay_up, settings_of
+from ops.supervisor import relay_command
 
-RELAY = [sys.executable, "-m", "ops.cli"]
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
-UP_READY_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BenchConfig:
-    path: Path
-    api_url: str
-    platform_ports: dict[str, int]
-    admin_ports: dict[str, int]
-
-    def admin_url(self, site: str) -> str:
-        return f"http://127.0.0.1:{self.admin_ports[site]}"
-
-
-def write_config(
-    directory: Path, *, broker_url: str, prefix: str, platform_timeout_s: float = 1.0, concurrency: int = 64
-) -> BenchConfig:
-    """A configuration on free ports with its own broker prefix, store and spool."""
-    api_port = free_port()
-    platform_ports = {site: free_port() for site in ("a", "b")}
-    admin_ports = {site: free_port() for site in ("a", "b")}
-    sites = [
-        f'[sites.{site}]\nurl = "http://127.0.0.1:{platform_ports[site]}/v1.0/message"\n'
-        f'sim_admin_url = "http://127.0.0.1:{admin_ports[site]}"\ntimeout_s = {platform_timeout_s}\n'
-        for site in ("a", "b")
-    ]
-    path = directory / "relay.toml"
-    path.write_text(
-        f'[broker]\nurl = "{broker_url}"\nprefix = "{prefix}"\n'
-        f'[store]\nurl = "sqlite+aiosqlite:///{directory / "relay.db"}"\n'
-        f'[ingress]\nhost = "127.0.0.1"\nport = {api_port}\nspool_path = "{directory / "spool.db"}"\n'
-        f"[worker]\nconcurrency = {concurrency}\nmetrics_port = 0\nheartbeat_interval_s = 1.0\n"
-        "breaker_cooldown_s = 1.0\nretry_delays_s = [1, 2, 5]\ngrace_s = 3.0\n"
-        '[log]\nlevel = "WARNING"\n' + "".join(sites)
-    )
-    return BenchConfig(
-        path=path,
-        api_url=f"http://127.0.0.1:{api_port}",
-        platform_ports=platform_ports,
-        admin_ports=admin_ports,
-    )
-
-
-@contextlib.contextmanager
-def child(args: list[str], *, log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process in its own group, SIGTERMed (then SIGKILLed) with its children at the end."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
-        )
-        try:
-            yield process
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+# Workers as a deployment runs them (concurrency 64, the default breaker threshold), with a breaker
+# cool-down and retry tiers short enough for a run of seconds.
+BENCH_WORKER = {
+    "concurrency": 64,
+    "heartbeat_interval_s": 1.0,
+    "breaker_failure_threshold": 5,
+    "retry_delays_s": [1, 2, 5],
+}
 
 
 @dataclass(slots=True)
@@ -140,51 +83,20 @@ class RssSampler:
         }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Up:
-    config: Path
-    settings: Settings
-    run_dir: Path
-    pids: dict[str, int]
-
-
 @contextlib.contextmanager
-def relay_up(
+def outage_deployment(
     directory: Path, *, broker_url: str = BROKER_URL, platform_timeout_s: float = 1.0
-) -> Iterator[Up]:
+) -> Iterator[Deployment]:
     """`relay up` on free ports in `directory`, torn down (and its broker names deleted) at the end."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    config = write_config(
-        directory, broker_url=broker_url, prefix=prefix, platform_timeout_s=platform_timeout_s
-    ).path
-    run_dir = directory / "run"
-    log = directory / "up.log"
-    args = [*RELAY, "--config", str(config), "up", "--run-dir", str(run_dir), "--metrics-base-port", "0"]
-    try:
-        with child(args, log=log, cwd=directory) as process:
-            pids = _wait_for_banner(log, process)
-            use_config_file(config)
-            yield Up(config=config, settings=load_settings(), run_dir=run_dir, pids=pids)
-    finally:
-        use_config_file(None)
-        asyncio.run(delete_topology(broker_url, load_settings(broker={"url": broker_url, "prefix": prefix})))
-
-
-def _wait_for_banner(log: Path, process: subprocess.Popen[bytes]) -> dict[str, int]:
-    deadline = time.monotonic() + UP_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        found = re.search(r"Processes:\s+(.+)", text)
-        if found:
-            return {name: int(pid) for name, pid in (item.split("=") for item in found.group(1).split(", "))}
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise RuntimeError(f"relay up did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-async def delete_topology(broker_url: str, settings: Settings) -> None:
-    await delete_broker_names(broker_url, settings)
+    with relay_up(
+        directory,
+        broker_url=broker_url,
+        prefix=f"bench{uuid.uuid4().hex[:8]}",
+        worker=BENCH_WORKER,
+        sites=http_json_sites_on_free_ports(timeout_s=platform_timeout_s),
+        broker={"confirm_timeout_s": 1.0},
+    ) as up:
+        yield up
 
 
 def per_second(times: list[float], *, start: float, seconds: int) -> list[int]:
@@ -198,7 +110,7 @@ def per_second(times: list[float], *, start: float, seconds: int) -> list[int]:
 
 
 async def _drill(
-    up: Up, *, fault: str, rate_per_s: float, duration_s: float
+    up: Deployment, *, fault: str, rate_per_s: float, duration_s: float
 ) -> tuple[Drill, dict[str, object]]:
     plan = DrillPlan(
         site="a",
@@ -209,17 +121,20 @@ async def _drill(
         allow_real_platforms=False,
         run_dir=up.run_dir,
     )
+    target = DrillTarget(
+        config=settings_of(up.config),
+        relay=relay_command(up.config),
+        simulators={site: sim.admin_url for site, sim in up.simulators.items()},
+    )
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=128)) as client:
-        drill = Drill(
-            config=up.settings, plan=plan, client=client, say=lambda line: print(line, file=sys.stderr)
-        )
+        drill = Drill(target=target, plan=plan, client=client, say=lambda line: print(line, file=sys.stderr))
         verdict = await drill.run()
     return drill, verdict.as_dict()
 
 
-def run_outage(up: Up, *, fault: str, rate_per_s: float, duration_s: float) -> dict[str, object]:
+def run_outage(up: Deployment, *, fault: str, rate_per_s: float, duration_s: float) -> dict[str, object]:
     """One outage run against a live `relay up`; its verdict, per-second series and RSS."""
-    with RssSampler(pids=dict(up.pids)) as rss:
+    with RssSampler(pids=dict(up.child_pids)) as rss:
         started = time.time()
         drill, verdict = asyncio.run(_drill(up, fault=fault, rate_per_s=rate_per_s, duration_s=duration_s))
     observation = drill.observation
@@ -238,6 +153,7 @@ def run_outage(up: Up, *, fault: str, rate_per_s: float, duration_s: float) -> d
         "rate_per_s": rate_per_s,
         "duration_s": duration_s,
         "verdict": verdict,
+        "pace": drill.pace.as_dict(),
         "fault_window_s": [
             round(observation.fault_at - origin, 3),
             round(observation.cleared_at - origin, 3),
@@ -255,7 +171,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--duration-s", type=float, default=30.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="relay-outage-") as tmp, relay_up(Path(tmp)) as up:
+    with tempfile.TemporaryDirectory(prefix="relay-outage-") as tmp, outage_deployment(Path(tmp)) as up:
         result = run_outage(up, fault=args.fault, rate_per_s=args.rate, duration_s=args.duration_s)
     result.pop("rss_samples")
     print(json.dumps(result))

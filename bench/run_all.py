@@ -35,7 +35,7 @@ from rich.table import Table
 
 from bench import plots
 from bench.backlog import run_backlog
-from bench.outage import relay_up, run_outage
+from bench.outage import outage_deployment, run_outage
 from bench.report import evaluate
 
 SECTIONS = ("submit", "e2e", "outage", "backlog")
@@ -77,7 +77,7 @@ def outage_section(quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {"platform_timeout_s": OUTAGE_PLATFORM_TIMEOUT_S}
     with (
         tempfile.TemporaryDirectory(prefix="relay-bench-outage-") as tmp,
-        relay_up(Path(tmp), platform_timeout_s=OUTAGE_PLATFORM_TIMEOUT_S) as up,
+        outage_deployment(Path(tmp), platform_timeout_s=OUTAGE_PLATFORM_TIMEOUT_S) as up,
     ):
         for fault in ("down", "blackhole"):
             console.log(f"outage: {fault}, {rate_per_s:g}/s for {duration_s:g} s")

@@ -11,13 +11,15 @@ from typing import Any
 
 from aio_pika.abc import AbstractRobustConnection
 
-from shared.broker import RECONNECT_INTERVAL_S, ConfirmedPublisher, connect
-from shared.errors import BrokerUnavailable, RelayError
+from shared.broker import RECONNECT_INTERVAL_S, ConfirmedPublisher, Fate, Verdict, connect
+from shared.errors import RelayError
 from shared.logs import get_logger
 from shared.settings import BrokerSettings
 from shared.topology import Topology, declare, jobs_exchange
 
 log = get_logger("ingress.broker")
+
+NOT_CONNECTED = Verdict(Fate.NOT_TAKEN, "not connected to the broker")
 
 
 class BrokerLink:
@@ -56,18 +58,21 @@ class BrokerLink:
             with contextlib.suppress(Exception):
                 await self.connection.close()
 
-    async def publish_job(self, *, body: bytes, site: str, message_id: str, headers: dict[str, Any]) -> None:
-        """Returns once the broker confirmed; raises `BrokerUnavailable` or `PublishRefused` otherwise."""
+    async def publish_job(
+        self, *, body: bytes, site: str, message_id: str, headers: dict[str, Any]
+    ) -> Verdict:
+        """The broker's verdict on a persistent job message, awaited for as long as it may still come
+        (see `ConfirmedPublisher.send`); not taken at once when no connection is up."""
         publisher = self._publisher
         if publisher is None or not self._available:
-            raise BrokerUnavailable("not connected to the broker")
-        await publisher.publish(
+            return NOT_CONNECTED
+        return await publisher.send(
             body,
             exchange=self._exchange,
             routing_key=site,
             message_id=message_id,
             headers=headers,
-            timeout_s=self._settings.confirm_timeout_s,
+            channel_timeout_s=self._settings.confirm_timeout_s,
         )
 
     async def _connect_loop(self) -> None:

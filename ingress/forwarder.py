@@ -1,8 +1,11 @@
 """Drains the spool to the broker in order of arrival once the broker confirms again.
 
-Each entry is deleted only after its confirm; a crash between the two can only publish it twice with
-the same message id, never lose it. Spool files of dead ingress processes (their lock is free) are
-drained the same way.
+Each entry is deleted only after its confirm, and a forward waits for the broker's verdict however long
+it takes instead of publishing again while the first confirm may still come. An entry is marked on disk
+before its forward leaves: one forwarded again (the connection was lost before the verdict, the process
+died) carries the header `x-relay-possible-duplicate`, under the same message id. Entries whose bundle
+publish is still in flight stay where they are, and so does everything behind them. Spool files of dead
+ingress processes (their lock is free) are drained the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from ingress.broker_link import BrokerLink
 from ingress.metrics import FORWARDED, SPOOL_BACKLOG
 from ingress.spool import Spool, SpoolLock, spool_files
+from shared.broker import Fate
 from shared.logs import get_logger
 
 log = get_logger("ingress.forwarder")
@@ -53,7 +57,7 @@ class Forwarder:
             if not self._link.available:
                 await asyncio.sleep(0.1)
                 continue
-            spool.appended.clear()
+            spool.changed.clear()
             forwarded, failed = await forward_batch(spool, self._link)
             failures = failures + 1 if failed else 0
             if failed:
@@ -62,7 +66,7 @@ class Forwarder:
             elif not forwarded:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
-                        await spool.appended.wait()
+                        await spool.changed.wait()
 
     async def _orphan_loop(self) -> None:
         while True:
@@ -98,30 +102,37 @@ class Forwarder:
 
 
 async def forward_batch(spool: Spool, link: BrokerLink) -> tuple[int, int]:
-    """Publish the oldest entries (confirms in parallel, order kept on the channel); delete the confirmed."""
-    entries = await spool.head(BATCH)
+    """Publish the oldest forwardable entries (verdicts awaited in parallel, order kept on the channel);
+    delete the confirmed. Returns how many were confirmed and how many were not."""
+    entries = await spool.forwardable(BATCH)
     if not entries:
         return 0, 0
-    results = await asyncio.gather(
+    await spool.mark([s.seq for s in entries if not s.entry.maybe_sent])
+    verdicts = await asyncio.gather(
         *(
             link.publish_job(
                 body=s.entry.body,
                 site=s.entry.routing_key,
                 message_id=s.entry.message_id,
-                headers=s.entry.headers,
+                headers=s.entry.forward_headers(),
             )
             for s in entries
-        ),
-        return_exceptions=True,
+        )
     )
-    confirmed = [s.seq for s, r in zip(entries, results, strict=True) if not isinstance(r, BaseException)]
-    await spool.remove(confirmed)
-    FORWARDED.inc(len(confirmed))
+    # Not taken this time does not unmark an entry a copy of which may be queued from before.
+    await spool.settle(
+        [
+            (s.seq, Fate.UNKNOWN if s.entry.maybe_sent and v.fate is Fate.NOT_TAKEN else v.fate)
+            for s, v in zip(entries, verdicts, strict=True)
+        ]
+    )
+    confirmed = sum(1 for v in verdicts if v.confirmed)
+    FORWARDED.inc(confirmed)
     SPOOL_BACKLOG.set(spool.backlog)
-    failed = len(entries) - len(confirmed)
+    failed = len(entries) - confirmed
     if failed:
-        first = next(r for r in results if isinstance(r, BaseException))
-        log.warning("spool forward incomplete", forwarded=len(confirmed), failed=failed, error=str(first))
-    elif confirmed:
-        log.info("spool forwarded", forwarded=len(confirmed), backlog=spool.backlog)
-    return len(confirmed), failed
+        first = next(v for v in verdicts if not v.confirmed)
+        log.warning("spool forward incomplete", forwarded=confirmed, failed=failed, error=first.reason)
+    else:
+        log.info("spool forwarded", forwarded=confirmed, backlog=spool.backlog)
+    return confirmed, failed

@@ -2,7 +2,9 @@
 
 It consumes <prefix>.events and <prefix>.dead, gathers deliveries into batches, folds each batch in one
 transaction and acks the batch only after the commit. A report it cannot read is logged, counted and
-acked (a poison message must not stop the recorder); when the store fails, the batch is requeued.
+acked (a poison message must not stop the recorder); when the store is away, the batch is held unacked
+and tried again, so its delivery count does not grow (the broker parks a message redelivered
+`broker.delivery_limit` times). It also consumes <prefix>.parked (`ingress.parked`).
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import contextlib
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import ChannelInvalidStateError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingress.metrics import POSSIBLE_DUPLICATES, RECORDER_BATCHES, RECORDER_MALFORMED, RECORDER_RECORDS
+from ingress.parked import parked_reports
 from shared.envelope import decode_dead, decode_events
 from shared.errors import EnvelopeError
 from shared.logs import get_logger
 from shared.model import AttemptRecord
 from shared.store.recording import DeadReport, fold
-from shared.topology import dead_queue, events_queue
+from shared.topology import dead_queue, events_queue, parked_queue
 
 log = get_logger("ingress.recorder")
 
@@ -36,6 +40,7 @@ TENANT_CHARS = 64
 
 EVENTS = "events"
 DEAD = "dead"
+PARKED = "parked"
 
 
 class Recorder:
@@ -51,7 +56,8 @@ class Recorder:
     async def start(self, connection: AbstractRobustConnection) -> None:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH_COUNT)
-        for kind, name in ((EVENTS, events_queue(self._prefix)), (DEAD, dead_queue(self._prefix))):
+        p = self._prefix
+        for kind, name in ((EVENTS, events_queue(p)), (DEAD, dead_queue(p)), (PARKED, parked_queue(p))):
             queue = await channel.get_queue(name, ensure=True)
             await queue.consume(self._receiver(kind), no_ack=False)
         self._channel = channel
@@ -102,10 +108,9 @@ class Recorder:
             if _store_away(exc):
                 RECORDER_BATCHES.labels("failed").inc()
                 log.warning(
-                    "recorder could not write to the store; requeued", error=repr(exc), size=len(batch)
+                    "recorder could not write to the store; holding", error=repr(exc), size=len(batch)
                 )
-                for report in readable:
-                    await _settle(report.message, ack=False)
+                self._hold(readable)
                 return False
             # The store is there but refuses something in the batch: find it, keep the rest.
             return await self._fold_one_by_one(readable)
@@ -120,13 +125,17 @@ class Recorder:
             except Exception as exc:
                 if _store_away(exc):
                     RECORDER_BATCHES.labels("failed").inc()
-                    for rest in reports[reports.index(report) :]:
-                        await _settle(rest.message, ack=False)
+                    self._hold(reports[reports.index(report) :])
                     return False
                 await _drop(report.message, kind=report.kind, error=f"the store refuses it: {exc!r}")
                 continue
             await _settle(report.message, ack=True)
         return True
+
+    def _hold(self, reports: list[Report]) -> None:
+        """Keep these unacked, first in line for the next try: a nack would requeue them and count a
+        delivery each time. Those of a channel lost meanwhile are left out; the broker redelivers them."""
+        self._buffer[:0] = [(r.kind, r.message) for r in reports if not _stale(r.message)]
 
     async def _apply(self, reports: list[Report]) -> None:
         events = [e for r in reports for e in r.events]
@@ -149,6 +158,9 @@ class Report:
 
 
 def _decode(kind: str, message: AbstractIncomingMessage) -> Report:
+    if kind == PARKED:
+        events, dead = parked_reports(message)
+        return Report(kind=kind, message=message, events=events, dead=dead)
     if kind == EVENTS:
         events = decode_events(message.body)
         for record in events:
@@ -183,6 +195,14 @@ async def _drop(message: AbstractIncomingMessage, *, kind: str, error: str) -> N
         size=len(message.body),
     )
     await _settle(message, ack=True)
+
+
+def _stale(message: AbstractIncomingMessage) -> bool:
+    try:
+        _ = message.channel
+    except ChannelInvalidStateError:
+        return True
+    return False
 
 
 async def _settle(message: AbstractIncomingMessage, *, ack: bool) -> None:

@@ -30,10 +30,11 @@ from ingress.routing import Router
 from ingress.spool import Spool, SpoolEntry, SpoolLock, claim_spool_file
 from ingress.store_writer import StoreWriter
 from ingress.validation import ValidMessage
+from shared.broker import Fate, Verdict
 from shared.envelope import encode_job
-from shared.errors import BrokerUnavailable, StoreUnavailable
+from shared.errors import StoreUnavailable
 from shared.logs import get_logger
-from shared.model import Job, new_message_ids
+from shared.model import Job
 from shared.settings import Settings
 from shared.store.engine import make_engine, make_sessionmaker, make_sync_sqlite_engine
 from shared.store.idempotency import purge_expired
@@ -67,9 +68,15 @@ class Ingress:
         self.settings = settings
         self.engine: AsyncEngine = make_engine(settings.store)
         self.sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
-        self.router = Router(settings=settings.routing, sites=list(settings.sites))
+        self.router = Router(
+            settings=settings.routing, sites=list(settings.sites), segment_limits=settings.segment_limits
+        )
         self.keys = KeyCache(sessions=self.sessions)
-        self.idempotency = IdempotencyGuard(sessions=self.sessions, ttl_s=settings.ingress.idempotency_ttl_s)
+        self.idempotency = IdempotencyGuard(
+            sessions=self.sessions,
+            ttl_s=settings.ingress.idempotency_ttl_s,
+            lease_s=settings.ingress.idempotency_lease_s,
+        )
         self.store_writer = StoreWriter(
             sessions=self.sessions,
             batch_max=settings.store.batch_max,
@@ -132,11 +139,15 @@ class Ingress:
     def spool_backlog(self) -> int:
         return self.spool.backlog if self.spool is not None else 0
 
-    async def accept(self, tenant: str, messages: list[ValidMessage]) -> list[Accepted]:
-        """Make `messages` durable and record them; the answer of a submit follows from the result."""
+    async def accept(
+        self, tenant: str, messages: list[ValidMessage], *, message_ids: list[str], resent: bool = False
+    ) -> list[Accepted]:
+        """Make `messages` durable under `message_ids` and record them; the answer of a submit follows
+        from the result. `resent`: the ids may have been published already (a repeat that took over an
+        Idempotency-Key claim after its lease), so they leave marked as possible duplicates."""
         now = time.time()
         jobs: list[tuple[Job, str]] = []
-        for m, message_id in zip(messages, new_message_ids(len(messages)), strict=True):
+        for m, message_id in zip(messages, message_ids, strict=True):
             job = Job(
                 id=message_id,
                 tenant=tenant,
@@ -149,10 +160,10 @@ class Ingress:
                 segments=m.segments,
                 encoding=m.encoding,
             )
-            jobs.append((job, self.router.next_site()))
+            jobs.append((job, self.router.next_site(m.segments)))
         stored = self.store_writer.add([row_for_job(j, site=s) for j, s in jobs])
         try:
-            places = await self._make_durable(jobs)
+            places = await self._make_durable(jobs, resent=resent)
         except BaseException:
             stored.cancel()
             raise
@@ -186,51 +197,60 @@ class Ingress:
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("messages row not written yet; kept for retry", error=str(exc))
 
-    async def _publish_bundle(self, body: bytes, site: str, message_id: str) -> None:
+    async def _publish_bundle(self, body: bytes, site: str, message_id: str) -> Verdict:
         # A fresh job carries no delivery-state headers: a worker reads their absence as no attempts
         # yet, at the site of the queue (`workers.policy.DeliveryState.from_headers`), and the header
         # table was the costliest part of encoding a publish.
-        await self.link.publish_job(body=body, site=site, message_id=message_id, headers={})
+        return await self.link.publish_job(body=body, site=site, message_id=message_id, headers={})
 
-    async def _make_durable(self, jobs: list[tuple[Job, str]]) -> list[str]:
-        places = [SPOOLED_AT] * len(jobs)
-        to_spool = list(range(len(jobs)))
+    async def _make_durable(self, jobs: list[tuple[Job, str]], *, resent: bool) -> list[str]:
+        places = [QUEUED] * len(jobs)
+        spooled = _ToSpool()
+        if resent:
+            # A bundle carries no per-job mark; the spool's forwarder sends each job marked.
+            for i, (job, site) in enumerate(jobs):
+                spooled.add(i, job, site, maybe_sent=True)
         # While the spool has a backlog new messages queue behind it, so they leave in order of arrival.
-        if self.link.available and self.spool_backlog == 0:
+        elif self.link.available and self.spool_backlog == 0:
             started = time.perf_counter()
-            confirms = [self.bundler.add(job, site) for job, site in jobs]
+            verdicts = [self.bundler.add(job, site) for job, site in jobs]
             # Bounds the wait for a free publish slot too, not only the broker's confirm.
-            await asyncio.wait(confirms, timeout=self.settings.broker.confirm_timeout_s)
+            await asyncio.wait(verdicts, timeout=self.settings.broker.confirm_timeout_s)
             PUBLISH_TO_BROKER_SECONDS.observe(time.perf_counter() - started)
-            to_spool = []
-            first_failure: BaseException | None = None
-            for i, confirmed in enumerate(confirms):
-                failure = _failure(confirmed)
-                if failure is None:
-                    places[i] = QUEUED
-                else:
-                    to_spool.append(i)
-                    first_failure = first_failure or failure
-            if to_spool:
-                log.warning("broker did not confirm; spooling", count=len(to_spool), error=str(first_failure))
-        if to_spool:
-            assert self.spool is not None
-            started = time.perf_counter()
-            await self.spool.append(
-                [
-                    SpoolEntry(
-                        message_id=jobs[i][0].id,
-                        routing_key=jobs[i][1],
-                        headers={},
-                        body=encode_job(jobs[i][0]),
-                    )
-                    for i in to_spool
-                ]
-            )
-            PUBLISH_TO_SPOOL_SECONDS.observe(time.perf_counter() - started)
-            SPOOLED.inc(len(to_spool))
-            SPOOL_BACKLOG.set(self.spool_backlog)
+            for i, ((job, site), verdict) in enumerate(zip(jobs, verdicts, strict=True)):
+                if verdict.done():
+                    if verdict.result().confirmed:
+                        continue
+                    spooled.add(i, job, site, maybe_sent=verdict.result().fate is Fate.UNKNOWN)
+                elif self.bundler.withdraw(verdict):
+                    spooled.add(i, job, site)
+                else:  # its bundle has left: spooled, and held until the verdict settles it
+                    spooled.add(i, job, site, maybe_sent=True, awaiting=verdict)
+            if spooled.count:
+                log.warning(
+                    "broker did not confirm in time; spooling",
+                    count=spooled.count,
+                    awaiting_confirm=len(spooled.held),
+                )
+        else:
+            for i, (job, site) in enumerate(jobs):
+                spooled.add(i, job, site)
+        if spooled.count:
+            for i in spooled.indexes:
+                places[i] = SPOOLED_AT
+            await self._spool(spooled)
         return places
+
+    async def _spool(self, spooled: _ToSpool) -> None:
+        assert self.spool is not None
+        started = time.perf_counter()
+        await asyncio.gather(
+            self.spool.append(spooled.now),
+            self.spool.append([e for e, _ in spooled.held], awaiting=[v for _, v in spooled.held]),
+        )
+        PUBLISH_TO_SPOOL_SECONDS.observe(time.perf_counter() - started)
+        SPOOLED.inc(spooled.count)
+        SPOOL_BACKLOG.set(self.spool_backlog)
 
     async def _check_store_schema(self) -> None:
         """Say so at start when the store is away or not migrated; the ingress runs on regardless,
@@ -276,11 +296,35 @@ class Ingress:
         return {"broker": "ok" if self.link.available else "down", "spool_backlog": self.spool_backlog}
 
 
-def _failure(confirmed: asyncio.Future[None]) -> BaseException | None:
-    """Why a job's publish was not confirmed; None when it was."""
-    if not confirmed.done():
-        return BrokerUnavailable("no confirm from the broker in time")
-    return confirmed.exception()
+class _ToSpool:
+    """The jobs of one submit that go to the spool: now, or held beside a publish still in flight."""
+
+    def __init__(self) -> None:
+        self.indexes: list[int] = []
+        self.now: list[SpoolEntry] = []
+        self.held: list[tuple[SpoolEntry, asyncio.Future[Verdict]]] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.indexes)
+
+    def add(
+        self,
+        index: int,
+        job: Job,
+        site: str,
+        *,
+        maybe_sent: bool = False,
+        awaiting: asyncio.Future[Verdict] | None = None,
+    ) -> None:
+        self.indexes.append(index)
+        entry = SpoolEntry(
+            message_id=job.id, routing_key=site, headers={}, body=encode_job(job), maybe_sent=maybe_sent
+        )
+        if awaiting is None:
+            self.now.append(entry)
+        else:
+            self.held.append((entry, awaiting))
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,13 @@ WAL with synchronous=FULL (`shared.store.engine.make_durable`) makes every commi
 group-committed (all appends that arrive while one commit runs share the next one). One thread owns the
 SQLite connection, so the event loop never blocks on the disk.
 
+An entry a copy of which may already be queued is marked (`maybe_sent`) and forwarded with the header
+`x-relay-possible-duplicate`, so the worker records its attempt as a possible duplicate. That happens when
+a submit stopped waiting for its bundle's confirm: the job is spooled marked and held back from the
+forwarder while the publish may still be confirmed (`append(..., awaiting=...)`); the verdict removes it
+(confirmed), unmarks it (never taken) or releases it marked (nacked, channel lost). A forward is marked on
+disk before it leaves, so one repeated after a lost connection or a crash carries the header too.
+
 Each ingress process claims a spool file of its own with an exclusive `flock` on a lock file beside it.
 A file whose lock nobody holds belongs to a process that died: the forwarder drains it as well.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +30,13 @@ from typing import IO, Any
 
 import orjson
 
+from shared.broker import Fate, Verdict
+from shared.envelope import H_POSSIBLE_DUPLICATE
 from shared.errors import ConfigError
+from shared.logs import get_logger
 from shared.store.engine import make_durable
+
+log = get_logger("ingress.spool")
 
 MAX_SPOOL_FILES = 64
 
@@ -34,9 +47,12 @@ CREATE TABLE IF NOT EXISTS spool (
     routing_key TEXT NOT NULL,
     headers BLOB NOT NULL,
     body BLOB NOT NULL,
-    spooled_at REAL NOT NULL
+    spooled_at REAL NOT NULL,
+    maybe_sent INTEGER NOT NULL DEFAULT 0
 )
 """
+# Spool files written before entries could be marked.
+_ADD_MAYBE_SENT = "ALTER TABLE spool ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +62,10 @@ class SpoolEntry:
     headers: dict[str, Any]
     body: bytes
     spooled_at: float = 0.0
+    maybe_sent: bool = False  # a copy may be queued already: forward it marked
+
+    def forward_headers(self) -> dict[str, Any]:
+        return {**self.headers, H_POSSIBLE_DUPLICATE: True} if self.maybe_sent else self.headers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,19 +135,27 @@ class Spool:
         self._batch_max = batch_max
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{path.name}")
         self._db: sqlite3.Connection | None = None
-        self._pending: asyncio.Queue[tuple[list[SpoolEntry], asyncio.Future[None]]] = asyncio.Queue()
+        self._pending: asyncio.Queue[tuple[list[SpoolEntry], asyncio.Future[list[int]]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.backlog = 0
-        self.appended = asyncio.Event()  # set whenever entries arrive; the forwarder waits on it
+        # Set whenever the forwarder may have more to do: entries arrived, or held ones were released.
+        self.changed = asyncio.Event()
+        self._held: set[str] = set()  # message ids whose publish is still in flight
+        self._verdicts: list[tuple[int, str, Verdict]] = []
+        self._settler: asyncio.Task[None] | None = None
+        # Between reading the head and leaving out the held entries, no verdict may remove one of them.
+        self._head_lock = asyncio.Lock()
 
     async def open(self) -> Spool:
         self.backlog = await self._run(self._open_db)
         self._writer = asyncio.create_task(self._write_loop(), name=f"spool-writer-{self.path.name}")
         if self.backlog:
-            self.appended.set()
+            self.changed.set()
         return self
 
     async def close(self) -> None:
+        if self._settler is not None:
+            await asyncio.gather(self._settler, return_exceptions=True)
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,22 +163,83 @@ class Spool:
         await self._run(self._close_db)
         self._thread.shutdown(wait=True)
 
-    async def append(self, entries: list[SpoolEntry]) -> None:
+    async def append(
+        self, entries: list[SpoolEntry], *, awaiting: list[asyncio.Future[Verdict]] | None = None
+    ) -> None:
+        """Returns once `entries` are fsynced. With `awaiting` (one future per entry), a publish of each
+        entry is still in flight: the entry is kept from the forwarder until its verdict settles it."""
         if not entries:
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._pending.put((entries, done))
-        await done
+        done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        if awaiting is not None:
+            self._held.update(e.message_id for e in entries)  # before the rows exist: no head misses it
+            done.add_done_callback(functools.partial(self._await_verdicts, entries, awaiting))
+        self._pending.put_nowait((entries, done))
+        # Shielded: a caller that stops waiting does not stop the write, nor the holds that follow it.
+        await asyncio.shield(done)
+
+    def _await_verdicts(
+        self,
+        entries: list[SpoolEntry],
+        awaiting: list[asyncio.Future[Verdict]],
+        done: asyncio.Future[list[int]],
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:  # not written: nothing to hold
+            self._held.difference_update(e.message_id for e in entries)
+            return
+        for seq, entry, verdict in zip(done.result(), entries, awaiting, strict=True):
+            verdict.add_done_callback(functools.partial(self._verdict_came, seq, entry.message_id))
 
     async def head(self, limit: int) -> list[Spooled]:
         """The oldest `limit` entries, in order of arrival."""
         entries: list[Spooled] = await self._run(self._head, limit)
         return entries
 
-    async def remove(self, seqs: list[int]) -> None:
+    async def forwardable(self, limit: int) -> list[Spooled]:
+        """The oldest entries up to the first one still held: they leave in order of arrival."""
+        async with self._head_lock:
+            entries = await self.head(limit)
+            for index, spooled in enumerate(entries):
+                if spooled.entry.message_id in self._held:
+                    return entries[:index]
+            return entries
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    async def mark(self, seqs: list[int]) -> None:
+        """A publish of these entries is about to leave: from now on a copy may be queued."""
         if seqs:
-            await self._run(self._remove, seqs)
-            self.backlog = max(0, self.backlog - len(seqs))
+            await self._run(self._update, "UPDATE spool SET maybe_sent = 1 WHERE seq = ?", seqs)
+
+    async def settle(self, fates: list[tuple[int, Fate]]) -> None:
+        """Apply publish verdicts: a confirmed entry is removed, one never taken unmarked, and one that
+        may be queued stays (marked)."""
+        removed = [seq for seq, fate in fates if fate is Fate.CONFIRMED]
+        not_taken = [seq for seq, fate in fates if fate is Fate.NOT_TAKEN]
+        if removed:
+            await self._run(self._update, "DELETE FROM spool WHERE seq = ?", removed)
+            self.backlog = max(0, self.backlog - len(removed))
+        if not_taken:
+            await self._run(self._update, "UPDATE spool SET maybe_sent = 0 WHERE seq = ?", not_taken)
+
+    def _verdict_came(self, seq: int, message_id: str, verdict: asyncio.Future[Verdict]) -> None:
+        came = Verdict(Fate.UNKNOWN, "cancelled") if verdict.cancelled() else verdict.result()
+        self._verdicts.append((seq, message_id, came))
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_held(), name=f"spool-settle-{self.path.name}")
+
+    async def _settle_held(self) -> None:
+        while self._verdicts:
+            verdicts, self._verdicts = self._verdicts, []
+            async with self._head_lock:
+                try:
+                    await self.settle([(seq, verdict.fate) for seq, _, verdict in verdicts])
+                except Exception as exc:  # they stay marked: forwarded, a possible duplicate at worst
+                    log.error("settling held spool entries failed", error=repr(exc), count=len(verdicts))
+                self._held.difference_update(message_id for _, message_id, _ in verdicts)
+            self.changed.set()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -164,17 +253,19 @@ class Spool:
                 batch.append(item)
                 rows += len(item[0])
             try:
-                await self._run(self._insert, [e for entries, _ in batch for e in entries])
+                last: int = await self._run(self._insert, [e for entries, _ in batch for e in entries])
             except Exception as exc:  # a full or broken disk: every waiting submit must hear it
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
             self.backlog += rows
-            self.appended.set()
-            for _, done in batch:
+            self.changed.set()
+            first = last - rows + 1  # one writer, one transaction: the batch's seqs are consecutive
+            for entries, done in batch:
                 if not done.done():
-                    done.set_result(None)
+                    done.set_result(list(range(first, first + len(entries))))
+                first += len(entries)
 
     # The methods below run in the spool's own thread.
 
@@ -182,6 +273,8 @@ class Spool:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         make_durable(db)
         db.execute(_SCHEMA)
+        if "maybe_sent" not in {row[1] for row in db.execute("PRAGMA table_info(spool)")}:
+            db.execute(_ADD_MAYBE_SENT)
         self._db = db
         (count,) = db.execute("SELECT count(*) FROM spool").fetchone()
         return int(count)
@@ -191,42 +284,54 @@ class Spool:
             self._db.close()
             self._db = None
 
-    def _insert(self, entries: list[SpoolEntry]) -> None:
+    def _insert(self, entries: list[SpoolEntry]) -> int:
+        """Returns the seq of the last entry."""
         assert self._db is not None
         now = time.time()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(
-                "INSERT INTO spool (message_id, routing_key, headers, body, spooled_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(e.message_id, e.routing_key, orjson.dumps(e.headers), e.body, now) for e in entries],
+                "INSERT INTO spool (message_id, routing_key, headers, body, spooled_at, maybe_sent)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (e.message_id, e.routing_key, orjson.dumps(e.headers), e.body, now, e.maybe_sent)
+                    for e in entries
+                ],
             )
+            (last,) = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        return int(last)
 
     def _head(self, limit: int) -> list[Spooled]:
         assert self._db is not None
         rows = self._db.execute(
-            "SELECT seq, message_id, routing_key, headers, body, spooled_at FROM spool ORDER BY seq LIMIT ?",
+            "SELECT seq, message_id, routing_key, headers, body, spooled_at, maybe_sent FROM spool"
+            " ORDER BY seq LIMIT ?",
             (limit,),
         ).fetchall()
         return [
             Spooled(
                 seq=seq,
                 entry=SpoolEntry(
-                    message_id=mid, routing_key=rk, headers=orjson.loads(h), body=bytes(b), spooled_at=at
+                    message_id=mid,
+                    routing_key=rk,
+                    headers=orjson.loads(h),
+                    body=bytes(b),
+                    spooled_at=at,
+                    maybe_sent=bool(maybe_sent),
                 ),
             )
-            for seq, mid, rk, h, b, at in rows
+            for seq, mid, rk, h, b, at, maybe_sent in rows
         ]
 
-    def _remove(self, seqs: list[int]) -> None:
+    def _update(self, statement: str, seqs: list[int]) -> None:
         assert self._db is not None
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany("DELETE FROM spool WHERE seq = ?", [(s,) for s in seqs])
+            self._db.executemany(statement, [(s,) for s in seqs])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

@@ -101,16 +101,14 @@ def entries() -> list[Entry]:
 
 
 def render() -> str:
-    sites = Settings.model_fields["sites"].default_factory()  # type: ignore[call-arg, misc]
-    default_sites = ", ".join(f"`{name}` ({site.url})" for name, site in sorted(sites.items()))
     lines = [
         "Every key can be set in the TOML file named by `--config` or `"
         + CONFIG_ENV
         + "` (as `[section]` tables)",
         "or by an environment variable, which wins. Lists and tables in environment variables are JSON,",
         "e.g. `RELAY_WORKER__RETRY_DELAYS_S='[1,5,30]'`. Sites are a table of tables: `[sites.a]`,",
-        "`RELAY_SITES__A__URL=...`; setting any site through the environment replaces the default sites",
-        f"({default_sites}), so name every site you want.",
+        "`RELAY_SITES__A__URL=...`. No site is configured by default: name every site you want (`relay up`",
+        "runs two simulated sites, `a` and `b`, when none is named).",
         "",
         "| Key | Environment variable | Default | Description |",
         "|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""The simulated platforms as the drill sees them: their admin API and the receipts of drill messages.
+"""The simulated platforms as the drill sees them: which sites have one, and the receipts of drill messages.
 
 Receipt times come from polling each simulator's GET /references?since=N (unique references in order
 of first receipt, after the first N) every `poll_interval_s` (100 ms by default) and stamping the
@@ -11,84 +11,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import httpx
+from ops.harness.simulators import SimulatorAdmin, SimulatorUnavailable
 
-from shared.errors import TransientError
-
-FAULT_MODES = ("none", "down", "blackhole", "error", "slow", "reject", "flaky")
-ADMIN_TIMEOUT_S = 5.0
+NO_SIMULATOR = "none named by --simulator or by the run file of `relay up`"
 
 
-class SimulatorUnavailable(TransientError):
-    """A simulator's admin API did not answer as the simulator does."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimStats:
-    received: int
-    unique: int
-    duplicates: int
-
-
-class SimulatorAdmin:
-    """Client of one simulated platform's admin API."""
-
-    def __init__(self, *, client: httpx.AsyncClient, site: str, admin_url: str) -> None:
-        self._client = client
-        self.site = site
-        self.admin_url = admin_url.rstrip("/")
-
-    async def _get(self, path: str) -> Any:
+async def probe_simulators(
+    sites: Iterable[str], admin_urls: Mapping[str, str]
+) -> tuple[dict[str, SimulatorAdmin], list[str]]:
+    """The sites whose platform answers like the simulator, and why each other site does not."""
+    sims: dict[str, SimulatorAdmin] = {}
+    problems: list[str] = []
+    for site in sites:
+        admin_url = admin_urls.get(site)
+        if admin_url is None:
+            problems.append(f"site {site} has no simulator ({NO_SIMULATOR}): its platform may be real")
+            continue
+        sim = SimulatorAdmin(site=site, admin_url=admin_url)
         try:
-            response = await self._client.get(f"{self.admin_url}{path}", timeout=ADMIN_TIMEOUT_S)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise SimulatorUnavailable(
-                f"site {self.site}: GET {self.admin_url}{path} failed: {exc!r}"
-            ) from None
-
-    async def stats(self) -> SimStats:
-        answer = await self._get("/stats")
-        try:
-            values = {key: answer[key] for key in ("received", "unique", "duplicates")}
-        except (KeyError, TypeError):
-            raise SimulatorUnavailable(
-                f"site {self.site}: {self.admin_url}/stats does not answer like the simulator: {answer!r}"
-            ) from None
-        if not all(isinstance(v, int) for v in values.values()):
-            raise SimulatorUnavailable(f"site {self.site}: /stats answered non-integers: {answer!r}")
-        return SimStats(**values)
-
-    async def references(self, since: int = 0) -> tuple[list[str], int]:
-        """References first received after the first `since`, and how many there are in all."""
-        answer = await self._get(f"/references?since={since}")
-        refs = answer.get("references") if isinstance(answer, dict) else None
-        if not isinstance(refs, list):
-            raise SimulatorUnavailable(f"site {self.site}: /references answered {answer!r}")
-        total = answer.get("total")
-        if not isinstance(total, int):  # a simulator that ignores `since` answers the whole list
-            return [str(r) for r in refs[since:]], len(refs)
-        return [str(r) for r in refs], total
-
-    async def set_fault(self, mode: str) -> None:
-        if mode not in FAULT_MODES:
-            raise ValueError(f"unknown fault mode {mode!r}")
-        try:
-            response = await self._client.post(
-                f"{self.admin_url}/faults", json={"mode": mode}, timeout=ADMIN_TIMEOUT_S
-            )
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise SimulatorUnavailable(f"site {self.site}: setting fault {mode!r} failed: {exc!r}") from None
-
-    async def fault(self) -> str:
-        answer = await self._get("/faults")
-        return str(answer.get("mode", "")) if isinstance(answer, dict) else ""
+            await asyncio.to_thread(sim.stats)
+        except SimulatorUnavailable as exc:
+            problems.append(str(exc))
+            continue
+        sims[site] = sim
+    return sims, problems
 
 
 @dataclass(slots=True, kw_only=True)
@@ -116,7 +65,7 @@ class ReceiptTracker:
     async def baseline(self) -> None:
         """Skip what the simulators received before the drill."""
         for sim in self._sims:
-            _, self._receipts[sim.site].seen_count = await sim.references()
+            _, self._receipts[sim.site].seen_count = await asyncio.to_thread(sim.references_since, 0)
 
     def track(self, ids: Collection[str]) -> None:
         """Count these ids as the drill's; a receipt seen before its submit's answer keeps its time."""
@@ -137,9 +86,9 @@ class ReceiptTracker:
         for sim in self._sims:
             state = self._receipts[sim.site]
             try:
-                new, total = await sim.references(since=state.seen_count)
+                new, total = await asyncio.to_thread(sim.references_since, state.seen_count)
                 if total < state.seen_count:  # someone reset the simulator: its list starts again
-                    new, total = await sim.references(since=0)
+                    new, total = await asyncio.to_thread(sim.references_since, 0)
             except SimulatorUnavailable:
                 self.poll_errors += 1
                 continue

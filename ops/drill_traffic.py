@@ -42,6 +42,11 @@ class TrafficResult:
     accepted: dict[str, float] = field(default_factory=dict)  # relay message id -> time of the 2xx
     refused: dict[str, int] = field(default_factory=dict)  # answer ("HTTP 503", "ConnectError") -> count
     sent: int = 0
+    sending_s: float = 0.0  # from the first send to the last answer, the pause for `resume` left out
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.sent / self.sending_s if self.sending_s > 0 else 0.0
 
 
 class Traffic:
@@ -85,11 +90,14 @@ class Traffic:
         With `pause_before` and `resume`, the message of that index waits until `resume` is set, and the
         rate starts again from there (no burst to catch up).
         """
-        started = time.monotonic()
+        started = first_sent = time.monotonic()
+        paused_s = 0.0
         tasks = []
         for index in range(self._count):
             if index == pause_before and resume is not None and not resume.is_set():
+                pause_began = time.monotonic()
                 await resume.wait()
+                paused_s = time.monotonic() - pause_began
                 started = time.monotonic() - index / self._rate_per_s
             due = started + index / self._rate_per_s
             delay_s = due - time.monotonic()
@@ -100,6 +108,7 @@ class Traffic:
             if on_progress is not None:
                 on_progress(index + 1)
         await asyncio.gather(*tasks)
+        self.result.sending_s = time.monotonic() - first_sent - paused_s
         return self.result
 
     async def _send(self, index: int) -> None:

@@ -1,8 +1,9 @@
 """`relay up`: the whole relay on one machine, supervised (what `make run` runs).
 
-It migrates the store, starts a simulated platform for every site whose platform is local and has a
-simulator admin address, the ingress, and one worker per site (or more), waits until the ingress is
-ready, prints how to use it, and then keeps every child running until Ctrl-C or SIGTERM.
+It migrates the store, starts a simulated platform for every site whose http-json platform is on this
+machine (see `ops.launcher_sites`), the ingress, and one worker per site (or more), waits until the
+ingress is ready, prints how to use it, and then keeps every child running until Ctrl-C or SIGTERM. While
+it runs, its run directory holds the run file (`ops.run_dir`) that tells `relay drill` where it is.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import contextlib
 import json
 import shlex
 import signal
-import socket
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -23,48 +23,46 @@ import typer
 from ops.context import EXIT_CHECK_FAILED, EXIT_USAGE, settings
 from ops.drill_keys import obtain_key
 from ops.drill_traffic import submit_body
+from ops.harness.processes import listening
+from ops.harness.simulators import simulator_args
+from ops.launcher_sites import DEFAULT_ADMIN_PORTS, SimulatedSite, simulated_sites, with_default_sites
+from ops.run_dir import RunFile, remove_run_file, write_run_file
 from ops.supervisor import ChildSpec, Supervisor, quiet_http_client_logs, relay_command, run_once
-from shared.errors import ConfigError, TransientError
+from shared.errors import TransientError
 from shared.logs import get_logger
-from shared.settings import Settings, config_file_in_use
+from shared.settings import Settings, config_file_in_use, use_config_file
 
 log = get_logger("relay.up")
 
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEMO_TENANT = "demo"
+DEFAULT_RUN_DIR = Path(".run")
 MIGRATE_TIMEOUT_S = 120.0
 STOP_MARGIN_S = 5.0  # on top of the workers' own grace time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SimulatorPorts:
-    site: str
-    host: str
-    port: int
-    admin_port: int
+class LocalDeployment:
+    """What `relay up` runs: the settings its children read (from `config_file`), and its simulators."""
+
+    config: Settings
+    config_file: Path | None
+    simulators: list[SimulatedSite]
 
 
-def local_simulators(config: Settings) -> list[SimulatorPorts]:
-    """Simulators to start: sites whose platform URL is on this machine and that name a sim admin URL."""
-    found = []
-    for site in config.site_names:
-        site_settings = config.sites[site]
-        if site_settings.sim_admin_url is None:
-            continue
-        platform = urlsplit(site_settings.url)
-        admin = urlsplit(site_settings.sim_admin_url)
-        if platform.hostname not in LOCAL_HOSTS or admin.hostname not in LOCAL_HOSTS:
-            continue
-        if platform.port is None or admin.port is None:
-            raise ConfigError(
-                f"sites.{site}: a local simulated platform needs explicit ports in url and sim_admin_url"
-            )
-        found.append(
-            SimulatorPorts(
-                site=site, host=platform.hostname or "127.0.0.1", port=platform.port, admin_port=admin.port
-            )
-        )
-    return found
+def prepare(run_dir: Path, *, with_simulators: bool) -> LocalDeployment:
+    """The deployment of this invocation's settings; with no site configured, the default sites."""
+    config, config_file = settings(), config_file_in_use()
+    admin_ports: dict[str, int] = {}
+    if not config.sites:
+        config_file = with_default_sites(config_file, run_dir)
+        use_config_file(config_file)
+        settings.cache_clear()
+        config, admin_ports = settings(), DEFAULT_ADMIN_PORTS
+    return LocalDeployment(
+        config=config,
+        config_file=config_file.resolve() if config_file is not None else None,
+        simulators=simulated_sites(config, admin_ports=admin_ports) if with_simulators else [],
+    )
 
 
 def api_url(config: Settings) -> str:
@@ -78,29 +76,22 @@ def plan_children(
     config: Settings,
     *,
     relay: list[str],
-    with_simulators: bool,
+    simulators: Sequence[SimulatedSite],
     workers_per_site: int,
     metrics_base_port: int,
 ) -> list[ChildSpec]:
     """Every child `relay up` runs, simulators first so the workers find their platforms."""
-    children = []
-    if with_simulators:
-        for sim in local_simulators(config):
-            children.append(
-                ChildSpec(
-                    name=f"platform-sim-{sim.site}",
-                    args=(
-                        *relay,
-                        "platform-sim",
-                        "--host",
-                        sim.host,
-                        "--port",
-                        str(sim.port),
-                        "--admin-port",
-                        str(sim.admin_port),
-                    ),
+    children = [
+        ChildSpec(
+            name=f"platform-sim-{sim.site}",
+            args=tuple(
+                simulator_args(
+                    [*relay, "platform-sim"], host=sim.host, port=sim.port, admin_port=sim.admin_port
                 )
-            )
+            ),
+        )
+        for sim in simulators
+    ]
     children.append(ChildSpec(name="ingress", args=(*relay, "ingress")))
     index = 0
     for site in config.site_names:
@@ -116,19 +107,12 @@ def plan_children(
     return children
 
 
-def ports_in_use(config: Settings, *, with_simulators: bool) -> list[int]:
+def ports_in_use(deployment: LocalDeployment) -> list[int]:
     """Ports `relay up` must listen on that something else already holds."""
-    wanted = [config.ingress.port]
-    if with_simulators:
-        for sim in local_simulators(config):
-            wanted += [sim.port, sim.admin_port]
-    return [port for port in wanted if _listening(port)]
-
-
-def _listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
+    wanted = [deployment.config.ingress.port]
+    for sim in deployment.simulators:
+        wanted += [sim.port, sim.admin_port]
+    return [port for port in wanted if listening("127.0.0.1", port)]
 
 
 def curl_example(url: str, key: str) -> str:
@@ -156,6 +140,38 @@ async def wait_until_ready(client: httpx.AsyncClient, *, url: str, timeout_s: fl
     raise TransientError(f"the ingress at {url} was not ready after {timeout_s} s (last: {last})")
 
 
+@contextlib.asynccontextmanager
+async def _stop_signals() -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield stop
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _ready_key(
+    stop: asyncio.Event, *, relay: list[str], url: str, run_dir: Path, ready_timeout_s: float
+) -> str | None:
+    """The demo key once the ingress is ready; None if stopped first; `TransientError` if it never is."""
+    async with httpx.AsyncClient() as client:
+        ready = asyncio.create_task(wait_until_ready(client, url=url, timeout_s=ready_timeout_s))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            ready.cancel()
+            return None
+        stopped.cancel()
+        ready.result()
+        return await obtain_key(
+            relay, tenant=DEMO_TENANT, key_file=run_dir / "demo-key", api_url=url, client=client
+        )
+
+
 async def _up(
     *,
     run_dir: Path,
@@ -164,80 +180,74 @@ async def _up(
     metrics_base_port: int,
     ready_timeout_s: float,
 ) -> int:
-    config = settings()
+    deployment = prepare(run_dir, with_simulators=with_simulators)
+    config = deployment.config
     quiet_http_client_logs()
-    relay = relay_command(config_file_in_use())
-    busy = ports_in_use(config, with_simulators=with_simulators)
+    relay = relay_command(deployment.config_file)
+    busy = ports_in_use(deployment)
     if busy:
         typer.echo(f"relay up: ports {busy} are already in use (is another `relay up` running?)", err=True)
         return EXIT_USAGE
-
     code, output = await run_once([*relay, "db", "upgrade"], timeout_s=MIGRATE_TIMEOUT_S)
     if code != 0:
         typer.echo(f"relay up: `relay db upgrade` failed ({code}):\n{output}", err=True)
         return EXIT_CHECK_FAILED
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-
     supervisor = Supervisor(log_dir=run_dir / "logs", grace_s=config.worker.grace_s + STOP_MARGIN_S)
     url = api_url(config)
-    try:
-        for spec in plan_children(
-            config,
-            relay=relay,
-            with_simulators=with_simulators,
-            workers_per_site=workers_per_site,
-            metrics_base_port=metrics_base_port,
-        ):
-            await supervisor.start(spec)
-        async with httpx.AsyncClient() as client:
-            ready = asyncio.create_task(wait_until_ready(client, url=url, timeout_s=ready_timeout_s))
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set():
-                ready.cancel()
-                return 0
-            stopped.cancel()
+    async with _stop_signals() as stop:
+        try:
+            for spec in plan_children(
+                config,
+                relay=relay,
+                simulators=deployment.simulators,
+                workers_per_site=workers_per_site,
+                metrics_base_port=metrics_base_port,
+            ):
+                await supervisor.start(spec)
+            simulators = {sim.site: sim.admin_url for sim in deployment.simulators}
+            write_run_file(run_dir, RunFile(config=deployment.config_file, simulators=simulators))
             try:
-                ready.result()
-                key = await obtain_key(
-                    relay, tenant=DEMO_TENANT, key_file=run_dir / "demo-key", api_url=url, client=client
+                key = await _ready_key(
+                    stop, relay=relay, url=url, run_dir=run_dir, ready_timeout_s=ready_timeout_s
                 )
             except TransientError as exc:
                 typer.echo(f"relay up: {exc}; see the logs in {supervisor.log_dir}", err=True)
                 return EXIT_CHECK_FAILED
-        _print_banner(url=url, key=key, supervisor=supervisor)
-        await stop.wait()
-        typer.echo("relay up: stopping")
-        return 0
-    finally:
-        await supervisor.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+            if key is None:
+                return 0
+            _print_banner(url=url, key=key, supervisor=supervisor, deployment=deployment, run_dir=run_dir)
+            await stop.wait()
+            typer.echo("relay up: stopping")
+            return 0
+        finally:
+            remove_run_file(run_dir)
+            await supervisor.stop()
 
 
-def _print_banner(*, url: str, key: str, supervisor: Supervisor) -> None:
+def _print_banner(
+    *, url: str, key: str, supervisor: Supervisor, deployment: LocalDeployment, run_dir: Path
+) -> None:
     pids = ", ".join(f"{name}={pid}" for name, pid in sorted(supervisor.pids().items()))
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                "The relay is up.",
-                f"  API:       {url}  (status: {url}/readyz, docs: {url}/docs)",
-                f"  Demo key:  {key}",
-                f"  Processes: {pids}",
-                f"  Logs:      {supervisor.log_dir}/",
-                "",
-                "Send a message:",
-                f"  {curl_example(url, key)}",
-                "",
-                "Ctrl-C stops everything.",
-            ]
-        )
-    )
+    lines = [
+        "",
+        "The relay is up.",
+        f"  API:       {url}  (status: {url}/readyz, docs: {url}/docs)",
+        f"  Demo key:  {key}",
+        f"  Processes: {pids}",
+        f"  Logs:      {supervisor.log_dir}/",
+    ]
+    for sim in deployment.simulators:
+        lines.append(f"  Site {sim.site}:    simulated platform, faults at {sim.admin_url}/faults")
+    lines += ["", "Send a message:", f"  {curl_example(url, key)}", ""]
+    if deployment.simulators:
+        run_dir_option = "" if run_dir == DEFAULT_RUN_DIR else f" --run-dir {shlex.quote(str(run_dir))}"
+        lines += [
+            "Fail a site's platform and check that nothing is lost:",
+            f"  relay drill{run_dir_option}",
+            "",
+        ]
+    lines.append("Ctrl-C stops everything.")
+    typer.echo("\n".join(lines))
 
 
 def register(app: typer.Typer) -> None:
@@ -252,10 +262,16 @@ def register(app: typer.Typer) -> None:
         metrics_base_port: int = typer.Option(
             9200, "--metrics-base-port", min=0, max=65000, help="Metrics port of the first worker (0: none)."
         ),
-        run_dir: Path = typer.Option(Path(".run"), "--run-dir", help="Where logs and the demo key are kept."),
+        run_dir: Path = typer.Option(
+            DEFAULT_RUN_DIR, "--run-dir", help="Where logs, the demo key and the run file are kept."
+        ),
         ready_timeout_s: float = typer.Option(60.0, "--ready-timeout-s", min=1.0, help="Wait for /readyz."),
     ) -> None:
-        """Run the relay locally: migrate, simulators, ingress, one worker per site, all supervised."""
+        """Run the relay locally: migrate, simulators, ingress, one worker per site, all supervised.
+
+        With no site configured it runs sites a and b on simulated platforms (ports 9001 and 9002, their
+        admin APIs on 9101 and 9102).
+        """
         code = asyncio.run(
             _up(
                 run_dir=run_dir,

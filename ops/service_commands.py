@@ -1,4 +1,4 @@
-"""`relay` sub-commands that run or prepare the services: db, keys, ingress, worker, platform-sim."""
+"""`relay` sub-commands that run or prepare the services: db, keys, ingress, worker and the simulators."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
 from simulator.cli import platform_sim
+from simulator.smsc.cli import smsc_sim
 from workers.platforms import make_platform
 from workers.runtime import Worker
 
@@ -153,12 +154,18 @@ def worker(
 async def _serve(*, site: str, concurrency: int, metrics_port: int) -> None:
     loaded = settings()
     platform = make_platform(loaded.sites[site], concurrency=concurrency)
-    runtime = Worker(
-        settings=loaded, site=site, platform=platform, concurrency=concurrency, metrics_port=metrics_port
-    )
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, runtime.request_stop)
+        loop.add_signal_handler(signum, stop.set)
+    runtime = await Worker.start(
+        settings=loaded,
+        site=site,
+        platform=platform,
+        concurrency=concurrency,
+        metrics_port=metrics_port,
+        stop=stop,
+    )
     await runtime.run()
 
 
@@ -178,3 +185,4 @@ def register(app: typer.Typer) -> None:
     app.command("ingress")(ingress_command)
     app.command("worker")(worker)
     app.command("platform-sim")(platform_sim)
+    app.command("smsc-sim")(smsc_sim)

@@ -43,6 +43,7 @@ class WorkerView:
     failed_over_total: int
     age_s: float  # since its last heartbeat
     delivered_per_s: float | None  # from its last two heartbeats
+    problem: str | None = None  # why its platform cannot take traffic
 
 
 @dataclass(slots=True, kw_only=True)
@@ -126,6 +127,7 @@ class HeartbeatCollector:
                     failed_over_total=last.failed_over_total,
                     age_s=round(age_s, 1),
                     delivered_per_s=None if rate is None else round(rate, 2),
+                    problem=last.problem,
                 )
             )
         for views in by_site.values():
@@ -142,7 +144,8 @@ def circuit_summary(workers: list[WorkerView]) -> str:
         return CircuitState.CLOSED.value
     order = [CircuitState.OPEN.value, CircuitState.HALF_OPEN.value, CircuitState.CLOSED.value]
     parts = [f"{state} {states.count(state)}/{len(states)}" for state in order if state in states]
-    return ", ".join(parts)
+    problems = sorted({w.problem for w in workers if w.problem and w.circuit != CircuitState.CLOSED})
+    return ", ".join(parts) + "".join(f": {problem}" for problem in problems)
 
 
 def readyz_url(config: Settings) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,6 +43,27 @@ async def connect(settings: BrokerSettings, *, name: str = "relay") -> AbstractR
         )
     except (TimeoutError, OSError, AMQPError) as exc:
         raise BrokerUnavailable(f"cannot connect to the broker: {exc!r}") from exc
+
+
+class Fate(enum.Enum):
+    """Where a publish ended, as far as the publisher can know."""
+
+    CONFIRMED = "confirmed"  # the broker has it
+    NOT_TAKEN = "not-taken"  # no queue has it: never sent, or returned as unroutable
+    UNKNOWN = "unknown"  # sent, and no confirm can come any more (nacked, channel closed): it may be queued
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    fate: Fate
+    reason: str = ""
+
+    @property
+    def confirmed(self) -> bool:
+        return self.fate is Fate.CONFIRMED
+
+
+CONFIRMED = Verdict(Fate.CONFIRMED)
 
 
 class ConfirmedPublisher:
@@ -86,21 +109,9 @@ class ConfirmedPublisher:
         """Raises `PublishRefused` when the broker refused or could not route the message, and
         `BrokerUnavailable` when no confirm came within `timeout_s` (the channel's default if None)."""
         timeout_s = timeout_s if timeout_s is not None else self._confirm_timeout_s
-        properties = spec.Basic.Properties(
-            content_type=CONTENT_TYPE,
-            delivery_mode=PERSISTENT if persistent else TRANSIENT,
-            message_id=message_id,
-            headers=dict(headers) if headers else None,
-            expiration=str(int(expiration_s * 1000)) if expiration_s is not None else None,
-        )
+        properties = _properties(message_id, headers, expiration_s=expiration_s, persistent=persistent)
         try:
-            channel = self._underlay
-            if channel is None or channel.is_closed:
-                # A robust channel being restored waits for its connection: bound that wait too.
-                async with asyncio.timeout(timeout_s):
-                    underlay = await self._channel.get_underlay_channel()
-                    # The abstract type lacks `wait`; aio-pika's channels are aiormq.Channel.
-                    channel = self._underlay = cast(aiormq.Channel, underlay)
+            channel = await self._ready_channel(timeout_s)
             await channel.basic_publish(
                 body,
                 exchange=exchange,
@@ -114,5 +125,81 @@ class ConfirmedPublisher:
             raise PublishRefused(
                 f"broker refused the message for {exchange or routing_key!r}: {exc!r}"
             ) from exc
-        except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+        except _LOST as exc:
             raise BrokerUnavailable(f"no confirm from the broker: {exc!r}") from exc
+
+    async def send(
+        self,
+        body: bytes,
+        *,
+        exchange: str,
+        routing_key: str,
+        message_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        channel_timeout_s: float | None = None,
+    ) -> Verdict:
+        """Publishes a persistent message and waits for the broker's verdict, however long it takes.
+
+        Unlike `publish` there is no timeout on the confirm: giving up on a confirm that may still come,
+        and publishing again, is how unmarked second copies are made. The verdict comes with the confirm,
+        the nack or the return, or when the channel or connection closes. Only the wait for a channel
+        (nothing is sent yet) is bounded, by `channel_timeout_s`.
+        """
+        properties = _properties(message_id, headers, expiration_s=None, persistent=True)
+        try:
+            channel = await self._ready_channel(channel_timeout_s or self._confirm_timeout_s)
+        except Exception as exc:  # whatever it was, nothing left
+            return Verdict(Fate.NOT_TAKEN, f"no channel to the broker: {exc!r}")
+        try:
+            await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+                timeout=None,
+                wait=False,
+            )
+        except PublishError as exc:  # returned: routed to no queue
+            return Verdict(Fate.NOT_TAKEN, f"unroutable to {routing_key!r}: {exc!r}")
+        except DeliveryError as exc:  # nacked: the broker does not promise it has the message
+            return Verdict(Fate.UNKNOWN, f"nacked: {exc!r}")
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            # aiormq cancels the confirms still awaited when their channel closes.
+            return Verdict(Fate.UNKNOWN, "the channel closed before the confirm")
+        except Exception as exc:  # a closed channel or connection rejects its confirms with any error
+            return Verdict(Fate.UNKNOWN, f"no confirm can come: {exc!r}")
+        return CONFIRMED
+
+    async def _ready_channel(self, timeout_s: float) -> aiormq.Channel:
+        channel = self._underlay
+        if channel is None or channel.is_closed:
+            # A robust channel being restored waits for its connection: bound that wait.
+            async with asyncio.timeout(timeout_s):
+                underlay = await self._channel.get_underlay_channel()
+                # The abstract type lacks `wait`; aio-pika's channels are aiormq.Channel.
+                channel = self._underlay = cast(aiormq.Channel, underlay)
+        return channel
+
+
+# What a publish can die of besides the broker's own refusal: no channel, a closed one, a timeout.
+_LOST = (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError, RuntimeError)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _properties(
+    message_id: str | None, headers: Mapping[str, Any] | None, *, expiration_s: float | None, persistent: bool
+) -> spec.Basic.Properties:
+    return spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=PERSISTENT if persistent else TRANSIENT,
+        message_id=message_id,
+        headers=dict(headers) if headers else None,
+        expiration=str(int(expiration_s * 1000)) if expiration_s is not None else None,
+    )

@@ -47,17 +47,5 @@ class StoreUnavailable(TransientError):
     """The store cannot be reached."""
 
 
-class PlatformUnavailable(TransientError):
-    """A platform certainly did not take the message (refused, 5xx before acceptance)."""
-
-
-class PlatformAmbiguous(TransientError):
-    """A request reached a platform but its answer was lost: a retry may duplicate it."""
-
-
-class PlatformRejected(PermanentError):
-    """A platform refused a message for good (invalid number, not routable)."""
-
-
 class NotFound(PermanentError):
     """The thing asked for does not exist (or belongs to someone else)."""

@@ -39,6 +39,8 @@ class DeadReason(StrEnum):
     EXPIRED = "expired"
     ATTEMPTS_EXHAUSTED = "attempts-exhausted"
     MALFORMED = "malformed"
+    # The broker redelivered it `broker.delivery_limit` times without an outcome and parked it.
+    REDELIVERY_LIMIT = "redelivery-limit"
 
 
 class _RandomIds:
@@ -142,3 +144,5 @@ class Heartbeat:
     metrics_port: int
     started_at: float
     at: float = field(default_factory=time.time)
+    # Why the site's platform cannot take traffic, as its adapter knows it ("authentication failed").
+    problem: str | None = None

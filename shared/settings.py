@@ -22,6 +22,7 @@ from pydantic_settings import (
 from shared.errors import ConfigError
 
 CONFIG_ENV = "RELAY_CONFIG"
+DEFAULT_DELIVERY_LIMIT = 50
 
 _config_path: Path | None = None
 
@@ -40,6 +41,17 @@ class PlatformKind(StrEnum):
     HTTP_JSON = "http-json"
     KANNEL = "kannel"
     JASMIN = "jasmin"
+    SMPP = "smpp"
+
+
+HTTP_PLATFORMS = frozenset({PlatformKind.HTTP_JSON, PlatformKind.KANNEL, PlatformKind.JASMIN})
+
+
+class LongMessages(StrEnum):
+    """How an smpp site sends a text longer than one segment."""
+
+    UDH = "udh"  # one submit_sm per segment, joined by a concatenation user data header
+    MESSAGE_PAYLOAD = "message-payload"  # one submit_sm, the whole text in the message_payload option
 
 
 class RoutingPolicy(StrEnum):
@@ -57,10 +69,17 @@ class BrokerSettings(_Section):
     confirm_timeout_s: float = Field(
         1.0,
         gt=0,
-        description="How long the ingress waits for a publisher confirm (a submit's, a spool forward's) "
-        "before it spools instead.",
+        description="How long a submit waits for its publisher confirm before it spools the message "
+        "instead (a confirm that comes later still settles the spooled copy).",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
+    delivery_limit: int = Field(
+        DEFAULT_DELIVERY_LIMIT,
+        ge=1,
+        description="Redeliveries of one message from a quorum queue (after a nack or a lost consumer) "
+        'before the broker moves it to "<prefix>.parked", where the recorder makes it a dead letter (a job) '
+        "or folds it (a report). Changing it means recreating the queues.",
+    )
 
 
 class StoreSettings(_Section):
@@ -90,6 +109,13 @@ class IngressSettings(_Section):
     default_validity_s: int = Field(86_400, ge=1, description="Validity of a message that names none.")
     max_validity_s: int = Field(7 * 86_400, ge=1, description="Longest validity a client may ask for.")
     idempotency_ttl_s: int = Field(86_400, ge=1, description="How long an Idempotency-Key is remembered.")
+    idempotency_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request holds its Idempotency-Key before a repeat of it may take over "
+        "(its process died before answering); the repeat publishes under the same message ids. "
+        "Keep it longer than a submit can take.",
+    )
     default_region: str = Field("NL", description="Region for numbers given without a country code.")
     recorder: bool = Field(True, description="Fold worker events and dead letters into the store.")
     store_wait_s: float = Field(
@@ -109,25 +135,66 @@ class RoutingSettings(_Section):
 
 
 class SiteSettings(_Section):
-    platform: PlatformKind = Field(PlatformKind.HTTP_JSON, description='"http-json", "kannel" or "jasmin".')
-    url: str = Field(..., description="Submit endpoint of the site's platform.")
+    platform: PlatformKind = Field(
+        PlatformKind.HTTP_JSON, description='"http-json", "kannel", "jasmin" or "smpp".'
+    )
+    url: str = Field(
+        "", description="Submit endpoint of the site's platform (HTTP platforms; smpp has none)."
+    )
     username: str | None = Field(None, description="Platform user (Kannel, Jasmin).")
-    password: str | None = Field(None, description="Platform password (Kannel, Jasmin).")
+    password: str | None = Field(None, description="Platform password (Kannel, Jasmin, SMPP).")
     token: str | None = Field(None, description="Bearer token for http-json platforms.")
-    timeout_s: float = Field(5.0, gt=0, description="Timeout of one platform request.")
+    timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Timeout of one platform request (for SMPP: of a bind and of a submit_sm_resp).",
+    )
     batch_size: int = Field(
         1, ge=1, le=100, description="Messages per platform request (http-json takes up to 100)."
     )
-    sim_admin_url: str | None = Field(
-        None, description="Admin endpoint of the site's simulated platform (drills only)."
+    max_segments: int | None = Field(
+        None,
+        ge=1,
+        le=255,
+        description="Most segments one message may take at this site; a longer one goes to a site that "
+        "carries it whole (default: ingress.max_segments).",
+    )
+    host: str | None = Field(None, description="SMSC address (SMPP).")
+    port: int | None = Field(None, ge=1, le=65535, description="SMSC port (SMPP).")
+    system_id: str | None = Field(None, max_length=15, description="system_id of the bind (SMPP).")
+    system_type: str = Field("", max_length=12, description="system_type of the bind (SMPP).")
+    window: int = Field(10, ge=1, le=1000, description="Most submit_sm awaiting their response (SMPP).")
+    enquire_link_interval_s: float = Field(
+        30.0, gt=0, description="Idle time after which the session is checked with enquire_link (SMPP)."
+    )
+    long_messages: LongMessages = Field(
+        LongMessages.UDH,
+        description='Long texts over SMPP: "udh" (a submit_sm per segment) or "message-payload" (one).',
     )
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
+        if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @model_validator(mode="after")
+    def _endpoint_of_kind(self) -> SiteSettings:
+        if self.platform is PlatformKind.SMPP:
+            missing = [key for key in ("host", "port", "system_id", "password") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"an smpp site needs {', '.join(missing)}")
+            if self.url:
+                raise ValueError("an smpp site has no url (host and port name the SMSC)")
+        elif not self.url:
+            raise ValueError(f"a {self.platform.value} site needs a url")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        """Where the platform is, for logs and messages."""
+        return self.url or f"smpp://{self.host}:{self.port}"
 
 
 class WorkerSettings(_Section):
@@ -173,24 +240,15 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingress: IngressSettings = Field(default_factory=IngressSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
-    sites: dict[str, SiteSettings] = Field(
-        default_factory=lambda: {
-            "a": SiteSettings(
-                url="http://127.0.0.1:9001/v1.0/message", sim_admin_url="http://127.0.0.1:9101"
-            ),
-            "b": SiteSettings(
-                url="http://127.0.0.1:9002/v1.0/message", sim_admin_url="http://127.0.0.1:9102"
-            ),
-        }
-    )
+    # No default site: a site is a real platform somewhere (`relay up` runs simulated ones when none is).
+    sites: dict[str, SiteSettings] = Field(default_factory=dict)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("sites")
     @classmethod
     def _site_names(cls, value: dict[str, SiteSettings]) -> dict[str, SiteSettings]:
-        if not value:
-            raise ValueError("at least one site is needed")
+        # No site at all is valid here: the commands that need one say so (the ingress, a worker).
         for name in value:
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"site name {name!r} may hold only letters, digits, '-' and '_'")
@@ -224,6 +282,12 @@ class Settings(BaseSettings):
     @property
     def site_names(self) -> list[str]:
         return sorted(self.sites)
+
+    @property
+    def segment_limits(self) -> dict[str, int]:
+        """Most segments each site carries whole: its own `max_segments`, never above the ingress's."""
+        cap = self.ingress.max_segments
+        return {name: min(site.max_segments or cap, cap) for name, site in self.sites.items()}
 
 
 def config_file_in_use() -> Path | None:

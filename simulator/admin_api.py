@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
 
 from shared.errors import ValidationFailed
 from simulator.http11 import Request, Response, json_response
-from simulator.state import Counters, Fault, parse_fault
-
-ApplyFault = Callable[[Fault], Awaitable[Fault]]
+from simulator.state import Counters
 
 
-class AdminApi:
+class FaultView(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+F = TypeVar("F", bound=FaultView)
+
+
+class AdminApi(Generic[F]):
+    """The admin port of a simulated platform; each kind (HTTP, SMSC) brings its own faults."""
+
     def __init__(
-        self, *, counters: Counters, current_fault: Callable[[], Fault], apply_fault: ApplyFault
+        self,
+        *,
+        counters: Counters,
+        current_fault: Callable[[], F],
+        apply_fault: Callable[[F], Awaitable[F]],
+        parse: Callable[[object], F],
+        extra: Callable[[Request], Response | None] | None = None,
     ) -> None:
         self._counters = counters
         self._current_fault = current_fault
         self._apply_fault = apply_fault
+        self._parse = parse
+        self._extra = extra
 
     async def handle(self, request: Request) -> Response:
         route = (request.method, request.path.rstrip("/") or "/")
@@ -37,6 +53,8 @@ class AdminApi:
             return json_response(200, self._counters.stats())
         if route == ("GET", "/healthz"):
             return json_response(200, {"ok": True})
+        if self._extra is not None and (answer := self._extra(request)) is not None:
+            return answer
         known = {"/stats", "/references", "/faults", "/reset", "/healthz"}
         if route[1] in known:
             return json_response(405, {"error": f"{request.method} not allowed on {route[1]}"})
@@ -56,7 +74,7 @@ class AdminApi:
         except orjson.JSONDecodeError:
             return json_response(400, {"error": "body is not JSON"})
         try:
-            fault = parse_fault(data)
+            fault = self._parse(data)
         except ValidationFailed as exc:
             return json_response(400, {"error": str(exc), "fields": exc.errors})
         applied = await self._apply_fault(fault)

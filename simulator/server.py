@@ -8,7 +8,7 @@ from shared.logs import get_logger
 from simulator.admin_api import AdminApi
 from simulator.http11 import HttpServer
 from simulator.platform_api import PlatformApi
-from simulator.state import Counters, Fault, FaultMode
+from simulator.state import Counters, Fault, FaultMode, parse_fault
 
 log = get_logger("relay.platform_sim")
 
@@ -21,7 +21,10 @@ class PlatformSimulator:
         self.platform = PlatformApi(counters=self.counters, token=token)
         self._platform_server = HttpServer(host=host, port=port, handler=self.platform.handle)
         admin = AdminApi(
-            counters=self.counters, current_fault=lambda: self.platform.fault, apply_fault=self.set_fault
+            counters=self.counters,
+            current_fault=lambda: self.platform.fault,
+            apply_fault=self.set_fault,
+            parse=parse_fault,
         )
         self._admin_server = HttpServer(host=host, port=admin_port, handler=admin.handle)
         self._fault_lock = asyncio.Lock()

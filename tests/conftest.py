@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from ops.harness.cleanup import delete_broker_names
 from shared.settings import Settings, StoreSettings, load_settings
 from shared.store.migrate import upgrade
-from tests.helpers import delete_broker_names, listening, missing_service
+from tests.helpers import SITES, listening, missing_service
 
 LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -52,7 +53,7 @@ def prefix() -> str:
 async def broker_cleanup(broker_url: str, prefix: str) -> AsyncIterator[None]:
     """Deletes this test's queues and exchanges afterwards."""
     yield
-    await delete_broker_names(broker_url, Settings(broker={"url": broker_url, "prefix": prefix}))  # type: ignore[arg-type]
+    await delete_broker_names(broker_url, Settings(broker={"url": broker_url, "prefix": prefix}, sites=SITES))  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -73,6 +74,7 @@ def settings_factory(tmp_path: Path, broker_url: str, prefix: str):  # type: ign
             "store": {"url": f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"},
             "ingress": {"spool_path": str(tmp_path / "spool.db"), "port": 0},
             "log": {"json": True, "level": "WARNING"},
+            "sites": SITES,
         }
         for key, value in sections.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):

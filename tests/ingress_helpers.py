@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,7 +124,8 @@ async def drain(broker_url: str, name: str, *, expect: int, timeout_s: float = 1
 
 
 class TcpProxy:
-    """A local TCP proxy to the broker; `cut()` drops every connection and refuses new ones."""
+    """A local TCP proxy to the broker; `cut()` drops every connection and refuses new ones, and
+    `reply_delay_s` holds back every byte from the broker to the client that long (in order)."""
 
     def __init__(self, *, target_port: int, target_host: str = "127.0.0.1") -> None:
         self._target = (target_host, target_port)
@@ -132,6 +133,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+        self.reply_delay_s = 0.0
 
     async def start(self, port: int = 0) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", port or self.port)
@@ -161,10 +163,13 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update({writer, up_writer})
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._spawn(self._pipe(reader, up_writer))
+        self._spawn(self._delayed_pipe(up_reader, writer))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
@@ -176,3 +181,29 @@ class TcpProxy:
         finally:
             dst.transport.abort()
             self._writers.discard(dst)
+
+    async def _delayed_pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """Each chunk is written `reply_delay_s` (as it was when the chunk came) after it was read."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            try:
+                while (chunk := await chunks.get())[1]:
+                    await asyncio.sleep(chunk[0] - loop.time())
+                    dst.write(chunk[1])
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+                self._writers.discard(dst)
+
+        self._spawn(deliver())
+        try:
+            while data := await src.read(65536):
+                chunks.put_nowait((loop.time() + self.reply_delay_s, data))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            chunks.put_nowait((loop.time() + self.reply_delay_s, b""))

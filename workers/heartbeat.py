@@ -22,9 +22,15 @@ class Reporting(Protocol):
     site: str
     worker_id: str
     started_at: float
-    in_flight: int
-    delivered_total: int
-    failed_over_total: int
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def delivered_total(self) -> int: ...
+
+    @property
+    def failed_over_total(self) -> int: ...
 
     @property
     def circuit(self) -> CircuitState: ...
@@ -34,6 +40,9 @@ class Reporting(Protocol):
 
     @property
     def metrics_port(self) -> int: ...
+
+    @property
+    def platform_problem(self) -> str | None: ...
 
 
 def heartbeat_of(worker: Reporting) -> Heartbeat:
@@ -50,6 +59,7 @@ def heartbeat_of(worker: Reporting) -> Heartbeat:
         failed_over_total=worker.failed_over_total,
         metrics_port=worker.metrics_port,
         started_at=worker.started_at,
+        problem=worker.platform_problem,
     )
 
 

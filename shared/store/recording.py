@@ -38,6 +38,7 @@ _STATUS_OF_REASON = {
     DeadReason.EXPIRED: Status.EXPIRED,
     DeadReason.ATTEMPTS_EXHAUSTED: Status.DEAD,
     DeadReason.MALFORMED: Status.DEAD,
+    DeadReason.REDELIVERY_LIMIT: Status.DEAD,
 }
 
 UNKNOWN_TENANT = ""  # placeholder rows: visible to no tenant until the submit's row fills them in

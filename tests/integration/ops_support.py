@@ -19,7 +19,7 @@ from shared.model import Job
 from shared.settings import StoreSettings
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Attempt, DeadLetter, Message
-from tests.helpers import RELAY, missing_service
+from tests.helpers import RELAY, SITES_ENV, missing_service
 
 
 def make_job(*, tenant: str = "acme", expires_in_s: float = 3600.0, to: str = "+31612345678") -> Job:
@@ -125,6 +125,7 @@ def relay_env(*, broker_url: str, prefix: str, store_url: str) -> dict[str, str]
         RELAY_WORKER__HEARTBEAT_INTERVAL_S="0.5",
         # No ingress listens here: status must say "unknown" for the spool quickly.
         RELAY_INGRESS__PORT="1",
+        **SITES_ENV,
     )
     return env
 

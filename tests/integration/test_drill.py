@@ -3,7 +3,6 @@ that does lose messages within the drill's bound, which the drill must report wi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -15,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from shared.settings import load_settings
-from tests.helpers import RELAY, delete_broker_names, free_port
-from tests.integration.test_launcher_up import Deployment, relay_up
+from ops.harness.deployment import Deployment, relay_up
+from ops.harness.processes import RELAY, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,13 +26,8 @@ DRILL_RATE = 80
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterator[Deployment]:
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    try:
-        with relay_up(tmp_path_factory.mktemp("drill"), broker_url=broker_url, prefix=prefix) as up:
-            yield up
-    finally:
-        asyncio.run(
-            delete_broker_names(broker_url, load_settings(broker={"url": broker_url, "prefix": prefix}))
-        )
+    with relay_up(tmp_path_factory.mktemp("drill"), broker_url=broker_url, prefix=prefix) as up:
+        yield up
 
 
 def run_drill(up: Deployment, *args: str, timeout_s: float = 120) -> tuple[int, dict[str, Any], str]:
@@ -104,30 +97,34 @@ def test_drill_reports_messages_a_frozen_worker_holds_as_lost_with_exit_1(deploy
     assert code == 1
 
 
-def test_allowed_real_platform_counts_delivered_statuses_it_cannot_observe(
-    deployment: Deployment, tmp_path: Path
+def test_drill_without_a_fault_drills_down_and_says_when_it_sends_slower_than_asked(
+    deployment: Deployment,
 ) -> None:
-    # The same deployment, seen through a configuration that does not know site b's simulator: the drill
-    # runs only with --allow-real-platforms and trusts the store's `delivered` for what b took.
-    config = tmp_path / "relay.toml"
-    lines = deployment.config.read_text().splitlines()
-    b_admin = next(
-        i for i, line in enumerate(lines) if line.startswith("sim_admin_url") and i > lines.index("[sites.b]")
+    # No --config: the drill reads the deployment's from relay up's run file. No single client on this
+    # machine sends 10,000 submits a second: the drill must say it fell short.
+    args = ["drill", "--run-dir", str(deployment.run_dir), "--messages", "300", "--rate", "10000"]
+    completed = subprocess.run(
+        [*RELAY, *args, "--settle-timeout-s", "60"],
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
-    config.write_text("\n".join(lines[:b_admin] + lines[b_admin + 1 :]) + "\n")
-    args = [
-        "--config",
-        str(config),
-        "drill",
-        "--json",
-        "--run-dir",
-        str(deployment.run_dir),
-        "--fault",
-        "down",
-    ]
+    output = completed.stdout.decode()
+    assert completed.returncode == 0, output + completed.stderr.decode()
+    assert "Drill: down at site a" in output
+    assert "short of the 10000/s asked" in output
+    assert "PASSED" in output
+
+
+def test_allowed_real_platform_counts_delivered_statuses_it_cannot_observe(deployment: Deployment) -> None:
+    # The same deployment, with only site a's simulator named: the drill runs only with
+    # --allow-real-platforms and trusts the store's `delivered` for what site b took.
+    args = ["--config", str(deployment.config), "drill", "--json", "--run-dir", str(deployment.run_dir)]
+    args += ["--simulator", f"a={deployment.simulators['a'].admin_url}", "--fault", "down"]
     args += ["--messages", "60", "--rate", "60", "--settle-timeout-s", "60"]
     refused = subprocess.run([*RELAY, *args], capture_output=True, timeout=60, check=False)
     assert refused.returncode == 2
+    assert "site b has no simulator" in json.loads(refused.stdout.decode().splitlines()[-1])["refused"]
     completed = subprocess.run(
         [*RELAY, *args, "--allow-real-platforms"], capture_output=True, timeout=120, check=False
     )
@@ -143,11 +140,12 @@ def test_drill_refuses_platforms_that_are_not_simulators(tmp_path: Path) -> None
     config = tmp_path / "relay.toml"
     config.write_text(
         f'[sites.a]\nurl = "http://127.0.0.1:{free_port()}/v1.0/message"\n'
-        f'sim_admin_url = "http://127.0.0.1:{free_port()}"\n'
         '[sites.b]\nurl = "https://platform.example.com/v1.0/message"\n'
     )
+    silent_admin = f"a=http://127.0.0.1:{free_port()}"
+    args = ["--config", str(config), "drill", "--json", "--run-dir", str(tmp_path)]
     completed = subprocess.run(
-        [*RELAY, "--config", str(config), "drill", "--fault", "down", "--json", "--run-dir", str(tmp_path)],
+        [*RELAY, *args, "--simulator", silent_admin],
         capture_output=True,
         timeout=60,
         check=False,
@@ -155,4 +153,5 @@ def test_drill_refuses_platforms_that_are_not_simulators(tmp_path: Path) -> None
     assert completed.returncode == 2
     answer = json.loads(completed.stdout.decode().splitlines()[-1])
     assert "not simulators" in answer["refused"]
-    assert "site b has no sim_admin_url" in answer["refused"]
+    assert "site a: GET" in answer["refused"]  # its simulator does not answer
+    assert "site b has no simulator" in answer["refused"]

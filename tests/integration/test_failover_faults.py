@@ -54,7 +54,7 @@ async def two_sites(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -
 @pytest.fixture(autouse=True)
 async def healthy_platforms(two_sites: Relay) -> None:
     for sim in two_sites.sims.values():
-        sim.fault("none")
+        sim.set_fault("none")
     await all_consuming(two_sites, timeout_s=30)
     for sim in two_sites.sims.values():
         sim.reset()
@@ -95,11 +95,11 @@ async def test_fault_at_site_a_mid_stream_loses_nothing(
     async with publisher(r, bundled=bundled) as jobs:
         stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
         await asyncio.sleep(FAULT_AFTER_S)
-        r.sims["a"].fault(mode, **options)
+        r.sims["a"].set_fault(mode, **options)
         fault_began = len(jobs.published)
         await asyncio.sleep(FAULT_FOR_S)
         during = {job.id for job in jobs.published[fault_began:] if jobs.site_of[job.id] == "a"}
-        r.sims["a"].fault("none")
+        r.sims["a"].set_fault("none")
         await stream
         assert await _a_takes_work_again(r, jobs), "site a took no work after its fault cleared\n" + r.logs()
         assert await jobs.wait_all_final(timeout_s=40), r.logs()
@@ -125,8 +125,8 @@ async def test_fault_at_site_a_mid_stream_loses_nothing(
 
 async def test_both_sites_down_then_one_back_delivers_everything(two_sites: Relay) -> None:
     r = two_sites
-    r.sims["a"].fault("down")
-    r.sims["b"].fault("down")
+    r.sims["a"].set_fault("down")
+    r.sims["b"].set_fault("down")
     async with publisher(r) as jobs:
         await jobs.stream(100, rate_per_s=200)
         await asyncio.sleep(2.0)
@@ -134,7 +134,7 @@ async def test_both_sites_down_then_one_back_delivers_everything(two_sites: Rela
         assert received == 0
         finals = await jobs.final_statuses()
         assert not finals, "nothing can be final while both platforms are down"
-        r.sims["b"].fault("none")
+        r.sims["b"].set_fault("none")
         assert await jobs.wait_all_final(timeout_s=40), r.logs()
         records = await jobs.events()
         result = tally(jobs.published, r.sims, records)
@@ -171,7 +171,7 @@ async def test_sigterm_of_a_worker_mid_stream_loses_nothing_and_exits_in_grace(
     async with publisher(r, bundled=bundled) as jobs:
         await wait_for_consumers(jobs, {"a": 3, "b": 3}, timeout_s=30)
         # A slow platform keeps requests in flight at the moment of the SIGTERM.
-        r.sims["a"].fault("slow", latency_ms=200)
+        r.sims["a"].set_fault("slow", latency_ms=200)
         stream = asyncio.create_task(jobs.stream(STREAM_JOBS, rate_per_s=STREAM_RATE_PER_S))
         await asyncio.sleep(1.0)
         began = time.monotonic()
@@ -181,7 +181,7 @@ async def test_sigterm_of_a_worker_mid_stream_loses_nothing_and_exits_in_grace(
         await stream
         assert exit_code == 0
         assert took_s < float(FAST_WORKER["grace_s"]), took_s
-        r.sims["a"].fault("none")
+        r.sims["a"].set_fault("none")
         assert await jobs.wait_all_final(timeout_s=30), r.logs()
         records = await jobs.events()
         result = tally(jobs.published, r.sims, records)
@@ -212,7 +212,7 @@ async def test_broker_connection_loss_mid_stream_loses_nothing(two_sites: Relay)
 
 async def test_open_breaker_cancels_own_and_standby_consumers_until_recovery(two_sites: Relay) -> None:
     r = two_sites
-    r.sims["a"].fault("down")
+    r.sims["a"].set_fault("down")
     async with publisher(r) as jobs:
         for _ in range(20):
             await jobs.publish(make_job(), site="a")
@@ -226,7 +226,7 @@ async def test_open_breaker_cancels_own_and_standby_consumers_until_recovery(two
         assert await wait_until(only_b_consumes, timeout_s=10, interval_s=0.1), r.logs()
         assert await jobs.wait_all_final(timeout_s=20), r.logs()
         assert set(r.sims["b"].references()) >= {job.id for job in jobs.published}
-        r.sims["a"].fault("none")
+        r.sims["a"].set_fault("none")
         await all_consuming(r, timeout_s=30)
 
 
@@ -242,7 +242,7 @@ async def test_broker_restart_mid_stream_loses_nothing(two_sites: Relay, broker_
     r = two_sites
     alive = [worker for worker in r.workers if worker.poll() is None]  # earlier tests stopped some
     for sim in r.sims.values():
-        sim.fault("slow", latency_ms=200)  # the backlog lasts long enough for the restart to hit mid-way
+        sim.set_fault("slow", latency_ms=200)  # the backlog lasts long enough for the restart to hit mid-way
     try:
         async with publisher(r) as jobs:
             for n in range(STREAM_JOBS):
@@ -255,7 +255,7 @@ async def test_broker_restart_mid_stream_loses_nothing(two_sites: Relay, broker_
             await asyncio.to_thread(_rabbitmqctl, "start_app")
             await asyncio.to_thread(_rabbitmqctl, "await_startup")
             for sim in r.sims.values():
-                sim.fault("none")
+                sim.set_fault("none")
             await jobs.reconnected()
             assert await jobs.wait_all_final(timeout_s=60), r.logs()
             assert all(worker.poll() is None for worker in alive), "workers must survive the restart"

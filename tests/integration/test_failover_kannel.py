@@ -10,16 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from ops.harness.deployment import delete_topology, write_toml
+from ops.harness.jobs import JobPublisher, wait_for_consumers, wait_until
+from ops.harness.kannel import KannelInstance, running_kannel
 from shared.model import Job, Outcome, Status, new_message_id
 from tests.helpers import RELAY, spawned
-from tests.integration.failover_harness import (
-    JobPublisher,
-    delete_topology,
-    wait_for_consumers,
-    wait_until,
-    write_toml,
-)
-from tests.kannel_harness import KannelInstance, running_kannel
 
 pytestmark = [pytest.mark.integration, pytest.mark.kannel]
 

@@ -76,8 +76,12 @@ async def test_keys_rows_reports_and_idempotency_on_postgres(pg_sessions):
     assert (view.status, view.ambiguous, len(view.history), view.to_number) == ("expired", 1, 1, job.to)
 
     async with sessions.begin() as session:
-        assert await idempotency.claim(session, tenant="t", key="k", request_hash="h", ttl_s=60)
-        assert not await idempotency.claim(session, tenant="t", key="k", request_hash="h", ttl_s=60)
+        assert await idempotency.claim(
+            session, tenant="t", key="k", request_hash="h", message_ids=["m"], ttl_s=60, lease_s=30
+        )
+        assert not await idempotency.claim(
+            session, tenant="t", key="k", request_hash="h", message_ids=["m"], ttl_s=60, lease_s=30
+        )
         await idempotency.complete(session, tenant="t", key="k", status_code=202, response={"id": "x"})
     async with sessions() as session:
         known = await idempotency.lookup(session, tenant="t", key="k", ttl_s=60)

@@ -21,7 +21,7 @@ from ops.context import settings
 from ops.service_commands import register
 from shared.errors import NotFound
 from shared.topology import site_queue
-from tests.helpers import RELAY, free_port, spawned, wait_for_port
+from tests.helpers import RELAY, SITES_ENV, free_port, spawned, wait_for_port
 from tests.ingress_helpers import TcpProxy, drain, sms
 from tests.integration.test_ingress_durability import via_port, wait_until
 
@@ -38,6 +38,7 @@ def relay_env(tmp_path: Path, *, broker_url: str, prefix: str, port: int, **extr
         "RELAY_INGRESS__PORT": str(port),
         "RELAY_ROUTING__POLICY": "primary",
         "RELAY_LOG__LEVEL": "DEBUG",
+        **SITES_ENV,
         **extra,
     }
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from ops.harness.kannel import FakeSmscMessage, KannelInstance, running_kannel
 from shared.model import Job, Outcome
-from tests.kannel_harness import FakeSmscMessage, KannelInstance, running_kannel
 from workers.platforms.kannel import KannelPlatform
 
 pytestmark = [pytest.mark.integration, pytest.mark.kannel]
@@ -82,15 +82,32 @@ async def test_unicode_text_arrives_as_ucs2(kannel: KannelInstance, adapter: Kan
     assert arrived.text == text
 
 
-async def test_wrong_password_is_rejected(kannel: KannelInstance) -> None:
+async def test_wrong_password_makes_the_site_unavailable_not_the_message_rejected(
+    kannel: KannelInstance,
+) -> None:
     platform = adapter_for(kannel, password="wrong")
     try:
         (result,) = await platform.send([job("pw1")])
+        assert result.outcome is Outcome.UNAVAILABLE
+        assert "403" in result.detail
+        assert "Authorization failed" in result.detail
+        assert platform.problem == "authentication failed"
     finally:
         await platform.aclose()
-    assert result.outcome is Outcome.REJECTED
-    assert "403" in result.detail
-    assert "Authorization failed" in result.detail
+
+
+async def test_wrong_path_makes_the_site_unavailable(kannel: KannelInstance) -> None:
+    platform = KannelPlatform(
+        url=kannel.sendsms_url.replace("sendsms", "sendsmz"),
+        username=kannel.username,
+        password=kannel.password,
+        timeout_s=2.0,
+    )
+    try:
+        (result,) = await platform.send([job("path1")])
+    finally:
+        await platform.aclose()
+    assert (result.outcome, result.detail) == (Outcome.UNAVAILABLE, "HTTP 404: Unknown request.")
 
 
 async def test_missing_receiver_is_rejected_with_kannels_reason(adapter: KannelPlatform) -> None:

@@ -45,7 +45,7 @@ async def two_sites(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -
 @pytest.fixture(autouse=True)
 async def clean_platforms(two_sites: Relay) -> None:
     for sim in two_sites.sims.values():
-        sim.fault("none")
+        sim.set_fault("none")
     await all_consuming(two_sites)
 
 
@@ -103,7 +103,7 @@ async def test_rejected_and_expired_jobs_end_as_dead_letters_once(two_sites: Rel
     r = two_sites
     share = 0.3
     for sim in r.sims.values():
-        sim.fault("reject", share=share)
+        sim.set_fault("reject", share=share)
     async with publisher(r) as jobs:
         expired = [make_job(validity_s=-1) for _ in range(5)]
         fresh = [make_job() for _ in range(60)]

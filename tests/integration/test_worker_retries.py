@@ -27,7 +27,7 @@ async def failing_sites(tmp_path_factory: pytest.TempPathFactory, broker_url: st
 async def test_unavailable_everywhere_retries_switches_site_then_dead_letters(failing_sites: Relay) -> None:
     r = failing_sites
     for sim in r.sims.values():
-        sim.fault("error")  # 500 without taking the message: unavailable
+        sim.set_fault("error")  # 500 without taking the message: unavailable
     async with publisher(r) as jobs:
         published = [make_job() for _ in range(3)]
         for job in published:

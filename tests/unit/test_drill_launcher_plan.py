@@ -1,52 +1,117 @@
-"""What `relay up` starts and prints, and how the drill reads the API's answers; no processes."""
+"""What `relay up` starts and leaves in its run directory, how the drill finds the deployment, and how it
+reads the API's answers; no processes."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+from collections.abc import Iterator
+from pathlib import Path
 
 import phonenumbers
 import pytest
 
-from ops.drill import ambiguous_in
+from ops.context import settings
+from ops.drill import load_target, parse_simulators
+from ops.drill_status import ambiguous_in
 from ops.drill_traffic import drill_number, message_id_from, submit_body
-from ops.launcher import api_url, curl_example, local_simulators, plan_children
+from ops.launcher import api_url, curl_example, plan_children, prepare
+from ops.launcher_sites import DEFAULT_ADMIN_PORTS, simulated_sites, with_default_sites
+from ops.run_dir import RunFile, read_run_file, remove_run_file, write_run_file
 from shared.errors import ConfigError
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings, use_config_file
 
 RELAY = ["relay"]
 
 
-def test_default_settings_start_two_simulators_on_the_documented_ports() -> None:
-    sims = local_simulators(load_settings())
-    assert [(s.site, s.port, s.admin_port) for s in sims] == [("a", 9001, 9101), ("b", 9002, 9102)]
+@pytest.fixture
+def no_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's settings as on a fresh machine: no configuration file, no RELAY_ variable."""
+    for name in list(os.environ):
+        if name.startswith("RELAY_"):
+            monkeypatch.delenv(name)
+    use_config_file(None)
+    settings.cache_clear()
+    yield
+    use_config_file(None)
+    settings.cache_clear()
 
 
-def test_only_local_sites_with_an_admin_url_get_a_simulator() -> None:
-    config = load_settings(
+def two_sites() -> Settings:
+    return load_settings(
         sites={
-            "a": {"url": "http://127.0.0.1:7001/v1.0/message", "sim_admin_url": "http://127.0.0.1:7101"},
-            "b": {
-                "url": "https://platform.example.com/v1.0/message",
-                "sim_admin_url": "http://127.0.0.1:7102",
-            },
-            "c": {"url": "http://localhost:7003/v1.0/message"},
+            "a": {"url": "http://127.0.0.1:7001/v1.0/message"},
+            "b": {"url": "http://127.0.0.1:7002/v1.0/message"},
         }
     )
-    assert [s.site for s in local_simulators(config)] == ["a"]
 
 
-def test_a_local_simulator_without_ports_is_a_configuration_error() -> None:
+def test_without_sites_relay_up_runs_the_default_two_on_the_documented_ports(
+    no_config: None, tmp_path: Path
+) -> None:
+    deployment = prepare(tmp_path / "run", with_simulators=True)
+    assert deployment.config.site_names == ["a", "b"]
+    assert deployment.config.sites["b"].url == "http://127.0.0.1:9002/v1.0/message"
+    assert [(s.site, s.port, s.admin_port) for s in deployment.simulators] == [
+        ("a", 9001, 9101),
+        ("b", 9002, 9102),
+    ]
+    # Its children read the sites from the configuration it wrote in the run directory.
+    assert deployment.config_file == (tmp_path / "run" / "relay.toml").resolve()
+
+
+def test_default_sites_are_added_to_a_configuration_that_names_none(tmp_path: Path) -> None:
+    own = tmp_path / "own.toml"
+    own.write_text('[broker]\nprefix = "mine"\n[worker]\nconcurrency = 4')
+    generated = with_default_sites(own, tmp_path / "run")
+    use_config_file(generated)
+    try:
+        config = load_settings()
+    finally:
+        use_config_file(None)
+    assert config.broker.prefix == "mine" and config.worker.concurrency == 4
+    assert config.site_names == ["a", "b"]
+
+
+def test_configured_sites_are_kept_and_their_simulators_get_free_admin_ports(
+    no_config: None, tmp_path: Path
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text('[sites.a]\nurl = "http://127.0.0.1:7001/v1.0/message"\n')
+    use_config_file(config)
+    deployment = prepare(tmp_path / "run", with_simulators=True)
+    assert deployment.config_file == config.resolve()
+    [sim] = deployment.simulators
+    assert (sim.site, sim.port) == ("a", 7001)
+    assert sim.admin_port not in (0, 7001, *DEFAULT_ADMIN_PORTS.values())
+
+
+def test_only_local_http_json_sites_get_a_simulator() -> None:
     config = load_settings(
-        sites={"a": {"url": "http://127.0.0.1/v1.0/message", "sim_admin_url": "http://127.0.0.1:7101"}}
+        sites={
+            "a": {"url": "http://127.0.0.1:7001/v1.0/message"},
+            "b": {"url": "https://platform.example.com/v1.0/message"},
+            "c": {"url": "http://localhost:7003/cgi-bin/sendsms", "platform": "kannel"},
+        }
     )
-    with pytest.raises(ConfigError, match="explicit ports"):
-        local_simulators(config)
+    assert [s.site for s in simulated_sites(config, admin_ports={"a": 7101})] == ["a"]
+
+
+def test_a_local_platform_without_a_port_is_a_configuration_error() -> None:
+    config = load_settings(sites={"a": {"url": "http://127.0.0.1/v1.0/message"}})
+    with pytest.raises(ConfigError, match="explicit port"):
+        simulated_sites(config, admin_ports={})
 
 
 def test_plan_starts_simulators_first_then_ingress_then_workers_with_metrics_ports() -> None:
+    config = two_sites()
     specs = plan_children(
-        load_settings(), relay=RELAY, with_simulators=True, workers_per_site=2, metrics_base_port=9200
+        config,
+        relay=RELAY,
+        simulators=simulated_sites(config, admin_ports={"a": 7101, "b": 7102}),
+        workers_per_site=2,
+        metrics_base_port=9200,
     )
     assert [s.name for s in specs] == [
         "platform-sim-a",
@@ -59,18 +124,51 @@ def test_plan_starts_simulators_first_then_ingress_then_workers_with_metrics_por
     ]
     by_name = {s.name: s.args for s in specs}
     assert by_name["platform-sim-b"] == (
-        "relay", "platform-sim", "--host", "127.0.0.1", "--port", "9002", "--admin-port", "9102"
+        "relay", "platform-sim", "--host", "127.0.0.1", "--port", "7002", "--admin-port", "7102"
     )  # fmt: skip
     assert by_name["worker-a-2"] == ("relay", "worker", "--site", "a", "--metrics-port", "9201")
     assert by_name["worker-b-2"][-1] == "9203"
 
 
 def test_no_sims_and_no_metrics() -> None:
-    specs = plan_children(
-        load_settings(), relay=RELAY, with_simulators=False, workers_per_site=1, metrics_base_port=0
-    )
+    specs = plan_children(two_sites(), relay=RELAY, simulators=[], workers_per_site=1, metrics_base_port=0)
     assert [s.name for s in specs] == ["ingress", "worker-a-1", "worker-b-1"]
     assert specs[1].args[-1] == "0"
+
+
+def test_the_run_file_round_trips_and_goes_away(tmp_path: Path) -> None:
+    assert read_run_file(tmp_path) is None
+    run = RunFile(config=tmp_path / "relay.toml", simulators={"a": "http://127.0.0.1:9101"})
+    write_run_file(tmp_path, run)
+    assert read_run_file(tmp_path) == run
+    remove_run_file(tmp_path)
+    assert read_run_file(tmp_path) is None
+
+
+def test_the_drill_reads_the_deployment_from_the_run_file_unless_told_otherwise(
+    no_config: None, tmp_path: Path
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text('[ingress]\nport = 8181\n[sites.a]\nurl = "http://127.0.0.1:7001/v1.0/message"\n')
+    write_run_file(tmp_path, RunFile(config=config, simulators={"a": "http://127.0.0.1:7101"}))
+    target = load_target(tmp_path, [])
+    assert target.config.ingress.port == 8181
+    assert target.simulators == {"a": "http://127.0.0.1:7101"}
+    assert target.relay[-2:] == ["--config", str(config.resolve())]
+    named = load_target(tmp_path, ["a=http://127.0.0.1:7999"])
+    assert named.simulators == {"a": "http://127.0.0.1:7999"}
+    with pytest.raises(ConfigError, match="not configured: z"):
+        load_target(tmp_path, ["z=http://127.0.0.1:7999"])
+
+
+def test_simulator_options_name_a_site_and_an_admin_url() -> None:
+    assert parse_simulators(["a=http://sim-a:9101", "b=http://sim-b:9101"]) == {
+        "a": "http://sim-a:9101",
+        "b": "http://sim-b:9101",
+    }
+    for bad in ("a", "=http://x:1", "a=sim-a:9101"):
+        with pytest.raises(ConfigError, match="SITE=http"):
+            parse_simulators([bad])
 
 
 def test_api_url_reaches_a_wildcard_listener_through_loopback() -> None:

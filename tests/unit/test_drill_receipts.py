@@ -1,11 +1,13 @@
-"""The drill's receipt tracker against a fake simulator admin API (httpx mock transport)."""
+"""The drill's receipt tracker and the simulator admin client against a fake admin API (httpx mock
+transport)."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from ops.drill_sims import ReceiptTracker, SimulatorAdmin, SimulatorUnavailable
+from ops.drill_sims import ReceiptTracker, probe_simulators
+from ops.harness.simulators import SimulatorAdmin, SimulatorUnavailable
 
 
 class FakeSimulator:
@@ -28,7 +30,7 @@ class FakeSimulator:
 
 
 def admin(sim: FakeSimulator, site: str) -> SimulatorAdmin:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(sim.handle))
+    client = httpx.Client(transport=httpx.MockTransport(sim.handle))
     return SimulatorAdmin(client=client, site=site, admin_url=f"http://sim-{site}")
 
 
@@ -63,9 +65,22 @@ async def test_a_reset_simulator_is_read_again_from_the_start() -> None:
     assert tracker.received_ids() == {"m1"}
 
 
-async def test_a_platform_that_is_not_the_simulator_is_refused() -> None:
-    client = httpx.AsyncClient(
-        transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"ok": True}))
-    )
+def test_a_platform_that_is_not_the_simulator_is_refused() -> None:
+    client = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"ok": True})))
     with pytest.raises(SimulatorUnavailable, match="does not answer like the simulator"):
-        await SimulatorAdmin(client=client, site="a", admin_url="http://real-platform").stats()
+        SimulatorAdmin(client=client, site="a", admin_url="http://real-platform").stats()
+
+
+def test_the_whole_reference_list_is_read_from_a_simulator_that_ignores_since() -> None:
+    sim = FakeSimulator(with_total=False)
+    sim.order = ["r1", "r2", "r3"]
+    assert admin(sim, "a").references_since(2) == (["r3"], 3)
+    assert admin(sim, "a").references() == ["r1", "r2", "r3"]
+
+
+async def test_sites_without_a_named_simulator_are_reported_not_probed() -> None:
+    # Nothing answers on port 9 (discard): the named simulator of site a is unavailable too.
+    sims, problems = await probe_simulators(["a", "b"], {"a": "http://127.0.0.1:9"})
+    assert sims == {}
+    assert problems[0].startswith("site a: GET http://127.0.0.1:9/stats failed")
+    assert problems[1].startswith("site b has no simulator (none named by --simulator")

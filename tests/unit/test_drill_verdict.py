@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from ops.drill import render
+from ops.drill_plan import Pace
+from ops.drill_render import render
 from ops.drill_verdict import (
     EXIT_LOST,
     EXIT_PASSED,
@@ -146,3 +147,27 @@ def test_the_table_shows_the_verdict_and_the_lost_ids() -> None:
     failed = console.export_text()
     assert "FAILED" in failed
     assert "m2 m3 m4" in failed
+
+
+def test_the_table_says_clearly_when_the_traffic_fell_short_of_the_asked_rate() -> None:
+    console = Console(record=True, width=80)
+    render(compute(observation()), console, pace=Pace(asked_per_s=100.0, sent_per_s=54.0))
+    short = console.export_text()
+    assert "54/s of 100/s asked" in short
+    assert "sent at only 54/s, short of the 100/s asked" in short
+
+    console = Console(record=True, width=80)
+    render(compute(observation()), console, pace=Pace(asked_per_s=100.0, sent_per_s=97.0))
+    enough = console.export_text()
+    assert "97/s of 100/s asked" in enough
+    assert "short of" not in enough
+
+
+def test_a_pace_below_nine_tenths_of_the_asked_rate_is_short() -> None:
+    assert Pace(asked_per_s=100.0, sent_per_s=89.0).short
+    assert not Pace(asked_per_s=100.0, sent_per_s=90.0).short
+    assert Pace(asked_per_s=100.0, sent_per_s=54.0).as_dict() == {
+        "rate_per_s": 100.0,
+        "send_rate_per_s": 54.0,
+        "short": True,
+    }

@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from ingress.bundler import Bundler
+from shared.broker import CONFIRMED, Fate, Verdict
 from shared.envelope import decode_jobs
-from shared.errors import BrokerUnavailable
 from shared.model import Job, new_message_id
 
 
@@ -23,11 +21,10 @@ class Broker:
         self.release.set()
         self.fail_site: str | None = None
 
-    async def publish(self, body: bytes, site: str, message_id: str) -> None:
+    async def publish(self, body: bytes, site: str, message_id: str) -> Verdict:
         self.published.append((site, decode_jobs(body), message_id))
         await self.release.wait()
-        if site == self.fail_site:
-            raise BrokerUnavailable("no confirm")
+        return Verdict(Fate.UNKNOWN, "channel closed") if site == self.fail_site else CONFIRMED
 
 
 async def test_jobs_added_together_leave_as_one_message_per_site() -> None:
@@ -82,24 +79,39 @@ async def test_jobs_arriving_while_every_slot_waits_gather_into_the_next_bundle(
     assert [len(bundle) for _, bundle, _ in broker.published] == [1, 5]
 
 
-async def test_a_bundle_not_confirmed_fails_each_of_its_jobs_and_no_other() -> None:
+async def test_a_bundle_not_confirmed_gives_its_verdict_to_each_of_its_jobs_and_no_other() -> None:
     broker = Broker()
     broker.fail_site = "b"
     bundler = Bundler(publish=broker.publish, bundle_max=50, in_flight_max=4)
     to_a = [bundler.add(_job(), "a") for _ in range(3)]
     to_b = [bundler.add(_job(), "b") for _ in range(3)]
-    await asyncio.gather(*to_a)
-    for confirmed in to_b:
-        with pytest.raises(BrokerUnavailable):
-            await confirmed
+    assert {v.fate for v in await asyncio.gather(*to_a)} == {Fate.CONFIRMED}
+    assert {v.fate for v in await asyncio.gather(*to_b)} == {Fate.UNKNOWN}
 
 
-async def test_closing_fails_the_jobs_of_bundles_still_waiting() -> None:
+async def test_a_job_is_withdrawn_only_before_its_bundle_leaves() -> None:
+    broker = Broker()
+    broker.release.clear()
+    bundler = Bundler(publish=broker.publish, bundle_max=50, in_flight_max=1)
+    left = bundler.add(_job(), "a")
+    await asyncio.sleep(0)  # the first bundle leaves and waits for its confirm; no slot is free
+    jobs = [_job() for _ in range(3)]
+    waiting = [bundler.add(job, "a") for job in jobs]
+    await asyncio.sleep(0.01)
+    assert not bundler.withdraw(left)  # in flight: its verdict is still to come
+    assert bundler.withdraw(waiting[1])
+    broker.release.set()
+    assert (await left).confirmed
+    assert all(v.confirmed for v in await asyncio.gather(waiting[0], waiting[2]))
+    # The withdrawn job never left; the two others went as one bundle.
+    assert [bundle for _, bundle, _ in broker.published[1:]] == [[jobs[0], jobs[2]]]
+
+
+async def test_closing_leaves_the_jobs_of_bundles_still_waiting_unknown() -> None:
     broker = Broker()
     broker.release.clear()
     bundler = Bundler(publish=broker.publish, bundle_max=50, in_flight_max=4)
-    confirmed = bundler.add(_job(), "a")
+    verdict = bundler.add(_job(), "a")
     await asyncio.sleep(0)
     await bundler.close()
-    with pytest.raises(BrokerUnavailable):
-        await confirmed
+    assert (await verdict).fate is Fate.UNKNOWN

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ingress.spool import Spool, SpoolEntry, SpoolLock, claim_spool_file, spool_file, spool_files
+from shared.broker import Fate
 
 
 def entry(n: int) -> SpoolEntry:
@@ -18,11 +19,11 @@ async def test_append_head_remove_keep_order_and_survive_reopen(tmp_path: Path) 
     spool = await Spool(path=path).open()
     await spool.append([entry(n) for n in range(5)])
     await spool.append([entry(n) for n in range(5, 8)])
-    assert spool.backlog == 8 and spool.appended.is_set()
+    assert spool.backlog == 8 and spool.changed.is_set()
     head = await spool.head(3)
     assert [s.entry.message_id for s in head] == ["m0", "m1", "m2"]
     assert head[0].entry.headers == {"x-relay-attempt": 0} and head[0].entry.body == b"0"
-    await spool.remove([head[0].seq, head[2].seq])
+    await spool.settle([(head[0].seq, Fate.CONFIRMED), (head[2].seq, Fate.CONFIRMED)])
     await spool.close()
 
     reopened = await Spool(path=path).open()

@@ -86,8 +86,12 @@ async def test_fold_is_idempotent_and_dead_letters_once(sessions):
 
 async def test_idempotency_claim_answer_and_expiry(sessions):
     async with sessions.begin() as session:
-        assert await idempotency.claim(session, tenant="t", key="k", request_hash="h1", ttl_s=60)
-        assert not await idempotency.claim(session, tenant="t", key="k", request_hash="h2", ttl_s=60)
+        assert await idempotency.claim(
+            session, tenant="t", key="k", request_hash="h1", message_ids=["m"], ttl_s=60, lease_s=30
+        )
+        assert not await idempotency.claim(
+            session, tenant="t", key="k", request_hash="h2", message_ids=["m"], ttl_s=60, lease_s=30
+        )
         await idempotency.complete(session, tenant="t", key="k", status_code=202, response={"id": "x"})
     async with sessions() as session:
         known = await idempotency.lookup(session, tenant="t", key="k", ttl_s=60)
@@ -96,7 +100,9 @@ async def test_idempotency_claim_answer_and_expiry(sessions):
         await session.execute(update(IdempotencyKey).values(created_at=utcnow() - timedelta(seconds=120)))
     async with sessions.begin() as session:
         assert await idempotency.lookup(session, tenant="t", key="k", ttl_s=60) is None
-        assert await idempotency.claim(session, tenant="t", key="k", request_hash="h3", ttl_s=60)
+        assert await idempotency.claim(
+            session, tenant="t", key="k", request_hash="h3", message_ids=["m"], ttl_s=60, lease_s=30
+        )
         await idempotency.release(session, tenant="t", key="k")
         assert await idempotency.lookup(session, tenant="t", key="k", ttl_s=60) is None
 

@@ -64,8 +64,11 @@ def test_unicode_message_goes_as_ucs2_hex() -> None:
         (200, b'Success "abc"', Outcome.ACCEPTED),
         (200, b"Something else", Outcome.AMBIGUOUS),
         (400, b'Error "Mandatory argument [to] is not found."', Outcome.REJECTED),
-        (403, b'Error "Authentication failure for username:u"', Outcome.REJECTED),
-        (412, b'Error "Cannot route message"', Outcome.REJECTED),
+        (403, b'Error "Authentication failure for username:u"', Outcome.UNAVAILABLE),
+        (403, b'Error "User throughput exceeded"', Outcome.UNAVAILABLE),
+        (403, b'Error "Cannot charge submit_sm, check RouterPB log file for details"', Outcome.UNAVAILABLE),
+        (412, b'Error "No route found"', Outcome.REJECTED),
+        (412, b'Error "Failover route has no bound connectors"', Outcome.UNAVAILABLE),
         (500, b'Error "Internal error"', Outcome.UNAVAILABLE),
         (503, b"", Outcome.UNAVAILABLE),
         (404, b"Not found", Outcome.UNAVAILABLE),
@@ -76,6 +79,17 @@ def test_answers(status: int, body: bytes, expected: Outcome) -> None:
     assert result.outcome is expected
     if status != 200:
         assert str(status) in result.detail
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'Error "Authentication failure for username:u"', "authentication failed"),
+        (b'Error "Cannot charge"', "no balance"),
+    ],
+)
+def test_site_wide_refusals_name_the_problem(body: bytes, problem: str) -> None:
+    assert classify_answer(403, body).problem == problem
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from ops.harness.kannel import parse_fakesmsc_log
 from shared.model import Job, Outcome
 from tests.fake_http import FakeHttp, SentRequest, answer
-from tests.kannel_harness import parse_fakesmsc_log
 from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.kannel import KannelPlatform, classify_answer
 
@@ -77,10 +77,14 @@ async def test_request_is_a_get_with_url_encoded_parameters() -> None:
         (202, b"3: Queued for later delivery", Outcome.ACCEPTED),
         (200, b"0: Accepted for delivery", Outcome.ACCEPTED),
         (202, b"4: something new", Outcome.AMBIGUOUS),
-        (403, b"Authorization failed for sendsms", Outcome.REJECTED),
+        (202, b"Sent.", Outcome.ACCEPTED),  # immediate-sendsms-reply = true
+        (403, b"Authorization failed for sendsms", Outcome.UNAVAILABLE),  # the site's credentials
+        (404, b"Unknown request", Outcome.UNAVAILABLE),  # the site's path
+        (403, b"Not routable. Do not try again.", Outcome.REJECTED),
         (400, b"Missing receiver number, rejected", Outcome.REJECTED),
-        (503, b"Sending failed.", Outcome.UNAVAILABLE),
-        (500, b"Internal error", Outcome.AMBIGUOUS),
+        (503, b"Temporal failure", Outcome.UNAVAILABLE),
+        (500, b"Sending failed.", Outcome.UNAVAILABLE),
+        (502, b"Bad gateway", Outcome.AMBIGUOUS),
     ],
 )
 def test_answers(status: int, body: bytes, expected: Outcome) -> None:

@@ -66,7 +66,7 @@ def test_environment_overrides_file(config_file: Path, monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("snippet", "key"),
     [
-        ('[sites.c]\nplatform = "smpp"\nurl = "http://x"\n', "sites.c.platform"),
+        ('[sites.c]\nplatform = "ussd"\nurl = "http://x"\n', "sites.c.platform"),
         ("[ingress]\nport = 70000\n", "ingress.port"),
         ('[broker]\nprefxi = "x"\n', "broker.prefxi: unknown key"),
         ('[sites.c]\nurl = "ftp://x"\n', "sites.c.url"),

@@ -15,6 +15,9 @@ class Result:
 
     outcome: Outcome
     detail: str = ""
+    # The answer says the site is misconfigured or cannot take traffic at all (bad credentials, no
+    # balance), not that this message is wrong: what `relay status` shows beside the open circuit.
+    problem: str | None = None
 
 
 class Platform(Protocol):

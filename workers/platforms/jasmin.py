@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+import math
+import time
 from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http1 import Http1Client, TransportFailure
-from workers.platforms.http_client import HttpRequester, classify_transport_error, short
+from workers.platforms.http1 import HttpAnswer
+from workers.platforms.http_client import short
+from workers.platforms.per_message import PerMessagePlatform
 
 CODING_DEFAULT = 0  # SMSC default alphabet
 CODING_UCS2 = 8
 _FORM = [("Content-Type", "application/x-www-form-urlencoded")]
-_REJECTING = frozenset({400, 403, 412})  # bad request, not authorised / no balance, no route
 
 
-class JasminPlatform:
+class JasminPlatform(PerMessagePlatform):
     """Sends each job as one POST to Jasmin's `/send`; non-GSM text goes as UTF-16BE hex with coding 8."""
-
-    max_batch = 1
-
-    def __init__(
-        self,
-        *,
-        url: str,
-        username: str,
-        password: str,
-        timeout_s: float,
-        concurrency: int = 64,
-        client: HttpRequester | None = None,
-    ) -> None:
-        self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
-        self._target = Http1Client.target_of(url)
-        self._username = username
-        self._password = password
-
-    async def send(self, jobs: Sequence[Job]) -> list[Result]:
-        return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def form(self, job: Job) -> dict[str, str]:
         form = {"username": self._username, "password": self._password, "to": job.to, "from": job.sender}
@@ -50,27 +27,42 @@ class JasminPlatform:
         else:
             # Jasmin's `content` is latin-1; anything else must go as raw UCS-2 bytes in hex.
             form.update({"hex-content": job.body.encode("utf-16-be").hex(), "coding": str(CODING_UCS2)})
+        if job.expires_at > 0:
+            # Jasmin's validity-period is relative, in whole minutes; rounded up as for Kannel.
+            form["validity-period"] = str(max(1, math.ceil((job.expires_at - time.time()) / 60)))
         return form
 
-    async def _send_one(self, job: Job) -> Result:
+    async def _request(self, job: Job) -> HttpAnswer:
         body = urlencode(self.form(job)).encode()
-        try:
-            answer = await self._http.request("POST", self._target, headers=_FORM, body=body)
-        except TransportFailure as exc:
-            return classify_transport_error(exc)
+        return await self._http.request("POST", self._target, headers=_FORM, body=body)
+
+    def _classify(self, answer: HttpAnswer) -> Result:
         return classify_answer(answer.status, answer.body)
 
 
 def classify_answer(status: int, body: bytes) -> Result:
+    """Jasmin 0.11's `/send` answers, as measured against it (README, "Platforms")."""
     text = short(body)
+    detail = short(f"HTTP {status}: {text}")
     if status == 200 and text.startswith("Success"):
         return Result(outcome=Outcome.ACCEPTED, detail=text)
-    if status in _REJECTING:
-        return Result(outcome=Outcome.REJECTED, detail=short(f"HTTP {status}: {text}"))
+    if status == 403:
+        if "Authentication failure" in text:
+            return Result(outcome=Outcome.UNAVAILABLE, detail=detail, problem="authentication failed")
+        if "Cannot charge" in text:  # no balance left: the site cannot take traffic
+            return Result(outcome=Outcome.UNAVAILABLE, detail=detail, problem="no balance")
+        if "throughput exceeded" in text:  # slow down: a retry later (or the other site) takes it
+            return Result(outcome=Outcome.UNAVAILABLE, detail=detail)
+        return Result(outcome=Outcome.REJECTED, detail=detail)  # a value filter refused this message
+    if status == 412 and "No route found" not in text:
+        # "Failover route has no bound connectors": Jasmin's own upstream is down.
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail)
+    if status in (400, 412):
+        return Result(outcome=Outcome.REJECTED, detail=detail)
     if status >= 500:
         # Jasmin answers 5xx before it queues anything (no SMPP connector, internal error).
-        return Result(outcome=Outcome.UNAVAILABLE, detail=short(f"HTTP {status}: {text}"))
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail)
     if 200 <= status < 300:
-        return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))
+        return Result(outcome=Outcome.AMBIGUOUS, detail=detail)
     # 401, 404 and the like: the relay's configuration is wrong, not the message; fail over.
-    return Result(outcome=Outcome.UNAVAILABLE, detail=short(f"HTTP {status}: {text}"))
+    return Result(outcome=Outcome.UNAVAILABLE, detail=detail, problem=f"HTTP {status} from Jasmin")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections.abc import Sequence
 from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http1 import Http1Client, TransportFailure
-from workers.platforms.http_client import HttpRequester, classify_transport_error, short
+from workers.platforms.http1 import HttpAnswer
+from workers.platforms.http_client import HttpRequester, short
+from workers.platforms.per_message import PerMessagePlatform
 
 # Kannel's own answers to a sendsms request that it took.
 _TAKEN_PREFIXES = ("0:", "3:")  # "0: Accepted for delivery", "3: Queued for later delivery"
@@ -19,10 +18,8 @@ CODING_7BIT = 0
 CODING_UCS2 = 2
 
 
-class KannelPlatform:
+class KannelPlatform(PerMessagePlatform):
     """Sends each job as one sendsms GET; text goes as UTF-8 and Kannel re-encodes it (UCS-2 if needed)."""
-
-    max_batch = 1
 
     def __init__(
         self,
@@ -35,17 +32,15 @@ class KannelPlatform:
         dlr_mask: int | None = None,
         client: HttpRequester | None = None,
     ) -> None:
-        self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
-        self._target = Http1Client.target_of(url)
-        self._username = username
-        self._password = password
+        super().__init__(
+            url=url,
+            username=username,
+            password=password,
+            timeout_s=timeout_s,
+            concurrency=concurrency,
+            client=client,
+        )
         self._dlr_mask = dlr_mask
-
-    async def send(self, jobs: Sequence[Job]) -> list[Result]:
-        return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def params(self, job: Job, *, now: float | None = None) -> dict[str, str]:
         params = {
@@ -66,28 +61,34 @@ class KannelPlatform:
             params["validity"] = str(max(1, math.ceil(remaining_s / 60)))
         return params
 
-    async def _send_one(self, job: Job) -> Result:
+    async def _request(self, job: Job) -> HttpAnswer:
         separator = "&" if "?" in self._target else "?"
-        try:
-            answer = await self._http.request("GET", self._target + separator + urlencode(self.params(job)))
-        except TransportFailure as exc:
-            return classify_transport_error(exc)
+        return await self._http.request("GET", self._target + separator + urlencode(self.params(job)))
+
+    def _classify(self, answer: HttpAnswer) -> Result:
         return classify_answer(answer.status, answer.body)
 
 
 def classify_answer(status: int, body: bytes) -> Result:
+    """Kannel 1.4.5's sendsms answers, as measured against it (README, "Platforms")."""
     text = short(body)
+    detail = short(f"HTTP {status}: {text}")
     if 200 <= status < 300:
-        if text.startswith(_TAKEN_PREFIXES):
+        # "Sent." is the answer with immediate-sendsms-reply = true: taken, like "0:" and "3:".
+        if text.startswith(_TAKEN_PREFIXES) or text == "Sent.":
             return Result(outcome=Outcome.ACCEPTED, detail=text)
         # A 2xx whose words we do not know: Kannel may have queued it.
-        return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))
-    if status == 503:
-        # smsbox answers 503 when it cannot hand the message to bearerbox: nothing was queued.
-        return Result(outcome=Outcome.UNAVAILABLE, detail=short(f"HTTP 503: {text}"))
+        return Result(outcome=Outcome.AMBIGUOUS, detail=detail)
+    if status == 403 and text.startswith("Authorization failed"):
+        # A wrong username or password is the site's configuration, not the message: fail over.
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail, problem="authentication failed")
+    if status == 404:
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail, problem=f"wrong sendsms URL ({text})")
+    if status in (500, 503):
+        # "500 Sending failed." and "503 Temporal failure": smsbox could not queue it; nothing was taken.
+        return Result(outcome=Outcome.UNAVAILABLE, detail=detail)
     if 400 <= status < 500:
-        # 403 covers bad credentials and sender/receiver not allowed for the user; other 4xx are missing
-        # or invalid fields. Kannel will answer the same on every retry.
-        return Result(outcome=Outcome.REJECTED, detail=short(f"HTTP {status}: {text}"))
+        # "403 Not routable. Do not try again.", denied numbers, missing or invalid fields: this message.
+        return Result(outcome=Outcome.REJECTED, detail=detail)
     # Any other 5xx: Kannel may have queued the message before failing.
-    return Result(outcome=Outcome.AMBIGUOUS, detail=short(f"HTTP {status}: {text}"))
+    return Result(outcome=Outcome.AMBIGUOUS, detail=detail)

@@ -1,4 +1,5 @@
-"""Real Kannel instances for tests: bearerbox + smsbox + a fake SMSC (fakesmsc) that records what it gets.
+"""Real Kannels as platforms (the tests', the benchmarks' baseline): bearerbox + smsbox + a fake SMSC
+(fakesmsc) that records what it gets.
 
 Each instance lives in its own temporary directory on its own free ports, so several (sites A and B) run side
 by side. fakesmsc runs receive-only (``-m 0``) and logs one ``Got message N: <from to type data>`` line per
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import free_port, listening, spawned, wait_for_port
+from ops.harness.processes import free_port, listening, spawned, wait_for_port
 
 USERNAME = "tester"
 PASSWORD = "foobar"
@@ -148,7 +150,7 @@ class KannelInstance:
         self.wait_until_online()
 
     def close(self) -> None:
-        # Nobody needs a graceful Kannel shutdown in tests; SIGKILL every group (including an smsbox that
+        # Nobody needs a graceful Kannel shutdown here; SIGKILL every group (including an smsbox that
         # restarted itself under a new pid) so teardown takes no seconds.
         for group in self._process_groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -205,7 +207,7 @@ class KannelInstance:
         """Start bearerbox again on the same store, and fakesmsc (it exits with bearerbox).
 
         smsbox restarts itself after losing bearerbox but waits about 10 s first; `fresh_smsbox` replaces
-        it with a new one at once so tests stay quick.
+        it with a new one at once so faults stay quick.
         """
         self._start_bearerbox()
         if fresh_smsbox:
@@ -261,3 +263,14 @@ def running_kannel(directory: Path, binaries: dict[str, str]) -> Iterator[Kannel
         yield instance
     finally:
         instance.close()
+
+
+def find_binaries() -> dict[str, str] | None:
+    """Paths of bearerbox, smsbox and fakesmsc as Debian's kannel and kannel-extras install them; None if
+    any is missing."""
+    binaries = {
+        "bearerbox": shutil.which("bearerbox") or "/usr/sbin/bearerbox",
+        "smsbox": shutil.which("smsbox") or "/usr/sbin/smsbox",
+        "fakesmsc": "/usr/lib/kannel/test/fakesmsc",
+    }
+    return binaries if all(Path(path).exists() for path in binaries.values()) else None

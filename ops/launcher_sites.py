@@ -1,0 +1,77 @@
+"""The sites `relay up` runs and the platforms it simulates.
+
+A site gets a simulated platform when its platform speaks http-json at an address of this machine: the
+simulator listens on the site's own port, its admin API on a free port (or the documented one of a
+default site). When the configuration names no site at all, `relay up` runs two of its own, `a` and `b`,
+on the documented ports, and hands its children a configuration that names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ops.harness.processes import free_port
+from shared.errors import ConfigError
+from shared.settings import PlatformKind, Settings
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The sites of a configuration that names none: site -> (platform port, admin port of its simulator).
+DEFAULT_SITES: dict[str, tuple[int, int]] = {"a": (9001, 9101), "b": (9002, 9102)}
+DEFAULT_ADMIN_PORTS = {site: admin_port for site, (_, admin_port) in DEFAULT_SITES.items()}
+GENERATED_CONFIG = "relay.toml"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulatedSite:
+    site: str
+    host: str
+    port: int
+    admin_port: int
+
+    @property
+    def admin_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.admin_port}"
+
+
+def default_site_url(site: str) -> str:
+    return f"http://127.0.0.1:{DEFAULT_SITES[site][0]}/v1.0/message"
+
+
+def with_default_sites(config_file: Path | None, run_dir: Path) -> Path:
+    """A configuration file in `run_dir`: `config_file`'s text (if any), then the default sites' tables."""
+    own = config_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" if config_file is not None else ""
+    tables = "".join(f'[sites.{site}]\nurl = "{default_site_url(site)}"\n\n' for site in DEFAULT_SITES)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / GENERATED_CONFIG
+    note = "# Written by `relay up`: the configuration names no site, so it runs simulated ones.\n"
+    path.write_text(f"{own}{note}{tables}", encoding="utf-8")
+    return path
+
+
+def simulated_sites(config: Settings, *, admin_ports: Mapping[str, int]) -> list[SimulatedSite]:
+    """The sites whose http-json platform is on this machine, with their simulator's ports: the site's
+    own, and `admin_ports[site]` or a free one for its admin API."""
+    found = []
+    for site in config.site_names:
+        site_settings = config.sites[site]
+        platform = urlsplit(site_settings.url)
+        if site_settings.platform is not PlatformKind.HTTP_JSON or platform.hostname not in LOCAL_HOSTS:
+            continue
+        if platform.port is None:
+            raise ConfigError(
+                f"sites.{site}.url: a platform on this machine needs an explicit port for `relay up` to "
+                "simulate it (or run with --no-sims)"
+            )
+        found.append(
+            SimulatedSite(
+                site=site,
+                host=platform.hostname or "127.0.0.1",
+                port=platform.port,
+                admin_port=admin_ports.get(site) or free_port(),
+            )
+        )
+    return found
