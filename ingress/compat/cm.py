@@ -97,15 +97,21 @@ class CmApi:
                 self._intake.count("invalid")
                 return refusal(MSG_ARRAY_INCORRECT, "A 'msg' array of at least one message is required")
 
-            async def produce() -> Answer:
-                return await self._produce(tenant, items)
+            async def produce(message_ids: list[str], resent: bool) -> Answer:
+                return await self._produce(tenant, items, message_ids, resent)
 
-            answer = await self._intake.once(request, tenant=tenant, payload=payload, produce=produce)
+            answer = await self._intake.once(
+                request, tenant=tenant, payload=payload, message_count=_slots(items), produce=produce
+            )
         except Refused as refused:
             return _refused(refused)
         return _json(answer.status_code, answer.body, replayed_headers(answer))
 
-    async def _produce(self, tenant: str, items: list[dict[str, Any]]) -> Answer:
+    async def _produce(
+        self, tenant: str, items: list[dict[str, Any]], message_ids: list[str], resent: bool
+    ) -> Answer:
+        """The answer to `items`: one result per recipient slot, and the valid ones made durable under
+        the slot's id (so a repeat after an Idempotency-Key claim's lease reuses each one's id)."""
         results: list[dict[str, Any]] = []
         valid: list[tuple[int, str, ValidMessage]] = []
         for item in items:
@@ -116,7 +122,14 @@ class CmApi:
                 else:
                     valid.append((len(results), number or "", message))
                     results.append({})
-        ids = await self._intake.accept(tenant, [m for _, _, m in valid]) if valid else []
+        ids = []
+        if valid:
+            ids = await self._intake.accept(
+                tenant,
+                [m for _, _, m in valid],
+                message_ids=[message_ids[i] for i, _, _ in valid],
+                resent=resent,
+            )
         for (index, number, message), message_id in zip(valid, ids, strict=True):
             results[index] = {
                 "to": number,
@@ -206,6 +219,13 @@ def _common_fields(item: dict[str, Any]) -> tuple[dict[str, Any], int]:
     if "validity" in item:
         fields["validity_s"] = validity_s(item["validity"], now=datetime.now(UTC))
     return fields, _max_parts(item)
+
+
+def _slots(items: list[dict[str, Any]]) -> int:
+    """Results of a request: one per recipient, or one for a `msg` without any."""
+    return sum(
+        len(numbers) if isinstance(numbers := item.get("to"), list) and numbers else 1 for item in items
+    )
 
 
 def _token(envelope: dict[str, Any]) -> str | None:

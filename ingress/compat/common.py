@@ -9,13 +9,14 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, request_hash
+from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, Produce, request_hash
 from ingress.metrics import SUBMITS
 from ingress.service import Ingress
 from ingress.submission import Reply
 from ingress.validation import ValidMessage, validate_message
 from shared.errors import StoreUnavailable
 from shared.logs import get_logger
+from shared.model import new_message_ids
 
 log = get_logger("ingress.compat")
 
@@ -138,22 +139,22 @@ class Intake:
         return validate_message(fields, self.limits)
 
     async def once(
-        self,
-        request: CompatRequest,
-        *,
-        tenant: str,
-        payload: Any,
-        produce: Callable[[], Awaitable[Answer]],
+        self, request: CompatRequest, *, tenant: str, payload: Any, message_count: int, produce: Produce
     ) -> Answer:
-        """`produce`'s answer, or with an Idempotency-Key the first answer to that key (and nothing sent)."""
+        """`produce`'s answer under `message_count` new message ids, or with an Idempotency-Key the first
+        answer to that key (and nothing sent), as on `/v1/messages`."""
         key = request.header(b"idempotency-key")
         if key is None:
-            return await produce()
+            return await produce(new_message_ids(message_count), False)
         if not key or len(key) > MAX_KEY_CHARS:
             raise Refused(Refused.BAD_KEY, f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")
         try:
             answer = await self.ingress.idempotency.run(
-                tenant=tenant, key=key, digest=request_hash(request.path, payload), produce=produce
+                tenant=tenant,
+                key=key,
+                digest=request_hash(request.path, payload),
+                message_count=message_count,
+                produce=produce,
             )
         except IdempotencyConflict as exc:
             self.count("conflict")
@@ -165,10 +166,12 @@ class Intake:
             self.count("duplicate")
         return answer
 
-    async def accept(self, tenant: str, messages: list[ValidMessage]) -> list[str]:
-        """Make `messages` durable, as `/v1/messages` does; their ids, in order."""
+    async def accept(
+        self, tenant: str, messages: list[ValidMessage], *, message_ids: list[str], resent: bool
+    ) -> list[str]:
+        """Make `messages` durable under `message_ids`, as `/v1/messages` does; their ids, in order."""
         try:
-            accepted = await self.ingress.accept(tenant, messages)
+            accepted = await self.ingress.accept(tenant, messages, message_ids=message_ids, resent=resent)
         except Exception as exc:
             log.error("could not make messages durable", error=repr(exc), count=len(messages))
             self.count("unavailable", len(messages))

@@ -84,11 +84,13 @@ class KannelApi:
                 self._intake.count("unsupported" if refusal.unsupported else "invalid")
                 raise
 
-            async def produce() -> Answer:
-                ids = await self._intake.accept(tenant, messages)
+            async def produce(message_ids: list[str], resent: bool) -> Answer:
+                ids = await self._intake.accept(tenant, messages, message_ids=message_ids, resent=resent)
                 return Answer(status_code=202, body={"ids": ids})
 
-            answer = await self._intake.once(request, tenant=tenant, payload=params, produce=produce)
+            answer = await self._intake.once(
+                request, tenant=tenant, payload=params, message_count=len(messages), produce=produce
+            )
         except KannelAnswer as refused:
             return _text(refused.status, refused.text)
         except Refused as refused:

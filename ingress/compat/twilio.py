@@ -172,12 +172,16 @@ class TwilioApi:
             self._intake.count("unsupported" if refused.unsupported else "invalid")
             raise
 
-        async def produce() -> Answer:
-            (message_id,) = await self._intake.accept(tenant, [message])
+        async def produce(message_ids: list[str], resent: bool) -> Answer:
+            (message_id,) = await self._intake.accept(
+                tenant, [message], message_ids=message_ids, resent=resent
+            )
             resource = _created(account, message_id, message, now=datetime.now(UTC))
             return Answer(status_code=201, body=resource)
 
-        answer = await self._intake.once(request, tenant=tenant, payload=form, produce=produce)
+        answer = await self._intake.once(
+            request, tenant=tenant, payload=form, message_count=1, produce=produce
+        )
         return Reply(
             status=answer.status_code, body=orjson.dumps(answer.body), headers=replayed_headers(answer)
         )
