@@ -31,12 +31,13 @@ import uvloop
 
 from bench.bench_submit import BROKER_URL, CLIENTS, closed_loop, ingress_process, summary, wait_ready
 from bench.raw_http import RawConnection
+from ops.harness.cleanup import delete_broker_names
+from ops.harness.processes import free_port
 from shared.settings import Settings, StoreSettings
 from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import create_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
-from tests.helpers import delete_broker_names, free_port
 
 TARGET_RATIO = 0.8
 APIS = ("native", "cm", "kannel", "twilio")

@@ -22,6 +22,7 @@ from ingress.validation import ValidMessage, validate_message
 from shared.errors import StoreUnavailable, ValidationFailed
 from shared.logs import get_logger
 from shared.model import new_message_ids
+from shared.settings import IngressSettings, Settings
 
 log = get_logger("ingress.api")
 
@@ -47,12 +48,17 @@ class IncomingSubmit:
     body: AsyncIterator[bytes]
 
 
+def submit_limits(settings: Settings) -> IngressSettings:
+    """The limits a submitted message is validated against, whatever API it comes through."""
+    # A message longer than every site carries whole is refused here (422 naming its segments).
+    carried = max(settings.segment_limits.values())
+    return settings.ingress.model_copy(update={"max_segments": carried})
+
+
 class Submissions:
     def __init__(self, *, ingress: Ingress) -> None:
         self._ingress = ingress
-        # A message longer than every site carries whole is refused here (422 naming its segments).
-        carried = max(ingress.settings.segment_limits.values())
-        self._limits = ingress.settings.ingress.model_copy(update={"max_segments": carried})
+        self._limits = submit_limits(ingress.settings)
 
     async def handle(self, request: IncomingSubmit) -> Reply:
         try:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from prometheus_client import Counter
 
 from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, Produce, request_hash
 from ingress.metrics import SUBMITS
 from ingress.service import Ingress
-from ingress.submission import Reply
+from ingress.submission import Reply, submit_limits
 from ingress.validation import ValidMessage, validate_message
 from shared.errors import StoreUnavailable
 from shared.logs import get_logger
@@ -85,6 +86,22 @@ class Refused(Exception):
         self.detail = detail
 
 
+def form_fields(text: str, *, encoding: str) -> dict[str, str]:
+    """The fields of a query string or form body, the first of a repeated name winning, blank values kept:
+    what urllib's parse_qsl gives, in a fraction of its time (most fields need no unquoting at all, and
+    parse_qsl's generality was a visible share of a submit)."""
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            fields.setdefault(_unquoted(name, encoding), _unquoted(value, encoding))
+    return fields
+
+
+def _unquoted(text: str, encoding: str) -> str:
+    return unquote_plus(text, encoding) if "%" in text or "+" in text else text
+
+
 def international(number: str) -> str:
     """CM and Kannel clients write international numbers with a leading 00; the native API's parser
     reads them as national numbers of ingress.default_region unless they start with +."""
@@ -97,7 +114,7 @@ class Intake:
 
     def __init__(self, *, ingress: Ingress, api: str) -> None:
         self.ingress = ingress
-        self.limits = ingress.settings.ingress
+        self.limits = submit_limits(ingress.settings)
         self._counters = {result: API_SUBMITS.labels(api, result) for result in RESULTS}
         self._native = {result: SUBMITS.labels(native) for result, native in _NATIVE_RESULTS.items()}
 

@@ -11,11 +11,18 @@ by name instead of being dropped.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
-import urllib.parse
 from typing import Any
 
-from ingress.compat.common import CompatRequest, Intake, Refused, international, replayed_headers
+from ingress.compat.common import (
+    CompatRequest,
+    Intake,
+    Refused,
+    form_fields,
+    international,
+    replayed_headers,
+)
 from ingress.idempotency import Answer
 from ingress.service import Ingress
 from ingress.submission import Reply
@@ -102,12 +109,12 @@ class KannelApi:
         """The request's fields, first occurrence winning as in Kannel; values are the raw bytes as
         latin-1 text, decoded with `charset` only once it is known."""
         if request.method == "GET":
-            return _fields(urllib.parse.parse_qsl(request.query.decode("latin-1"), **_RAW))
+            return _fields(form_fields(request.query.decode("latin-1"), encoding="latin-1").items())
         body = await self._intake.read_body(request)
         media_type, _, options = (request.header(b"content-type") or "").partition(";")
         media_type = media_type.strip().lower()
         if media_type == "application/x-www-form-urlencoded":
-            return _fields(urllib.parse.parse_qsl(body.decode("latin-1"), **_RAW))
+            return _fields(form_fields(body.decode("latin-1"), encoding="latin-1").items())
         if _headers_post(request):
             fields = _fields(
                 (name[len(b"x-kannel-") :].decode("latin-1"), value.decode("latin-1"))
@@ -165,7 +172,6 @@ class KannelApi:
             raise KannelAnswer(400, f"Text not acceptable ({exc.errors[0]['message']}), rejected") from None
 
 
-_RAW: dict[str, Any] = {"keep_blank_values": True, "encoding": "latin-1"}
 _HEADERS_POST_TYPES = ("text/plain", "application/octet-stream")
 
 
@@ -187,7 +193,8 @@ def _numbers(params: dict[str, str]) -> dict[str, int]:
     cannot honour refused. Like Kannel (sscanf), a value without a leading number counts as unset."""
     numbers: dict[str, int] = {}
     for name, (lowest, highest, label) in RANGES.items():
-        match = _LEADING_INT.match(params.get(name, ""))
+        given = params.get(name)
+        match = _LEADING_INT.match(given) if given else None
         if match is None:
             continue
         value = int(match.group(1))
@@ -214,9 +221,14 @@ def _decoded_text(params: dict[str, str], numbers: dict[str, int]) -> str:
     raw = params.get("text", "").encode("latin-1")
     charset = params.get("charset") or ("UTF-16BE" if numbers.get("coding") == 2 else "WINDOWS-1252")
     try:
-        return raw.decode(codecs.lookup(charset).name)
+        return raw.decode(_codec(charset))
     except (LookupError, UnicodeDecodeError):
         raise KannelAnswer(400, "Charset or body misformed, rejected") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _codec(charset: str) -> str:
+    return codecs.lookup(charset).name
 
 
 def _refused(refused: Refused) -> Reply:

@@ -12,7 +12,6 @@ import base64
 import binascii
 import functools
 import re
-import urllib.parse
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ingress.compat.common import CompatRequest, Intake, Refused, replayed_headers
+from ingress.compat.common import CompatRequest, Intake, Refused, form_fields, replayed_headers
 from ingress.idempotency import Answer
 from ingress.service import Ingress
 from ingress.submission import Reply
@@ -240,13 +239,9 @@ def _basic(authorization: str | None) -> tuple[str, str] | None:
 
 def _form(body: bytes) -> dict[str, str]:
     try:
-        pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+        return form_fields(body.decode(), encoding="utf-8")
     except UnicodeDecodeError:
         raise TwilioError(400, UNSUPPORTED, "The request body is not UTF-8 form data") from None
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        form.setdefault(name, value)
-    return form
 
 
 def _invalid(form: dict[str, str], first: dict[str, str]) -> TwilioError:
