@@ -12,6 +12,7 @@ import pytest
 
 from shared.store.accounts import ensure_account_sid
 from shared.topology import site_queue
+from tests.helpers import SITES
 from tests.ingress_helpers import Api, api_for, queued_jobs
 
 pytestmark = pytest.mark.integration
@@ -337,3 +338,26 @@ async def test_kannel_and_twilio_replay_the_first_answer_to_an_idempotency_key(a
     assert created.status_code == replayed.status_code == 201
     assert replayed.json() == created.json() and replayed.headers["idempotent-replayed"] == "true"
     assert await depth(api) == 2
+
+
+async def test_a_text_longer_than_every_site_carries_is_refused_by_each_api(
+    broker_cleanup, settings_factory, store_url
+):
+    sites = {name: {**site, "max_segments": 1} for name, site in SITES.items()}
+    settings = settings_factory(routing={"policy": "primary", "primary": "a"}, sites=sites)
+    two_segments = "x" * 200
+    async with api_for(settings) as api:
+        cm_answer = await api.client.post(
+            "/v1.0/message", json=cm_body(api.key, cm_msg(body={"type": "AUTO", "content": two_segments}))
+        )
+        assert cm_answer.json()["messages"][0]["messageErrorCode"] == 304
+        kannel_answer = await sendsms(api, text=two_segments)
+        assert kannel_answer.status_code == 400 and "segments" in kannel_answer.text
+        sid = await ensure_account_sid(api.ingress.sessions, tenant="bank-a")
+        twilio_answer = await api.client.post(
+            f"/2010-04-01/Accounts/{sid}/Messages.json",
+            data={"To": NUMBER, "From": "MyBank", "Body": two_segments},
+            headers=basic(sid, api.key),
+        )
+        assert twilio_answer.json()["code"] == 21617
+        assert await depth(api) == 0
