@@ -235,6 +235,7 @@ class Outcomes:
             worker=self._worker_id,
             status=status,
             possible_duplicate=held.state.possible_duplicate and result.outcome in _MAY_LEAVE_A_COPY,
+            job=held.job,  # so the recorder can write the message's row if the ingress never did
         )
 
     async def _confirmed(self, held: Held, *publishes: Awaitable[None]) -> bool:

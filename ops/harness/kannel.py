@@ -68,7 +68,7 @@ text = "ok"
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FakeSmscMessage:
     sender: str
     receiver: str
@@ -102,7 +102,7 @@ def parse_fakesmsc_log(text: str) -> list[FakeSmscMessage]:
     return messages
 
 
-@dataclass
+@dataclass(kw_only=True)
 class KannelInstance:
     """One running Kannel; kill and restart bearerbox or smsbox to make faults."""
 

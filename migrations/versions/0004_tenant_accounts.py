@@ -1,8 +1,8 @@
 """tenant_accounts: each tenant's account SID, for the Twilio-style API; existing tenants get one
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-01 13:00:00.000000
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-08 12:00:00.000000
 """
 
 import secrets
@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
