@@ -13,7 +13,7 @@ from prometheus_client import Counter
 from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, Produce, request_hash
 from ingress.metrics import SUBMITS
 from ingress.service import Ingress
-from ingress.submission import Reply, submit_limits
+from ingress.submission import BodyTooLarge, Reply, read_body, submit_limits
 from ingress.validation import ValidMessage, validate_message
 from shared.errors import StoreUnavailable
 from shared.logs import get_logger
@@ -138,17 +138,12 @@ class Intake:
 
     async def read_body(self, request: CompatRequest) -> bytes:
         limit = self.limits.max_request_bytes
-        declared = request.header(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Refused(Refused.TOO_LARGE, f"the request body exceeds {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.body:
-            size += len(chunk)
-            if size > limit:
-                raise Refused(Refused.TOO_LARGE, f"the request body exceeds {limit} bytes")
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            return await read_body(
+                request.body, declared=request.header(b"content-length"), limit_bytes=limit
+            )
+        except BodyTooLarge:
+            raise Refused(Refused.TOO_LARGE, f"the request body exceeds {limit} bytes") from None
 
     def check(self, fields: dict[str, Any]) -> ValidMessage:
         """The native API's validation of one message (`to`, `from`, `body`, `reference`, `validity_s`);

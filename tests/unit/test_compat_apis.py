@@ -361,3 +361,24 @@ async def test_a_text_longer_than_every_site_carries_is_refused_by_each_api(
         )
         assert twilio_answer.json()["code"] == 21617
         assert await depth(api) == 0
+
+
+async def test_a_body_over_the_limit_is_refused_by_each_api(broker_cleanup, settings_factory, store_url):
+    settings = settings_factory(
+        routing={"policy": "primary", "primary": "a"}, ingress={"max_request_bytes": 1024}
+    )
+    async with api_for(settings) as api:
+        cm_answer = await api.client.post(
+            "/v1.0/message", json=cm_body(api.key, cm_msg(reference="r" * 2000))
+        )
+        assert cm_answer.status_code == 413 and cm_answer.json()["errorCode"] == 202
+        kannel_answer = await api.client.post("/cgi-bin/sendsms", data=kannel_params(api, text="t" * 2000))
+        assert (kannel_answer.status_code, kannel_answer.text) == (413, "Request too large, rejected")
+        sid = await ensure_account_sid(api.ingress.sessions, tenant="bank-a")
+        twilio_answer = await api.client.post(
+            f"/2010-04-01/Accounts/{sid}/Messages.json",
+            data={"To": NUMBER, "From": "MyBank", "Body": "b" * 2000},
+            headers=basic(sid, api.key),
+        )
+        assert twilio_answer.status_code == 413 and twilio_answer.json()["status"] == 413
+        assert await depth(api) == 0
