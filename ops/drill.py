@@ -28,8 +28,8 @@ from ops.drill_run import Drill
 from ops.harness.simulators import SimulatorUnavailable
 from ops.run_dir import read_run_file
 from ops.supervisor import quiet_http_client_logs, relay_command
+from shared.config_file import config_file_in_use, use_config_file
 from shared.errors import ConfigError
-from shared.settings import config_file_in_use, use_config_file
 
 
 def parse_simulators(options: list[str]) -> dict[str, str]:

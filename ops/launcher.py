@@ -28,9 +28,10 @@ from ops.harness.simulators import simulator_args
 from ops.launcher_sites import DEFAULT_ADMIN_PORTS, SimulatedSite, simulated_sites, with_default_sites
 from ops.run_dir import RunFile, remove_run_file, write_run_file
 from ops.supervisor import ChildSpec, Supervisor, quiet_http_client_logs, relay_command, run_once
+from shared.config_file import config_file_in_use, use_config_file
 from shared.errors import TransientError
 from shared.logs import get_logger
-from shared.settings import Settings, config_file_in_use, use_config_file
+from shared.settings import Settings
 
 log = get_logger("relay.up")
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from ops import output
 from ops.context import check_site, settings
 from ops.store_access import open_store, run
-from shared.settings import sqlite_file
+from shared.config_file import sqlite_file
 from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.migrate import upgrade

@@ -19,8 +19,9 @@ from ops.drill_traffic import drill_number, message_id_from, submit_body
 from ops.launcher import api_url, curl_example, plan_children, prepare
 from ops.launcher_sites import DEFAULT_ADMIN_PORTS, simulated_sites, with_default_sites
 from ops.run_dir import RunFile, read_run_file, remove_run_file, write_run_file
+from shared.config_file import use_config_file
 from shared.errors import ConfigError
-from shared.settings import Settings, load_settings, use_config_file
+from shared.settings import Settings, load_settings
 
 RELAY = ["relay"]
 
