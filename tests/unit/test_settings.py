@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ConfigError
 from shared.config_file import DATA_DIR_NAME, data_dir, sqlite_file, use_config_file
+from shared.errors import ConfigError
 from shared.settings import PlatformKind, RoutingPolicy, load_settings
 
 CONFIG = """
