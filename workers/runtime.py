@@ -325,6 +325,7 @@ async def _assemble(
         settlement=settlement,
         circuit=circuit,
         metrics=metrics,
+        segment_limits=settings.segment_limits,
     )
     intake = Intake(settlement=settlement, outcomes=outcomes)
     consumers = Consumers.for_site(own=own, own_site=site, standby=standby, on_message=intake.receive)
