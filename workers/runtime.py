@@ -165,6 +165,7 @@ class Worker:
             concurrency=concurrency,
             metrics_port=metrics_port,
         )
+        metrics.watch_problem(lambda: worker.platform_problem)
         try:
             await worker._begin()
         except BaseException:
