@@ -172,7 +172,7 @@ async def throughput(
     for sim in sims.values():
         sim.reset()
     try:
-        async with JobPublisher(broker_url, prefix, config) as jobs, _receipts(sims) as received_count:
+        async with JobPublisher(config=config) as jobs, _receipts(sims) as received_count:
             # The backlog is published first: on a shared 2-core machine the publisher in this process is
             # slower than the workers, and a stream would measure the publisher instead.
             items = ((make_job(), SITES[i % len(SITES)]) for i in range(count))
@@ -250,7 +250,7 @@ async def submit_to_receipt(
             )
             wait_for_port(port, timeout_s=30)
             procs = [ingress, *stack.enter_context(_workers(tmp, config, 1))]
-            async with JobPublisher(broker_url, prefix, config) as jobs:
+            async with JobPublisher(config=config) as jobs:
                 await wait_for_consumers(jobs, {"a": 2, "b": 2}, timeout_s=60)
             async with RawPool(port=port, key=key, size=clients) as pool, _receipts(sims) as received_count:
                 per_request = batch_size if batch_size > 1 else 1
@@ -402,7 +402,7 @@ async def failover_gap(
     for sim in sims.values():
         sim.reset()
     try:
-        async with JobPublisher(broker_url, prefix, config) as jobs:
+        async with JobPublisher(config=config) as jobs:
             with _workers(tmp, config, 1):
                 await wait_for_consumers(jobs, {"a": 2, "b": 2}, timeout_s=60)
                 stream = asyncio.create_task(
@@ -469,7 +469,7 @@ async def rss_with_backlog(
     for sim in sims.values():
         sim.reset()
     try:
-        async with JobPublisher(broker_url, prefix, config) as jobs:
+        async with JobPublisher(config=config) as jobs:
             _, publish_s = await _publish_fast(jobs, ((make_job(), "a") for _ in range(backlog)))
             jobs.published.clear()
             with _workers(tmp, config, 1, sites=("a",)) as procs:

@@ -9,10 +9,12 @@ Decisions, each with its reason:
 - The messages row is written at submit by a group commit (``ingress.store_writer``) at the same time as
   the publish. When the store is down a submit is still accepted (its message is durable, which is the
   promise), the row is retried in the background, and until then GET answers 404 for it; the recorder
-  recreates a row from a dead letter's job. Auth needs the store only every few seconds per key (a key
-  the store vouched for keeps working while it is away); an Idempotency-Key needs it always (503 if not).
+  writes a missing row from the job every worker report carries. The rows waiting for a commit are
+  bounded: a submit beyond the bound waits for room while it waits for its row. Auth needs the store
+  only every few seconds per key (a key the store vouched for keeps working while it is away); an
+  Idempotency-Key needs it always (503 if not).
 - Reports from workers reach the store through the recorder (``ingress.recorder``), one transaction per
-  batch, acked after the commit; a status only moves up in rank.
+  batch, acked after the commit; a status only moves up in rank, by the SQL of the fold itself.
 - Several processes (``ingress.processes``): the parent binds the socket and forks; each child claims its
   own spool file with a file lock, and any process drains spool files whose lock is free (dead owners).
 - The submit URLs are served by a small ASGI fast path (``ingress.fast_path``); FastAPI serves the rest

@@ -1,7 +1,9 @@
 """Idempotency-Key handling: one publish per (tenant, key), the first answer given to every repeat.
 
 Concurrent repeats in this process wait on the first one's future; repeats in another process sharing
-the store see its claim row and wait for the answer to appear.
+the store see its claim row and wait for the answer to appear. The claim records the message ids the
+request publishes under; a claim whose request never answered (its process died) is taken over after
+`ingress.idempotency_lease_s` by a repeat of the same request, which publishes under the same ids.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.errors import PermanentError, StoreUnavailable
+from shared.logs import get_logger
+from shared.model import new_message_ids
 from shared.store import idempotency as repo
+
+log = get_logger("ingress.idempotency")
 
 MAX_KEY_CHARS = 255
 OTHER_PROCESS_WAIT_S = 10.0
@@ -40,14 +46,30 @@ def request_hash(path: str, payload: Any) -> str:
     return hashlib.sha256(path.encode() + b"\0" + canonical).hexdigest()
 
 
+# Makes the answer to a request, publishing its messages under the ids given (one per message of the
+# request, in order).
+# Makes the answer of a request under the given message ids; the flag says they were claimed by an earlier
+# request that may have published them already, so what goes out now is marked a possible duplicate.
+Produce = Callable[[list[str], bool], Awaitable[Answer]]
+
+
 class IdempotencyGuard:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], ttl_s: int) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        ttl_s: int,
+        lease_s: float,
+        other_process_wait_s: float = OTHER_PROCESS_WAIT_S,
+    ) -> None:
         self._sessions = sessions
         self._ttl_s = ttl_s
+        self._lease_s = lease_s
+        self._wait_s = other_process_wait_s
         self._in_flight: dict[tuple[str, str], asyncio.Future[tuple[str, Answer]]] = {}
 
     async def run(
-        self, *, tenant: str, key: str, digest: str, produce: Callable[[], Awaitable[Answer]]
+        self, *, tenant: str, key: str, digest: str, message_count: int, produce: Produce
     ) -> Answer:
         slot = (tenant, key)
         running = self._in_flight.get(slot)
@@ -57,7 +79,9 @@ class IdempotencyGuard:
         future: asyncio.Future[tuple[str, Answer]] = asyncio.get_running_loop().create_future()
         self._in_flight[slot] = future
         try:
-            answer = await self._run_first(tenant=tenant, key=key, digest=digest, produce=produce)
+            answer = await self._run_first(
+                tenant=tenant, key=key, digest=digest, message_count=message_count, produce=produce
+            )
             future.set_result((digest, answer))
             return answer
         except BaseException as exc:
@@ -73,21 +97,58 @@ class IdempotencyGuard:
         return Answer(status_code=answer.status_code, body=answer.body, replayed=True)
 
     async def _run_first(
-        self, *, tenant: str, key: str, digest: str, produce: Callable[[], Awaitable[Answer]]
+        self, *, tenant: str, key: str, digest: str, message_count: int, produce: Produce
     ) -> Answer:
+        claim = await self._claim(tenant=tenant, key=key, digest=digest, message_count=message_count)
+        if isinstance(claim, Answer):
+            return claim
+        if claim.resumed:
+            log.warning(
+                "Idempotency-Key claim taken over after its lease; publishing under its message ids",
+                tenant=tenant,
+                message_ids=claim.message_ids,
+            )
+        try:
+            answer = await produce(claim.message_ids, claim.resumed)
+        except BaseException:
+            # Some of its messages may be out: a repeat goes on under the same ids at once.
+            await self._in_store(repo.end_lease, tenant=tenant, key=key, lease_s=self._lease_s)
+            raise
+        if 200 <= answer.status_code < 300:
+            # If this fails the claim stays pending: a repeat after the lease sends the messages again
+            # under the same ids rather than answering without knowing they are out.
+            await self._in_store(
+                repo.complete, tenant=tenant, key=key, status_code=answer.status_code, response=answer.body
+            )
+        else:
+            # Refused before anything was published: the client may fix the request and use the key again.
+            await self._in_store(repo.release, tenant=tenant, key=key)
+        return answer
+
+    async def _claim(self, *, tenant: str, key: str, digest: str, message_count: int) -> repo.Claim | Answer:
+        """This request's claim, or the answer a finished request with the key gave."""
+        fresh_ids = new_message_ids(message_count)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + OTHER_PROCESS_WAIT_S
+        deadline = loop.time() + self._wait_s
         while True:
             try:
                 async with self._sessions.begin() as session:
                     known = await repo.lookup(session, tenant=tenant, key=key, ttl_s=self._ttl_s)
-                    claimed = known is None and await repo.claim(
-                        session, tenant=tenant, key=key, request_hash=digest, ttl_s=self._ttl_s
-                    )
+                    claim = None
+                    if known is None or (known.pending and known.request_hash == digest):
+                        claim = await repo.claim(
+                            session,
+                            tenant=tenant,
+                            key=key,
+                            request_hash=digest,
+                            message_ids=fresh_ids,
+                            ttl_s=self._ttl_s,
+                            lease_s=self._lease_s,
+                        )
             except Exception as exc:
                 raise StoreUnavailable(f"cannot check the Idempotency-Key: {exc!r}") from exc
-            if claimed:
-                break
+            if claim is not None:
+                return claim
             if known is not None and not known.pending:
                 return self._repeat(
                     known.request_hash, digest, Answer(status_code=known.status_code, body=known.response)
@@ -98,28 +159,10 @@ class IdempotencyGuard:
                 raise IdempotencyConflict("a request with this Idempotency-Key is still being processed")
             await asyncio.sleep(POLL_INTERVAL_S)
 
-        try:
-            answer = await produce()
-        except BaseException:
-            await self._release(tenant, key)
-            raise
-        if 200 <= answer.status_code < 300:
-            try:
-                async with self._sessions.begin() as session:
-                    await repo.complete(
-                        session, tenant=tenant, key=key, status_code=answer.status_code, response=answer.body
-                    )
-            except Exception:
-                # The messages are durable and the claim row stays: a repeat gets 409 rather than
-                # a second SMS, which is the safe side.
-                pass
-        else:
-            await self._release(tenant, key)
-        return answer
-
-    async def _release(self, tenant: str, key: str) -> None:
+    async def _in_store(self, change: Callable[..., Awaitable[None]], **arguments: Any) -> None:
+        """Best effort: when the store fails the claim stays pending until its lease ends."""
         try:
             async with self._sessions.begin() as session:
-                await repo.release(session, tenant=tenant, key=key)
-        except Exception:
-            pass
+                await change(session, **arguments)
+        except Exception as exc:
+            log.warning("Idempotency-Key claim not updated", error=repr(exc), change=change.__name__)

@@ -21,6 +21,20 @@ FORWARDED = Counter("relay_ingress_forwarded_total", "Spooled messages the broke
 STORE_WRITES = Counter(
     "relay_ingress_store_writes_total", "Group commits of messages rows, by result (ok, failed).", ["result"]
 )
+STORE_PENDING_ROWS = Gauge(
+    "relay_ingress_store_pending_rows",
+    "Messages rows waiting for their group commit (bounded: a submit beyond it waits for room).",
+)
+STORE_RETRY_ROWS = Gauge(
+    "relay_ingress_store_retry_rows",
+    "Messages rows kept to be written again (store away, or no room in time).",
+)
+STORE_ROWS_REFUSED = Counter(
+    "relay_ingress_store_rows_refused_total",
+    "Messages rows the store refused as sent, by what was written instead: fitted (values cut to fit "
+    "their columns) or dropped (nothing could be written; the recorder makes the row from the job).",
+    ["result"],
+)
 STORE_BATCH_ROWS = Histogram(
     "relay_ingress_store_batch_rows",
     "Rows per group commit of the messages table.",
@@ -41,6 +55,12 @@ RECORDER_RECORDS = Counter(
 )
 RECORDER_MALFORMED = Counter(
     "relay_ingress_recorder_malformed_total", "Reports the recorder could not read (logged and dropped)."
+)
+RECORDER_REFUSED = Counter(
+    "relay_ingress_recorder_refused_total",
+    "Reports the store refused as sent, by queue and what was done: fitted (stored with values cut to "
+    "fit) or kept (left in their queue to be tried again).",
+    ["kind", "result"],
 )
 POSSIBLE_DUPLICATES = Counter(
     "relay_ingress_ambiguous_attempts_total", "Ambiguous attempts reported by workers (possible duplicates)."

@@ -2,26 +2,42 @@
 
 It consumes <prefix>.events and <prefix>.dead, gathers deliveries into batches, folds each batch in one
 transaction and acks the batch only after the commit. A report it cannot read is logged, counted and
-acked (a poison message must not stop the recorder); when the store fails, the batch is requeued.
+acked (a poison message must not stop the recorder); when the store is away, the batch is held unacked
+and tried again, so its delivery count does not grow (the broker parks a message redelivered
+`broker.delivery_limit` times). It also consumes <prefix>.parked (`ingress.parked`). A
+report the store refuses (a value that does not fit its column) is told from the rest by halving the
+batch, logged, counted and stored with its values cut to fit; the rest of the batch is stored as sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from aio_pika.exceptions import ChannelInvalidStateError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ingress.metrics import POSSIBLE_DUPLICATES, RECORDER_BATCHES, RECORDER_MALFORMED, RECORDER_RECORDS
+from ingress.metrics import (
+    POSSIBLE_DUPLICATES,
+    RECORDER_BATCHES,
+    RECORDER_MALFORMED,
+    RECORDER_RECORDS,
+    RECORDER_REFUSED,
+)
+from ingress.parked import parked_reports
 from shared.envelope import decode_dead, decode_events
 from shared.errors import EnvelopeError
 from shared.logs import get_logger
-from shared.model import AttemptRecord
+from shared.model import AttemptRecord, Job
+from shared.store.messages import utc
 from shared.store.recording import DeadReport, fold
-from shared.topology import dead_queue, events_queue
+from shared.store.refusals import refused, write_isolating
+from shared.topology import dead_queue, events_queue, parked_queue
 
 log = get_logger("ingress.recorder")
 
@@ -31,11 +47,10 @@ FLUSH_INTERVAL_S = 0.05
 STORE_RETRY_PAUSE_S = 1.0
 
 MESSAGE_ID_CHARS = 32
-SITE_CHARS = 64
-TENANT_CHARS = 64
 
 EVENTS = "events"
 DEAD = "dead"
+PARKED = "parked"
 
 
 class Recorder:
@@ -51,7 +66,8 @@ class Recorder:
     async def start(self, connection: AbstractRobustConnection) -> None:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH_COUNT)
-        for kind, name in ((EVENTS, events_queue(self._prefix)), (DEAD, dead_queue(self._prefix))):
+        p = self._prefix
+        for kind, name in ((EVENTS, events_queue(p)), (DEAD, dead_queue(p)), (PARKED, parked_queue(p))):
             queue = await channel.get_queue(name, ensure=True)
             await queue.consume(self._receiver(kind), no_ack=False)
         self._channel = channel
@@ -92,52 +108,65 @@ class Recorder:
         for kind, message in batch:
             try:
                 readable.append(_decode(kind, message))
-            except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+            except (EnvelopeError, KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
                 await _drop(message, kind=kind, error=str(exc))
         if not readable:
             return True
+        kept: list[Report] = []
         try:
-            await self._apply(readable)
+            # A report the store refuses must not take the batch with it: found by halving the batch.
+            await write_isolating(readable, self._apply, lambda report, exc: self._refused(report, exc, kept))
         except Exception as exc:
-            if _store_away(exc):
-                RECORDER_BATCHES.labels("failed").inc()
-                log.warning(
-                    "recorder could not write to the store; requeued", error=repr(exc), size=len(batch)
-                )
-                for report in readable:
-                    await _settle(report.message, ack=False)
-                return False
-            # The store is there but refuses something in the batch: find it, keep the rest.
-            return await self._fold_one_by_one(readable)
+            RECORDER_BATCHES.labels("failed").inc()
+            log.warning("recorder could not write to the store; holding", error=repr(exc), size=len(batch))
+            self._hold(readable)
+            return False
+        kept_back = {id(report) for report in kept}
         for report in readable:
-            await _settle(report.message, ack=True)
-        return True
+            await _settle(report.message, ack=id(report) not in kept_back)
+        return not kept
 
-    async def _fold_one_by_one(self, reports: list[Report]) -> bool:
-        for report in reports:
-            try:
-                await self._apply([report])
-            except Exception as exc:
-                if _store_away(exc):
-                    RECORDER_BATCHES.labels("failed").inc()
-                    for rest in reports[reports.index(report) :]:
-                        await _settle(rest.message, ack=False)
-                    return False
-                await _drop(report.message, kind=report.kind, error=f"the store refuses it: {exc!r}")
-                continue
-            await _settle(report.message, ack=True)
-        return True
+    def _hold(self, reports: list[Report]) -> None:
+        """Keep these unacked, first in line for the next try: a nack would requeue them and count a
+        delivery each time. Those of a channel lost meanwhile are left out; the broker redelivers them."""
+        self._buffer[:0] = [(r.kind, r.message) for r in reports if not _stale(r.message)]
 
-    async def _apply(self, reports: list[Report]) -> None:
+    async def _refused(self, report: Report, exc: Exception, kept: list[Report]) -> None:
+        """Store a refused report cut to fit its columns; one the store refuses even so stays in its queue
+        (never dropped), to be tried again."""
+        ids = [e.message_id for e in report.events] + [d.job.id for d in report.dead]
+        try:
+            await self._apply([report], fit=True)
+        except Exception as again:
+            if not refused(again):
+                raise
+            RECORDER_REFUSED.labels(report.kind, "kept").inc()
+            log.error(
+                "the store refuses a report even cut to fit; it stays in its queue",
+                queue=report.kind,
+                message_ids=ids,
+                error=repr(again),
+            )
+            kept.append(report)
+            return
+        RECORDER_REFUSED.labels(report.kind, "fitted").inc()
+        log.error(
+            "the store refused a report; stored with its values cut to fit",
+            queue=report.kind,
+            message_ids=ids,
+            error=repr(exc),
+        )
+
+    async def _apply(self, reports: Sequence[Report], *, fit: bool = False) -> None:
         events = [e for r in reports for e in r.events]
         dead = [d for r in reports for d in r.dead]
         async with self._sessions.begin() as session:
-            result = await fold(session, events=events, dead=dead)
+            result = await fold(session, events=events, dead=dead, fit=fit)
         self.batches += 1
         RECORDER_BATCHES.labels("ok").inc()
         RECORDER_RECORDS.labels("attempt").inc(result.attempts_added)
         RECORDER_RECORDS.labels("dead").inc(result.dead_added)
-        POSSIBLE_DUPLICATES.inc(sum(1 for e in events if e.marks_duplicate))
+        POSSIBLE_DUPLICATES.inc(result.possible_duplicates_added)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,28 +178,52 @@ class Report:
 
 
 def _decode(kind: str, message: AbstractIncomingMessage) -> Report:
+    """The report, once every value in it has the type the store needs; a `ValueError` (or the like)
+    otherwise: such a report was not written by a worker, and no try could store it."""
+    if kind == PARKED:
+        events, dead = parked_reports(message)
+        return Report(kind=kind, message=message, events=events, dead=dead)
     if kind == EVENTS:
         events = decode_events(message.body)
         for record in events:
-            _check_sizes(message_id=record.message_id, site=record.site)
+            _check_record(record)
         return Report(kind=kind, message=message, events=events)
     job, verdict = decode_dead(message.body)
     report = DeadReport.from_envelope(job, verdict)
-    _check_sizes(message_id=job.id, site=report.site, tenant=job.tenant)
+    _check_job(job)
     return Report(kind=kind, message=message, dead=[report])
 
 
-def _check_sizes(*, message_id: str, site: str, tenant: str = "") -> None:
-    # Column widths of the store: a longer value would fail the whole batch on PostgreSQL.
-    if not 0 < len(message_id) <= MESSAGE_ID_CHARS or len(site) > SITE_CHARS or len(tenant) > TENANT_CHARS:
-        raise ValueError("message id, site or tenant too long for the store")
+def _check_record(record: AttemptRecord) -> None:
+    _check_id(record.message_id)
+    _check_types(record.site, record.detail, record.worker, texts=True)
+    _check_types(record.attempt, numbers=True)
+    utc(record.at)
+    if record.latency_ms is not None:
+        _check_types(record.latency_ms, reals=True)
+    if record.job is not None:
+        _check_job(record.job)
 
 
-def _store_away(exc: BaseException) -> bool:
-    """The store could not be reached or was busy (retry later), as opposed to refusing the data."""
-    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+def _check_job(job: Job) -> None:
+    _check_id(job.id)
+    _check_types(job.tenant, job.to, job.sender, job.body, job.encoding, job.reference or "", texts=True)
+    _check_types(job.segments, numbers=True)
+    utc(job.accepted_at)
+    utc(job.expires_at)
+
+
+def _check_id(message_id: object) -> None:
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= MESSAGE_ID_CHARS:
+        raise ValueError(f"a message id is 1 to {MESSAGE_ID_CHARS} characters")
+
+
+def _check_types(*values: object, texts: bool = False, numbers: bool = False, reals: bool = False) -> None:
+    wanted: tuple[type, ...] = (str,) if texts else (int,) if numbers else (int, float)
+    if any(not isinstance(v, wanted) or isinstance(v, bool) for v in values) or (
+        reals and not all(math.isfinite(cast(float, v)) for v in values)
+    ):
+        raise TypeError(f"expected {' or '.join(t.__name__ for t in wanted)}, got {values!r}")
 
 
 async def _drop(message: AbstractIncomingMessage, *, kind: str, error: str) -> None:
@@ -193,3 +246,11 @@ async def _settle(message: AbstractIncomingMessage, *, ack: bool) -> None:
             await message.ack()
         else:
             await message.nack(requeue=True)
+
+
+def _stale(message: AbstractIncomingMessage) -> bool:
+    try:
+        _ = message.channel
+    except ChannelInvalidStateError:
+        return True
+    return False

@@ -34,7 +34,7 @@ from shared.broker import Fate, Verdict
 from shared.envelope import encode_job
 from shared.errors import StoreUnavailable
 from shared.logs import get_logger
-from shared.model import Job, new_message_ids
+from shared.model import Job
 from shared.settings import Settings
 from shared.store.engine import make_engine, make_sessionmaker, make_sync_sqlite_engine
 from shared.store.idempotency import purge_expired
@@ -72,7 +72,11 @@ class Ingress:
             settings=settings.routing, sites=list(settings.sites), segment_limits=settings.segment_limits
         )
         self.keys = KeyCache(sessions=self.sessions)
-        self.idempotency = IdempotencyGuard(sessions=self.sessions, ttl_s=settings.ingress.idempotency_ttl_s)
+        self.idempotency = IdempotencyGuard(
+            sessions=self.sessions,
+            ttl_s=settings.ingress.idempotency_ttl_s,
+            lease_s=settings.ingress.idempotency_lease_s,
+        )
         self.store_writer = StoreWriter(
             sessions=self.sessions,
             batch_max=settings.store.batch_max,
@@ -135,11 +139,15 @@ class Ingress:
     def spool_backlog(self) -> int:
         return self.spool.backlog if self.spool is not None else 0
 
-    async def accept(self, tenant: str, messages: list[ValidMessage]) -> list[Accepted]:
-        """Make `messages` durable and record them; the answer of a submit follows from the result."""
+    async def accept(
+        self, tenant: str, messages: list[ValidMessage], *, message_ids: list[str], resent: bool = False
+    ) -> list[Accepted]:
+        """Make `messages` durable under `message_ids` and record them; the answer of a submit follows
+        from the result. `resent`: the ids may have been published already (a repeat that took over an
+        Idempotency-Key claim after its lease), so they leave marked as possible duplicates."""
         now = time.time()
         jobs: list[tuple[Job, str]] = []
-        for m, message_id in zip(messages, new_message_ids(len(messages)), strict=True):
+        for m, message_id in zip(messages, message_ids, strict=True):
             job = Job(
                 id=message_id,
                 tenant=tenant,
@@ -155,7 +163,7 @@ class Ingress:
             jobs.append((job, self.router.next_site(m.segments)))
         stored = self.store_writer.add([row_for_job(j, site=s) for j, s in jobs])
         try:
-            places = await self._make_durable(jobs)
+            places = await self._make_durable(jobs, resent=resent)
         except BaseException:
             stored.cancel()
             raise
@@ -195,11 +203,15 @@ class Ingress:
         # table was the costliest part of encoding a publish.
         return await self.link.publish_job(body=body, site=site, message_id=message_id, headers={})
 
-    async def _make_durable(self, jobs: list[tuple[Job, str]]) -> list[str]:
+    async def _make_durable(self, jobs: list[tuple[Job, str]], *, resent: bool) -> list[str]:
         places = [QUEUED] * len(jobs)
         spooled = _ToSpool()
+        if resent:
+            # A bundle carries no per-job mark; the spool's forwarder sends each job marked.
+            for i, (job, site) in enumerate(jobs):
+                spooled.add(i, job, site, maybe_sent=True)
         # While the spool has a backlog new messages queue behind it, so they leave in order of arrival.
-        if self.link.available and self.spool_backlog == 0:
+        elif self.link.available and self.spool_backlog == 0:
             started = time.perf_counter()
             verdicts = [self.bundler.add(job, site) for job, site in jobs]
             # Bounds the wait for a free publish slot too, not only the broker's confirm.

@@ -6,7 +6,7 @@ serves the two submit URLs without the framework's per-request machinery) call i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,13 +14,14 @@ import orjson
 
 from ingress import problems
 from ingress.auth import authenticate
-from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, request_hash
+from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, Produce, request_hash
 from ingress.metrics import SUBMITS
 from ingress.problems import PROBLEM_TYPE, ProblemError
 from ingress.service import Ingress
 from ingress.validation import ValidMessage, validate_message
 from shared.errors import StoreUnavailable, ValidationFailed
 from shared.logs import get_logger
+from shared.model import new_message_ids
 
 log = get_logger("ingress.api")
 
@@ -59,11 +60,11 @@ class Submissions:
             payload = await self._read_json(request)
             if request.path == BATCH_PATH:
                 produce = self._batch(tenant, payload)
-                location = False
+                count, location = len(payload["messages"]), False
             else:
                 produce = self._single(tenant, payload)
-                location = True
-            answer = await self._answer(request, payload, tenant, produce)
+                count, location = 1, True
+            answer = await self._answer(request, payload, tenant, produce, count)
         except ProblemError as problem:
             return Reply(
                 status=problem.status,
@@ -99,16 +100,20 @@ class Submissions:
             raise problems.malformed(f"the body is not valid JSON: {exc}") from None
 
     async def _answer(
-        self, request: IncomingSubmit, payload: Any, tenant: str, produce: Callable[[], Awaitable[Answer]]
+        self, request: IncomingSubmit, payload: Any, tenant: str, produce: Produce, count: int
     ) -> Answer:
         key = request.idempotency_key
         if key is None:
-            return await produce()
+            return await produce(new_message_ids(count), False)
         if not key or len(key) > MAX_KEY_CHARS:
             raise problems.malformed(f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")
         try:
             return await self._ingress.idempotency.run(
-                tenant=tenant, key=key, digest=request_hash(request.path, payload), produce=produce
+                tenant=tenant,
+                key=key,
+                digest=request_hash(request.path, payload),
+                message_count=count,
+                produce=produce,
             )
         except IdempotencyConflict as exc:
             SUBMITS.labels("conflict").inc()
@@ -116,28 +121,31 @@ class Submissions:
         except StoreUnavailable as exc:
             raise problems.unavailable("cannot check the Idempotency-Key right now") from exc
 
-    async def _accept(self, tenant: str, messages: list[ValidMessage]) -> list[str]:
+    async def _accept(
+        self, tenant: str, messages: list[ValidMessage], message_ids: list[str], resent: bool
+    ) -> list[str]:
         try:
-            return [a.id for a in await self._ingress.accept(tenant, messages)]
+            accepted = await self._ingress.accept(tenant, messages, message_ids=message_ids, resent=resent)
+            return [a.id for a in accepted]
         except Exception as exc:
             log.error("could not make messages durable", error=repr(exc), count=len(messages))
             raise problems.unavailable(
                 "the messages could not be made durable; nothing was accepted"
             ) from exc
 
-    def _single(self, tenant: str, payload: Any) -> Callable[[], Awaitable[Answer]]:
-        async def produce() -> Answer:
+    def _single(self, tenant: str, payload: Any) -> Produce:
+        async def produce(message_ids: list[str], resent: bool) -> Answer:
             try:
                 message = validate_message(payload, self._limits)
             except ValidationFailed as exc:
                 SUBMITS.labels("invalid").inc()
                 return Answer(status_code=422, body=problems.invalid(exc.errors).body)
-            (message_id,) = await self._accept(tenant, [message])
+            (message_id,) = await self._accept(tenant, [message], message_ids, resent)
             return Answer(status_code=202, body={"id": message_id, "status": "accepted"})
 
         return produce
 
-    def _batch(self, tenant: str, payload: Any) -> Callable[[], Awaitable[Answer]]:
+    def _batch(self, tenant: str, payload: Any) -> Produce:
         items = payload.get("messages") if isinstance(payload, dict) else None
         max_batch = self._limits.max_batch
         if not isinstance(items, list) or not items:
@@ -153,7 +161,8 @@ class Submissions:
                 f"the batch holds {len(items)} messages; at most {max_batch} are allowed",
             )
 
-        async def produce() -> Answer:
+        # One id per item, by index: a repeat of the batch gives each item the id it had.
+        async def produce(message_ids: list[str], resent: bool) -> Answer:
             valid: list[tuple[int, ValidMessage]] = []
             results: list[dict[str, Any]] = []
             all_errors: list[dict[str, str]] = []
@@ -171,7 +180,9 @@ class Submissions:
                     status_code=422,
                     body=problems.invalid(all_errors, "no message of the batch is acceptable").body,
                 )
-            ids = await self._accept(tenant, [m for _, m in valid])
+            ids = await self._accept(
+                tenant, [m for _, m in valid], [message_ids[i] for i, _ in valid], resent
+            )
             results += [
                 {"index": index, "status": "accepted", "id": message_id}
                 for (index, _), message_id in zip(valid, ids, strict=True)

@@ -15,6 +15,7 @@ from shared.settings import IngressSettings
 _ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9 .\-]{1,11}$")
 _NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,16}$")
 MAX_REFERENCE_CHARS = 128
+NUL = "\x00"  # no SMS needs one, and PostgreSQL's text cannot hold it
 FIELDS = frozenset({"to", "from", "body", "reference", "validity_s"})
 
 
@@ -46,9 +47,15 @@ def validate_message(item: Any, settings: IngressSettings, *, field_prefix: str 
     body, segments, encoding = _body(item.get("body"), settings.max_segments, field_prefix, errors)
 
     reference = item.get("reference")
-    if reference is not None and (not isinstance(reference, str) or len(reference) > MAX_REFERENCE_CHARS):
+    if reference is not None and (
+        not isinstance(reference, str) or len(reference) > MAX_REFERENCE_CHARS or NUL in reference
+    ):
         errors.append(
-            _error("reference", f"must be a string of at most {MAX_REFERENCE_CHARS} characters", field_prefix)
+            _error(
+                "reference",
+                f"must be a string of at most {MAX_REFERENCE_CHARS} characters, without NUL",
+                field_prefix,
+            )
         )
 
     validity_s = item.get("validity_s", settings.default_validity_s)
@@ -102,8 +109,8 @@ def _sender(value: Any, prefix: str, errors: list[dict[str, str]]) -> str | None
 def _body(
     value: Any, max_segments: int, prefix: str, errors: list[dict[str, str]]
 ) -> tuple[str | None, int, str]:
-    if not isinstance(value, str) or not value:
-        errors.append(_error("body", "must be a non-empty string", prefix))
+    if not isinstance(value, str) or not value or NUL in value:
+        errors.append(_error("body", "must be a non-empty string without NUL characters", prefix))
         return None, 0, ""
     count = count_segments(value)
     if count.segments > max_segments:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ops.harness.deployment import toml_tables
 from ops.harness.processes import free_port
 from shared.errors import ConfigError
 from shared.settings import PlatformKind, Settings
@@ -44,7 +45,7 @@ def default_site_url(site: str) -> str:
 def with_default_sites(config_file: Path | None, run_dir: Path) -> Path:
     """A configuration file in `run_dir`: `config_file`'s text (if any), then the default sites' tables."""
     own = config_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" if config_file is not None else ""
-    tables = "".join(f'[sites.{site}]\nurl = "{default_site_url(site)}"\n\n' for site in DEFAULT_SITES)
+    tables = toml_tables({f"sites.{site}": {"url": default_site_url(site)} for site in DEFAULT_SITES})
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / GENERATED_CONFIG
     note = "# Written by `relay up`: the configuration names no site, so it runs simulated ones.\n"

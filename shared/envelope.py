@@ -6,19 +6,33 @@ submits for one site together, so the broker stores, delivers and acks them once
 
 Delivery state that must survive a worker (attempt count, sites tried) travels in AMQP headers, not in
 the body, so a retry republishes the body untouched.
+
+Across one version of skew (a rolling upgrade), readers ignore fields they do not know and fill the ones
+they miss with their defaults; only a missing required field, or one of the wrong type, is malformed. The
+jobs of a bundle are read one by one, so one unreadable job does not sink the others.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import orjson
+from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import EnvelopeError
-from shared.model import AttemptRecord, DeadReason, Heartbeat, Job, Outcome, Status
+from shared.model import AttemptRecord, DeadReason, Heartbeat, Job
 
 VERSION = 1
 CONTENT_TYPE = "application/json"
+ID_CHARS = 32  # a message id: 32 hex digits (`shared.model.new_message_id`)
+
+# Readers of each body kind. They ignore fields they do not know, so a producer one version ahead, with an
+# optional field more, stays readable; they check the types of the fields they do know.
+_JOB: TypeAdapter[Job] = TypeAdapter(Job)
+_RECORDS: TypeAdapter[list[AttemptRecord]] = TypeAdapter(list[AttemptRecord])
+_HEARTBEAT: TypeAdapter[Heartbeat] = TypeAdapter(Heartbeat)
+_VERDICT_KEYS = ("site", "reason", "detail", "attempts")
 
 # AMQP header names of delivery state.
 H_ATTEMPT = "x-relay-attempt"  # attempts made so far, all sites
@@ -45,16 +59,50 @@ def encode_jobs(jobs: list[Job]) -> bytes:
     return orjson.dumps({"v": VERSION, "jobs": jobs})
 
 
-def decode_jobs(body: bytes) -> list[Job]:
-    """The jobs of a job message, whether it carries one or a bundle."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnreadableJob:
+    """A job of a job message that this version cannot read: a required field missing or of a wrong type."""
+
+    id: str | None  # its id, when that much is readable
+    text: str  # the job as it came, as JSON, for its dead letter
+    error: str
+
+
+def read_job(item: Any) -> Job:
+    """A job from its JSON object. Fields this version does not know (a newer producer's optional ones)
+    are ignored; a missing required field, or one of the wrong type, is an `EnvelopeError`."""
+    try:
+        return _JOB.validate_python(item)
+    except ValidationError as exc:
+        raise EnvelopeError(f"malformed job: {_errors(exc)}") from None
+
+
+def decode_job_items(body: bytes) -> list[Job | UnreadableJob]:
+    """The jobs of a job message, whether it carries one or a bundle, each read on its own: one job that
+    cannot be read does not take the others with it. `EnvelopeError` when the envelope is unreadable."""
     data = _load(body, ("jobs", "job"))
     items = data["jobs"] if "jobs" in data else [data["job"]]
+    if not isinstance(items, list) or not items:
+        raise EnvelopeError("malformed job message: a bundle holds a non-empty list of jobs")
+    return [_job_or_unreadable(item) for item in items]
+
+
+def decode_jobs(body: bytes) -> list[Job]:
+    """The jobs of a job message; `EnvelopeError` when any of them cannot be read."""
+    jobs = decode_job_items(body)
+    for job in jobs:
+        if isinstance(job, UnreadableJob):
+            raise EnvelopeError(job.error)
+    return cast(list[Job], jobs)
+
+
+def _job_or_unreadable(item: Any) -> Job | UnreadableJob:
     try:
-        if not isinstance(items, list) or not items:
-            raise TypeError("a bundle holds a non-empty list of jobs")
-        return [Job(**item) for item in items]
-    except TypeError as exc:
-        raise EnvelopeError(f"malformed job: {exc}") from None
+        return read_job(item)
+    except EnvelopeError as exc:
+        found = item.get("id") if isinstance(item, dict) else None
+        readable = isinstance(found, str) and 0 < len(found) <= ID_CHARS
+        return UnreadableJob(id=found if readable else None, text=orjson.dumps(item).decode(), error=str(exc))
 
 
 def encode_events(records: list[AttemptRecord]) -> bytes:
@@ -62,20 +110,12 @@ def encode_events(records: list[AttemptRecord]) -> bytes:
 
 
 def decode_events(body: bytes) -> list[AttemptRecord]:
+    """Attempt records; fields this version does not know are ignored."""
     items = _load(body, ("events",))["events"]
     try:
-        return [
-            AttemptRecord(
-                **{
-                    **item,
-                    "outcome": Outcome(item["outcome"]),
-                    "status": Status(item["status"]) if item.get("status") else None,
-                }
-            )
-            for item in items
-        ]
-    except (TypeError, KeyError, ValueError) as exc:
-        raise EnvelopeError(f"malformed events: {exc}") from None
+        return _RECORDS.validate_python(items)
+    except ValidationError as exc:
+        raise EnvelopeError(f"malformed events: {_errors(exc)}") from None
 
 
 def encode_dead(job: Job, *, site: str, reason: DeadReason, detail: str, attempts: int) -> bytes:
@@ -94,14 +134,17 @@ def encode_dead(job: Job, *, site: str, reason: DeadReason, detail: str, attempt
 
 
 def decode_dead(body: bytes) -> tuple[Job, dict[str, Any]]:
-    """The dead job and its verdict (``site``, ``reason``, ``detail``, ``attempts``)."""
+    """The dead job and its verdict (``site``, ``reason``, ``detail``, ``attempts``; others are ignored)."""
     data = _load(body, ("dead",))["dead"]
+    if not isinstance(data, dict):
+        raise EnvelopeError("malformed dead letter: not an object")
+    job = read_job(data.get("job"))
+    verdict = {key: data[key] for key in _VERDICT_KEYS if key in data}
     try:
-        job = Job(**data.pop("job"))
-        data["reason"] = DeadReason(data["reason"])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise EnvelopeError(f"malformed dead letter: {exc}") from None
-    return job, data
+        verdict["reason"] = DeadReason(verdict["reason"])
+    except (KeyError, ValueError) as exc:
+        raise EnvelopeError(f"malformed dead letter: reason {exc}") from None
+    return job, verdict
 
 
 def _load(body: bytes, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -115,6 +158,12 @@ def _load(body: bytes, keys: tuple[str, ...]) -> dict[str, Any]:
     return data
 
 
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}" for error in exc.errors()
+    )[:500]
+
+
 def encode_heartbeat(beat: Heartbeat) -> bytes:
     return orjson.dumps({"v": VERSION, "heartbeat": beat})
 
@@ -122,6 +171,6 @@ def encode_heartbeat(beat: Heartbeat) -> bytes:
 def decode_heartbeat(body: bytes) -> Heartbeat:
     data = _load(body, ("heartbeat",))["heartbeat"]
     try:
-        return Heartbeat(**data)
-    except TypeError as exc:
-        raise EnvelopeError(f"malformed heartbeat: {exc}") from None
+        return _HEARTBEAT.validate_python(data)
+    except ValidationError as exc:
+        raise EnvelopeError(f"malformed heartbeat: {_errors(exc)}") from None

@@ -39,6 +39,8 @@ class DeadReason(StrEnum):
     EXPIRED = "expired"
     ATTEMPTS_EXHAUSTED = "attempts-exhausted"
     MALFORMED = "malformed"
+    # The broker redelivered it `broker.delivery_limit` times without an outcome and parked it.
+    REDELIVERY_LIMIT = "redelivery-limit"
 
 
 class _RandomIds:
@@ -113,6 +115,9 @@ class AttemptRecord:
     # The job may have reached a platform before this attempt (a redelivery after a worker or broker
     # node died, or a publish repeated because its confirm never came): this send may be a second copy.
     possible_duplicate: bool = False
+    # The job itself, so the store can show the message in full even when its submit row never got
+    # written (an ingress killed with rows still pending).
+    job: Job | None = None
 
     @property
     def marks_duplicate(self) -> bool:

@@ -22,6 +22,8 @@ from pydantic_settings import (
 from shared.errors import ConfigError
 
 CONFIG_ENV = "RELAY_CONFIG"
+DEFAULT_DELIVERY_LIMIT = 50
+SITE_NAME_MAX_CHARS = 64  # the width of the store's site columns
 
 _config_path: Path | None = None
 
@@ -76,6 +78,13 @@ class BrokerSettings(_Section):
         "instead (a confirm that comes later still settles the spooled copy).",
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout of one connection attempt.")
+    delivery_limit: int = Field(
+        DEFAULT_DELIVERY_LIMIT,
+        ge=1,
+        description="Redeliveries of one message from a quorum queue (after a nack or a lost consumer) "
+        'before the broker moves it to "<prefix>.parked", where the recorder makes it a dead letter (a job) '
+        "or folds it (a report). Changing it means recreating the queues.",
+    )
 
 
 class StoreSettings(_Section):
@@ -105,6 +114,13 @@ class IngressSettings(_Section):
     default_validity_s: int = Field(86_400, ge=1, description="Validity of a message that names none.")
     max_validity_s: int = Field(7 * 86_400, ge=1, description="Longest validity a client may ask for.")
     idempotency_ttl_s: int = Field(86_400, ge=1, description="How long an Idempotency-Key is remembered.")
+    idempotency_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request holds its Idempotency-Key before a repeat of it may take over "
+        "(its process died before answering); the repeat publishes under the same message ids. "
+        "Keep it longer than a submit can take.",
+    )
     default_region: str = Field("NL", description="Region for numbers given without a country code.")
     recorder: bool = Field(True, description="Fold worker events and dead letters into the store.")
     store_wait_s: float = Field(
@@ -241,6 +257,8 @@ class Settings(BaseSettings):
         for name in value:
             if not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"site name {name!r} may hold only letters, digits, '-' and '_'")
+            if len(name) > SITE_NAME_MAX_CHARS:
+                raise ValueError(f"site name {name!r} is longer than {SITE_NAME_MAX_CHARS} characters")
         return value
 
     @model_validator(mode="after")

@@ -5,7 +5,12 @@
 <prefix>.delay.<site>.<n>s  quorum queue; its TTL dead-letters jobs back to <prefix>.jobs/<site>
 <prefix>.events          fanout exchange + quorum queue: attempts and statuses for the store
 <prefix>.dead            fanout exchange + quorum queue: dead letters for the store
+<prefix>.parked          fanout exchange + quorum queue: whatever the other queues redelivered more than
+                         `broker.delivery_limit` times; the recorder turns it into store rows
 <prefix>.heartbeat       fanout exchange; workers' transient state for `relay status`
+
+Every quorum queue names its delivery limit and its dead-letter target: RabbitMQ 4 gives a quorum queue
+without them a limit of 20 deliveries and then drops the message.
 """
 
 from __future__ import annotations
@@ -14,13 +19,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, ExchangeType
+from aiormq.exceptions import ChannelPreconditionFailed
 
-from shared.settings import Settings
+from shared.errors import PermanentError
+from shared.settings import DEFAULT_DELIVERY_LIMIT, Settings
 
 OWN_SITE_PRIORITY = 10
 STANDBY_PRIORITY = 1
 
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+# A message moves to its dead-letter target only once that queue has confirmed it; the strategy needs
+# reject-publish (with no length limit set it never rejects anything).
+_AT_LEAST_ONCE: dict[str, Any] = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+# RabbitMQ 4 reads -1 as "no limit"; 3.x has no limit unless one is set, and reads -1 as none at all
+# (measured on 3.10: the message is dropped after its first delivery).
+_UNLIMITED_FROM_MAJOR = 4
+
+
+class TopologyMismatch(PermanentError):
+    """A queue exists with other arguments than this version declares; RabbitMQ cannot change them."""
 
 
 def jobs_exchange(prefix: str) -> str:
@@ -51,8 +68,22 @@ def dead_queue(prefix: str) -> str:
     return f"{prefix}.dead"
 
 
+def parked_exchange(prefix: str) -> str:
+    return f"{prefix}.parked"
+
+
+def parked_queue(prefix: str) -> str:
+    return f"{prefix}.parked"
+
+
 def heartbeat_exchange(prefix: str) -> str:
     return f"{prefix}.heartbeat"
+
+
+def broker_major(version: str) -> int:
+    """The major version of a RabbitMQ version string (``"3.10.8"`` -> 3); 3 when unreadable."""
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +99,7 @@ class Topology:
     prefix: str
     sites: tuple[str, ...]
     retry_delays_s: tuple[int, ...]
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
 
     def delay_queue_for(self, site: str, attempt: int) -> str:
         """Delay queue of the n-th retry (1-based): the tiers in order, then the last one."""
@@ -80,19 +112,32 @@ class Topology:
             (jobs_exchange(p), ExchangeType.DIRECT),
             (events_exchange(p), ExchangeType.FANOUT),
             (dead_exchange(p), ExchangeType.FANOUT),
+            (parked_exchange(p), ExchangeType.FANOUT),
             (heartbeat_exchange(p), ExchangeType.FANOUT),
         ]
 
-    def queues(self) -> list[QueueSpec]:
+    def queues(self, *, broker_major: int = 3) -> list[QueueSpec]:
+        """Every queue; `broker_major` only changes how the parked queue says "no delivery limit"."""
         p = self.prefix
+        limited = {**_QUORUM, "x-delivery-limit": self.delivery_limit, **_AT_LEAST_ONCE}
+        parks = {**limited, "x-dead-letter-exchange": parked_exchange(p)}
         specs = [
-            QueueSpec(name=events_queue(p), arguments=_QUORUM, exchange=events_exchange(p)),
-            QueueSpec(name=dead_queue(p), arguments=_QUORUM, exchange=dead_exchange(p)),
+            QueueSpec(name=events_queue(p), arguments=parks, exchange=events_exchange(p)),
+            QueueSpec(name=dead_queue(p), arguments=parks, exchange=dead_exchange(p)),
+            # The last stop: nothing to dead-letter to (a queue dead-lettering to itself drops the
+            # message as a cycle), so no delivery limit at all; the recorder never requeues from it.
+            QueueSpec(
+                name=parked_queue(p),
+                arguments={**_QUORUM, "x-delivery-limit": -1}
+                if broker_major >= _UNLIMITED_FROM_MAJOR
+                else _QUORUM,
+                exchange=parked_exchange(p),
+            ),
         ]
         for site in self.sites:
             specs.append(
                 QueueSpec(
-                    name=site_queue(p, site), arguments=_QUORUM, exchange=jobs_exchange(p), routing_key=site
+                    name=site_queue(p, site), arguments=parks, exchange=jobs_exchange(p), routing_key=site
                 )
             )
             for delay_s in self.retry_delays_s:
@@ -100,13 +145,11 @@ class Topology:
                     QueueSpec(
                         name=delay_queue(p, site, delay_s),
                         arguments={
-                            **_QUORUM,
+                            **limited,
                             "x-message-ttl": delay_s * 1000,
+                            # Expired jobs go back to their site's jobs queue.
                             "x-dead-letter-exchange": jobs_exchange(p),
                             "x-dead-letter-routing-key": site,
-                            # Expired jobs move only once the jobs queue has confirmed them.
-                            "x-dead-letter-strategy": "at-least-once",
-                            "x-overflow": "reject-publish",
                         },
                     )
                 )
@@ -114,12 +157,26 @@ class Topology:
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> None:
-    """Declare every exchange, queue and binding; safe to run from every process at every start."""
+    """Declare every exchange, queue and binding; safe to run from every process at every start.
+
+    Raises `TopologyMismatch` when a queue exists with other arguments (declared by an earlier version,
+    or with another `broker.delivery_limit`); the channel is closed by the broker then.
+    """
+    underlay = await channel.get_underlay_channel()
+    version = underlay.connection.server_properties.get("version", "")
+    major = broker_major(version.decode() if isinstance(version, bytes) else str(version))
     exchanges = {}
     for name, kind in topology.exchanges():
         exchanges[name] = await channel.declare_exchange(name, kind, durable=True)
-    for spec in topology.queues():
-        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    for spec in topology.queues(broker_major=major):
+        try:
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        except ChannelPreconditionFailed as exc:
+            raise TopologyMismatch(
+                f"queue {spec.name!r} exists with other arguments than this relay declares ({exc.args[0]}); "
+                "RabbitMQ cannot change them: let the relay empty it, delete it "
+                f"(rabbitmqctl delete_queue {spec.name}) and start again (README: Upgrading)"
+            ) from exc
         if spec.exchange is not None:
             await queue.bind(exchanges[spec.exchange], routing_key=spec.routing_key)
 
@@ -129,4 +186,5 @@ def topology_from(settings: Settings) -> Topology:
         prefix=settings.broker.prefix,
         sites=tuple(settings.site_names),
         retry_delays_s=tuple(settings.worker.retry_delays_s),
+        delivery_limit=settings.broker.delivery_limit,
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.envelope import decode_jobs
+from shared.envelope import ID_CHARS, UnreadableJob, decode_job_items
 from shared.errors import EnvelopeError
 from shared.model import DeadReason, Job, Outcome, Status, new_message_id
 from workers.batching import take_batch
@@ -27,26 +28,27 @@ class Intake:
             self._waiting.put_nowait(held)
 
     async def hold(self, message: AbstractIncomingMessage, queue_site: str) -> list[Held]:
-        """Track a delivered message and its jobs; a body that is no job is dead-lettered at once."""
-        state = DeliveryState.from_headers(message.headers, queue_site=queue_site)
+        """Track a delivered message and its jobs; the jobs that cannot be read are dead-lettered at once,
+        each under its own id, and the others returned."""
+        state = DeliveryState.from_headers(
+            message.headers, queue_site=queue_site, redelivered=bool(message.redelivered)
+        )
         try:
-            jobs = decode_jobs(message.body)
-            malformed = None
-        except EnvelopeError as exc:
-            jobs = [_placeholder_job(message)]
-            malformed = str(exc)[:200]
+            items = decode_job_items(message.body)
+        except EnvelopeError as exc:  # not even the envelope: one dead letter keeps the body whole
+            body = message.body.decode("utf-8", "replace")
+            items = [UnreadableJob(id=message.message_id, text=body, error=str(exc))]
+        jobs = [item if isinstance(item, Job) else _placeholder_job(item) for item in items]
         held = self._settlement.hold(message, queue_site=queue_site, jobs=jobs, state=state)
-        if malformed is not None:
-            await self._outcomes.dead(
-                held[0],
-                reason=DeadReason.MALFORMED,
-                detail=malformed,
-                attempts=state.attempt,
-                outcome=Outcome.REJECTED,
-                status=Status.DEAD,
-            )
-            return []
-        return held
+        readable: list[Held] = []
+        unreadable: list[Awaitable[None]] = []
+        for job, item in zip(held, items, strict=True):
+            if isinstance(item, UnreadableJob):
+                unreadable.append(self._malformed(job, item.error, attempts=state.attempt))
+            else:
+                readable.append(job)
+        await asyncio.gather(*unreadable)
+        return readable
 
     def put(self, held: Held) -> None:
         self._waiting.put_nowait(held)
@@ -67,14 +69,24 @@ class Intake:
             except asyncio.QueueEmpty:
                 return taken
 
+    async def _malformed(self, held: Held, error: str, *, attempts: int) -> None:
+        await self._outcomes.dead(
+            held,
+            reason=DeadReason.MALFORMED,
+            detail=error[:200],
+            attempts=attempts,
+            outcome=Outcome.REJECTED,
+            status=Status.DEAD,
+        )
 
-def _placeholder_job(message: AbstractIncomingMessage) -> Job:
-    """A job that keeps a malformed body whole in the dead-letter store, so an operator can see it."""
+
+def _placeholder_job(unreadable: UnreadableJob) -> Job:
+    """A job that keeps an unreadable one whole in the dead-letter store, so an operator can see it."""
     return Job(
-        id=(message.message_id or new_message_id())[:32],
+        id=(unreadable.id or new_message_id())[:ID_CHARS],
         tenant="",
         to="",
         sender="",
-        body=message.body.decode("utf-8", "replace"),
+        body=unreadable.text,
         expires_at=0.0,
     )

@@ -28,6 +28,9 @@ log = get_logger(__name__)
 
 # How long a failed job waits for the breaker's verdict before it is retried at the same site.
 FAILURE_VERDICT_WAIT_S = 0.25
+# Outcomes of an attempt that may have left a copy at the platform. A refusal leaves none, an unavailable
+# attempt never arrived: a job's possible-duplicate mark waits for an attempt that may have left one.
+_MAY_LEAVE_A_COPY = frozenset({Outcome.ACCEPTED, Outcome.AMBIGUOUS})
 
 
 class Recorder(Protocol):
@@ -271,6 +274,8 @@ class Outcomes:
             latency_ms=latency_ms,
             worker=self._worker_id,
             status=status,
+            possible_duplicate=held.state.possible_duplicate and result.outcome in _MAY_LEAVE_A_COPY,
+            job=held.job,  # so the recorder can write the message's row if the ingress never did
         )
 
     async def _confirmed(self, held: Held, *publishes: Awaitable[None]) -> bool:

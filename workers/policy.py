@@ -22,7 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.envelope import H_ATTEMPT, H_ORIGIN, H_OUTAGE_ATTEMPT, H_SITE, H_SITE_ATTEMPT
+from shared.envelope import (
+    H_ATTEMPT,
+    H_ORIGIN,
+    H_OUTAGE_ATTEMPT,
+    H_POSSIBLE_DUPLICATE,
+    H_SITE,
+    H_SITE_ATTEMPT,
+)
 from shared.topology import Topology, jobs_exchange
 
 DEFAULT_EXCHANGE = ""
@@ -42,6 +49,15 @@ def _count(value: Any) -> int:
     return 0
 
 
+def _flag(value: Any) -> bool:
+    """A header flag: set unless absent or plainly false."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no")
+    return bool(value)
+
+
 def _text(value: Any, default: str) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -57,6 +73,9 @@ class DeliveryState:
     site: str  # the site whose queue holds the job
     origin: str  # the site routing chose at submit
     outage_attempt: int = 0  # attempts that failed while their site's breaker was open
+    # The job may have reached a platform before without a mark of its own: its message came redelivered
+    # (a worker died holding it) or with `H_POSSIBLE_DUPLICATE`. It keeps the mark until it ends.
+    possible_duplicate: bool = False
 
     @property
     def counted_attempts(self) -> int:
@@ -64,7 +83,9 @@ class DeliveryState:
         return max(0, self.attempt - self.outage_attempt)
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, Any] | None, *, queue_site: str) -> DeliveryState:
+    def from_headers(
+        cls, headers: Mapping[str, Any] | None, *, queue_site: str, redelivered: bool = False
+    ) -> DeliveryState:
         headers = headers or {}
         site = _text(headers.get(H_SITE), queue_site)
         return cls(
@@ -73,16 +94,20 @@ class DeliveryState:
             site=site,
             origin=_text(headers.get(H_ORIGIN), site),
             outage_attempt=_count(headers.get(H_OUTAGE_ATTEMPT)),
+            possible_duplicate=redelivered or _flag(headers.get(H_POSSIBLE_DUPLICATE)),
         )
 
     def headers(self) -> dict[str, Any]:
-        return {
+        headers: dict[str, Any] = {
             H_ATTEMPT: self.attempt,
             H_SITE_ATTEMPT: self.site_attempt,
             H_SITE: self.site,
             H_ORIGIN: self.origin,
             H_OUTAGE_ATTEMPT: self.outage_attempt,
         }
+        if self.possible_duplicate:
+            headers[H_POSSIBLE_DUPLICATE] = True
+        return headers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

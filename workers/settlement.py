@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from shared.envelope import encode_jobs
+from shared.envelope import H_POSSIBLE_DUPLICATE, encode_jobs
 from shared.errors import TransientError
 from shared.logs import get_logger
 from shared.model import Job
@@ -48,6 +48,7 @@ class Carrier:
 
     message: AbstractIncomingMessage
     queue_site: str
+    state: DeliveryState  # of every job it carries
     size: int
     unsettled: int
     handed_back: list[Job] = field(default_factory=list)
@@ -60,8 +61,11 @@ class Held:
 
     carrier: Carrier
     job: Job
-    state: DeliveryState
     settled: bool = False
+
+    @property
+    def state(self) -> DeliveryState:
+        return self.carrier.state
 
     @property
     def stale(self) -> bool:
@@ -86,9 +90,11 @@ class Settlement:
         self, message: AbstractIncomingMessage, *, queue_site: str, jobs: Sequence[Job], state: DeliveryState
     ) -> list[Held]:
         """Track a delivered message and the jobs it carries, in order."""
-        carrier = Carrier(message=message, queue_site=queue_site, size=len(jobs), unsettled=len(jobs))
+        carrier = Carrier(
+            message=message, queue_site=queue_site, state=state, size=len(jobs), unsettled=len(jobs)
+        )
         self._count(len(jobs))
-        return [Held(carrier=carrier, job=job, state=state) for job in jobs]
+        return [Held(carrier=carrier, job=job) for job in jobs]
 
     def forget(self, held: Held) -> None:
         """A stale job: its message needs no ack or nack (and cannot take one)."""
@@ -135,13 +141,17 @@ class Settlement:
     async def _requeue(self, carrier: Carrier) -> bool:
         """Put a bundle's handed-back jobs back in its queue, as the bundle they were, confirmed."""
         jobs = carrier.handed_back
+        headers = dict(carrier.message.headers or {})
+        if carrier.state.possible_duplicate:
+            # The copy is a new message, not a redelivered one: the mark travels in its headers.
+            headers[H_POSSIBLE_DUPLICATE] = True
         try:
             await self._publisher.publish(
                 encode_jobs(jobs),
                 exchange=DEFAULT_EXCHANGE,
                 routing_key=site_queue(self._prefix, carrier.queue_site),
                 message_id=jobs[0].id,
-                headers=carrier.message.headers,
+                headers=headers,
             )
         except TransientError as exc:
             # Nacked whole instead: the jobs of the bundle that were settled may then come again.

@@ -12,7 +12,7 @@ import contextlib
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,14 +48,18 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_toml(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
-    """A TOML file of flat tables (`{"sites.a": {"url": ...}}` is the table `[sites.a]`)."""
+def toml_tables(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    """Flat TOML tables: `{"sites.a": {"url": ...}}` is the table `[sites.a]`."""
     lines: list[str] = []
     for name, values in sections.items():
         lines.append(f"[{name}]")
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
         lines.append("")
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def write_toml(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
+    path.write_text(toml_tables(sections), encoding="utf-8")
     return path
 
 
@@ -102,10 +106,10 @@ def local_config(
     return write_toml(directory / "relay.toml", sections)
 
 
-def http_json_sites_on_free_ports(*, timeout_s: float = 1.0, **options: Any) -> dict[str, dict[str, Any]]:
+def http_json_sites_on_free_ports(*, timeout_s: float = 1.0) -> dict[str, dict[str, Any]]:
     """Sites a and b with http-json platforms on free local ports: `relay up` simulates them."""
     return {
-        site: {"url": f"http://127.0.0.1:{free_port()}/v1.0/message", "timeout_s": timeout_s, **options}
+        site: {"url": f"http://127.0.0.1:{free_port()}/v1.0/message", "timeout_s": timeout_s}
         for site in SITES
     }
 
@@ -130,7 +134,6 @@ def relay_up(
     prefix: str,
     worker: Mapping[str, Any] | None = None,
     sites: Mapping[str, Mapping[str, Any]] | None = None,
-    extra_args: Sequence[str] = (),
     **tables: Mapping[str, Any],
 ) -> Iterator[Deployment]:
     """`relay up` of a configuration of its own in `directory` (`local_config`; sites a and b simulated
@@ -149,7 +152,7 @@ def relay_up(
     log = directory / "up.log"
     args = [*RELAY, "--config", str(config), "up", "--run-dir", str(run_dir), "--metrics-base-port", "0"]
     try:
-        with spawned([*args, *extra_args], log=log, cwd=directory, stop_timeout_s=UP_STOP_TIMEOUT_S) as up:
+        with spawned(args, log=log, cwd=directory, stop_timeout_s=UP_STOP_TIMEOUT_S) as up:
             key, pids = _wait_for_banner(log, up)
             run = read_run_file(run_dir)
             yield Deployment(
@@ -166,7 +169,7 @@ def relay_up(
                 log=log,
             )
     finally:
-        asyncio.run(delete_broker_names(broker_url, settings))
+        asyncio.run(delete_topology(broker_url, config))
 
 
 def _wait_for_banner(log: Path, process: subprocess.Popen[bytes]) -> tuple[str, dict[str, int]]:

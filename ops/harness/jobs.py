@@ -31,6 +31,7 @@ STREAM_GROUP = 10  # jobs a stream publishes at once (bundled: one bundle per si
 
 
 def make_job(*, validity_s: float = 300.0, to: str = "+31612345678") -> Job:
+    """A job as the ingress makes one, valid for `validity_s` from now."""
     now = time.time()
     return Job(
         id=new_message_id(),
@@ -48,11 +49,11 @@ class JobPublisher:
     zero, or with `bundled` a stream's jobs for one site together as one bundle per group and no headers,
     as the ingress publishes concurrent submits."""
 
-    def __init__(self, broker_url: str, prefix: str, config: Path, *, bundled: bool = False) -> None:
+    def __init__(self, *, config: Path, bundled: bool = False) -> None:
         self.bundled = bundled
-        self._broker_url = broker_url
-        self._prefix = prefix
         self._settings = settings_of(config)
+        self._broker_url = self._settings.broker.url
+        self._prefix = self._settings.broker.prefix
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publisher: ConfirmedPublisher | None = None
         self.published: list[Job] = []

@@ -71,7 +71,7 @@ text = "ok"
 _LONG_MESSAGES = "max-messages = 10\nconcatenation = true\n"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FakeSmscMessage:
     sender: str
     receiver: str
@@ -105,7 +105,7 @@ def parse_fakesmsc_log(text: str) -> list[FakeSmscMessage]:
     return messages
 
 
-@dataclass
+@dataclass(kw_only=True)
 class KannelInstance:
     """One running Kannel; kill and restart bearerbox or smsbox to make faults."""
 

@@ -1,11 +1,16 @@
 """Idempotency keys: the first answer to (tenant, key) is kept for a while and given again.
 
 A request claims its key with an insert before it publishes anything, so of two concurrent requests
-with one key (in this process or another one sharing the store) exactly one publishes.
+with one key (in this process or another one sharing the store) exactly one publishes. The claim records
+the message ids the request publishes under. A claim whose request never answered (its process died, or it
+failed not knowing what it had published) is taken over after a lease by a repeat of the same request,
+which publishes under the same ids: whatever the first one published and the repeat's copy are one message
+to the store, the workers and the platforms.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +22,8 @@ from shared.store.models import IdempotencyKey, utcnow
 from shared.store.upsert import insert_for
 
 PENDING = 0  # status_code of a claim whose request has not finished
+# A pending claim's response: {"message_ids": [...]}, the ids its request publishes under.
+IDS = "message_ids"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +36,15 @@ class Remembered:
     @property
     def pending(self) -> bool:
         return self.status_code == PENDING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """The key is this request's now; it publishes its messages under `message_ids`."""
+
+    message_ids: list[str]
+    # Taken over from a request that never answered: it may have published under these ids already.
+    resumed: bool = False
 
 
 def _cutoff(ttl_s: int) -> datetime:
@@ -47,33 +63,78 @@ async def lookup(session: AsyncSession, *, tenant: str, key: str, ttl_s: int) ->
     )
 
 
-async def claim(session: AsyncSession, *, tenant: str, key: str, request_hash: str, ttl_s: int) -> bool:
-    """True when this request now owns the key; False when a live claim or answer exists."""
+async def claim(
+    session: AsyncSession,
+    *,
+    tenant: str,
+    key: str,
+    request_hash: str,
+    message_ids: Sequence[str],
+    ttl_s: int,
+    lease_s: float,
+) -> Claim | None:
+    """The claim when this request now owns the key; None when a live claim or answer exists.
+
+    `message_ids` are the ids this request would publish under; a claim taken over after its lease keeps
+    the ids its first request was given.
+    """
     now = utcnow()
+    fresh = Claim(message_ids=list(message_ids))
     values = {
         "tenant": tenant,
         "key": key,
         "request_hash": request_hash,
         "status_code": PENDING,
-        "response": {},
+        "response": {IDS: fresh.message_ids},
         "created_at": now,
     }
     inserted = await session.execute(
         insert_for(session, IdempotencyKey).values(values).on_conflict_do_nothing()
     )
     if inserted.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    # An expired row may be taken over; the WHERE makes the takeover atomic.
+        return fresh
+    # An expired row may be taken over; the WHERE makes each takeover atomic.
+    this_key = (IdempotencyKey.tenant == tenant, IdempotencyKey.key == key)
     taken = await session.execute(
         update(IdempotencyKey)
-        .where(
-            IdempotencyKey.tenant == tenant,
-            IdempotencyKey.key == key,
-            IdempotencyKey.created_at < _cutoff(ttl_s),
+        .where(*this_key, IdempotencyKey.created_at < _cutoff(ttl_s))
+        .values(
+            request_hash=request_hash, status_code=PENDING, response={IDS: fresh.message_ids}, created_at=now
         )
-        .values(request_hash=request_hash, status_code=PENDING, response={}, created_at=now)
     )
-    return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+    if taken.rowcount == 1:  # type: ignore[attr-defined]
+        return fresh
+    return await _resume(
+        session, tenant=tenant, key=key, request_hash=request_hash, lease_s=lease_s, fresh=fresh
+    )
+
+
+async def _resume(
+    session: AsyncSession, *, tenant: str, key: str, request_hash: str, lease_s: float, fresh: Claim
+) -> Claim | None:
+    """Take over a pending claim past its lease, for a repeat of its request only (the first one may
+    have published), under the ids it recorded."""
+    now = utcnow()
+    this_key = (IdempotencyKey.tenant == tenant, IdempotencyKey.key == key)
+    resumed = await session.execute(
+        update(IdempotencyKey)
+        .where(
+            *this_key,
+            IdempotencyKey.status_code == PENDING,
+            IdempotencyKey.request_hash == request_hash,
+            IdempotencyKey.created_at < now - timedelta(seconds=lease_s),
+        )
+        .values(created_at=now)
+    )
+    if resumed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = await session.get(IdempotencyKey, (tenant, key), populate_existing=True)
+    recorded = row.response.get(IDS) if row is not None else None
+    if isinstance(recorded, list) and len(recorded) == len(fresh.message_ids):
+        return Claim(message_ids=[str(i) for i in recorded], resumed=True)
+    # A claim that recorded no ids (made before they were recorded) gets this request's.
+    await session.execute(update(IdempotencyKey).where(*this_key).values(response={IDS: fresh.message_ids}))
+    return Claim(message_ids=fresh.message_ids, resumed=True)
 
 
 async def complete(
@@ -83,6 +144,17 @@ async def complete(
         update(IdempotencyKey)
         .where(IdempotencyKey.tenant == tenant, IdempotencyKey.key == key)
         .values(status_code=status_code, response=response)
+    )
+
+
+async def end_lease(session: AsyncSession, *, tenant: str, key: str, lease_s: float) -> None:
+    """Let a repeat of a request that failed not knowing what it published take over its claim at once."""
+    await session.execute(
+        update(IdempotencyKey)
+        .where(
+            IdempotencyKey.tenant == tenant, IdempotencyKey.key == key, IdempotencyKey.status_code == PENDING
+        )
+        .values(created_at=utcnow() - timedelta(seconds=lease_s + 1))
     )
 
 
@@ -102,4 +174,14 @@ async def purge_expired(session: AsyncSession, *, ttl_s: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-__all__ = ["PENDING", "Remembered", "claim", "complete", "lookup", "purge_expired", "release"]
+__all__ = [
+    "PENDING",
+    "Claim",
+    "Remembered",
+    "claim",
+    "complete",
+    "end_lease",
+    "lookup",
+    "purge_expired",
+    "release",
+]

@@ -9,11 +9,14 @@ from functools import cache, lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.model import Job, Outcome, Status
 from shared.store.models import Attempt, Message
+from shared.store.upsert import dialect_insert
+
+MESSAGES = cast(Table, Message.__table__)
 
 # Columns a submit knows; status, attempts and ambiguous belong to the recorder, which may have
 # written a placeholder row first when a worker reported faster than the submit's commit.
@@ -63,8 +66,7 @@ def submitted_upsert(dialect_name: str) -> Any:
 
     Core on the table, not the ORM's bulk path, which costs more CPU per row than the fsync it shares.
     """
-    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    stmt = insert(cast(Table, Message.__table__))
+    stmt = dialect_insert(dialect_name, MESSAGES)
     return stmt.on_conflict_do_update(
         index_elements=["id"], set_={name: stmt.excluded[name] for name in SUBMIT_COLUMNS}
     )

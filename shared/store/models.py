@@ -52,7 +52,7 @@ class Message(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
     to_number: Mapped[str] = mapped_column(String(20))
-    sender: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(20))  # validation allows "+" and 16 digits
     body: Mapped[str] = mapped_column(Text)
     client_reference: Mapped[str | None] = mapped_column(String(128), default=None)
     segments: Mapped[int] = mapped_column(Integer, default=1)
@@ -75,7 +75,7 @@ class Attempt(Base):
     __tablename__ = "attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(String(32), index=True)
+    message_id: Mapped[str] = mapped_column(String(32))
     site: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))
@@ -85,6 +85,12 @@ class Attempt(Base):
     worker: Mapped[str] = mapped_column(String(128), default="")
     # A send of a job that may have been sent before (see `AttemptRecord.possible_duplicate`).
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    # One row per reported attempt however often, and by however many recorders, the report is folded;
+    # it serves the lookups by message too.
+    __table_args__ = (
+        Index("ux_attempts_report", "message_id", "attempt", "site", "outcome", "at", unique=True),
+    )
 
 
 class DeadLetter(Base):

@@ -1,8 +1,20 @@
 """Folds worker reports (attempt events and dead letters) into the store, one transaction per batch.
 
-Redelivered reports change nothing twice: attempts are matched on (message, attempt, site, outcome, at)
-and dead letters on the message id. A status only moves up in rank, so a late `retrying` never hides a
-`delivered`.
+Each change is made by its statement, never read into Python, changed and written back: several
+recorders (one per ingress replica) fold into one store at once, and reports arrive in any order.
+
+- An attempt is inserted once: a unique index on (message, attempt, site, outcome, at) turns a
+  redelivered report into nothing, and only the attempts inserted are counted.
+- A message's status only moves up in rank (``CASE WHEN rank(new) > rank(stored)``): a late `retrying`
+  never hides a `delivered`. `delivered` is final; the other terminal statuses give way to it alone (a
+  replayed dead letter, or a second copy, that got through).
+- Its attempt count is the highest reported, and its possible duplicates grow by the attempts inserted
+  (``ambiguous = ambiguous + :n``), so no recorder's count is lost to another's.
+- A dead letter is inserted once; a replayed one that dies again is renewed.
+
+A message with no row yet (its submit row still pending, or lost with an ingress killed before its group
+commit) gets one from the job the report carries, or, from a report without one, a placeholder visible to
+no tenant until a job or the submit's row fills it in.
 
 Core statements, a handful per batch, not the ORM: every delivered message brings one report, and the
 ORM's unit of work cost about a fifth of the ingress's CPU in the end-to-end benchmark.
@@ -10,18 +22,20 @@ ORM's unit of work cost about a fifth of the ingress's CPU in the end-to-end ben
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Integer, String, Table, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
-from shared.store.messages import SUBMIT_COLUMNS, row_for_job, utc
-from shared.store.models import Attempt, DeadLetter, Message, utcnow
+from shared.store.messages import MESSAGES, SUBMIT_COLUMNS, row_for_job, utc
+from shared.store.models import Attempt, DeadLetter, utcnow
+from shared.store.refusals import fitted
+from shared.store.upsert import dialect_insert
 
 _RANK = {
     Status.ACCEPTED: 0,
@@ -29,7 +43,6 @@ _RANK = {
     Status.REJECTED: 2,
     Status.EXPIRED: 2,
     Status.DEAD: 2,
-    # A replayed dead letter that gets through is delivered after all.
     Status.DELIVERED: 3,
 }
 
@@ -38,9 +51,12 @@ _STATUS_OF_REASON = {
     DeadReason.EXPIRED: Status.EXPIRED,
     DeadReason.ATTEMPTS_EXHAUSTED: Status.DEAD,
     DeadReason.MALFORMED: Status.DEAD,
+    DeadReason.REDELIVERY_LIMIT: Status.DEAD,
 }
 
-UNKNOWN_TENANT = ""  # placeholder rows: visible to no tenant until the submit's row fills them in
+UNKNOWN_TENANT = ""  # placeholder rows: visible to no tenant until a job or the submit's row fills them in
+DETAIL_CHARS = 2000
+WORKER_CHARS = 128
 
 
 def status_rank(status: str) -> int:
@@ -78,56 +94,91 @@ class DeadReport:
 class FoldResult:
     attempts_added: int = 0
     attempts_seen_before: int = 0
+    possible_duplicates_added: int = 0
     dead_added: int = 0
     placeholders: int = 0
-    statuses_changed: dict[str, str] = field(default_factory=dict)
 
 
-MESSAGES = cast(Table, Message.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
 DEAD_LETTERS = cast(Table, DeadLetter.__table__)
 
-# The columns of a messages row a dead letter's job fills in when the recorder made the row first.
+_REPORT_KEY = ("message_id", "attempt", "site", "outcome", "at")
+# The columns of a messages row a job fills in when the recorder made the row as a placeholder.
 _JOB_COLUMNS = tuple(name for name in SUBMIT_COLUMNS if name != "site")
+_INT32_MAX = 2**31 - 1
+
+Fit = Callable[[Table, dict[str, Any]], dict[str, Any]]
 
 
-@dataclass(slots=True, kw_only=True)
-class _Row:
-    """What a fold reads and changes of one messages row."""
-
-    tenant: str
-    status: str
-    attempts: int
-    ambiguous: int
-    changed: bool = False
-    job_columns: dict[str, Any] | None = None  # a placeholder's data, once a dead letter brings it
+def _as_given(_: Table, row: dict[str, Any]) -> dict[str, Any]:
+    return row
 
 
-def _attempt_key(message_id: str, attempt: int, site: str, outcome: str, at_s: float) -> tuple[Any, ...]:
-    return (message_id, attempt, site, outcome, round(at_s, 3))
+@dataclass(slots=True)
+class _Change:
+    """What one batch does to one messages row."""
+
+    site: str
+    at_s: float
+    job: Job | None = None
+    rank: int = -1
+    status: str | None = None
+    attempts: int = 0
+    ambiguous: int = 0
+
+    def rise_to(self, status: Status) -> None:
+        if _RANK[status] > self.rank:
+            self.rank, self.status = _RANK[status], status.value
 
 
 @cache
 def _insert_new_messages(dialect_name: str) -> Any:
-    # A submit's row may land between this batch's read and its write: that row wins.
-    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return insert(MESSAGES).on_conflict_do_nothing(index_elements=["id"])
+    # A submit's row, or another recorder's, may land between this batch's read and its write: that wins.
+    return dialect_insert(dialect_name, MESSAGES).on_conflict_do_nothing(index_elements=["id"])
 
 
+@cache
+def _insert_attempts(dialect_name: str) -> Any:
+    return (
+        dialect_insert(dialect_name, ATTEMPTS)
+        .on_conflict_do_nothing(index_elements=list(_REPORT_KEY))
+        .returning(
+            ATTEMPTS.c.message_id, ATTEMPTS.c.attempt, ATTEMPTS.c.outcome, ATTEMPTS.c.possible_duplicate
+        )
+    )
+
+
+@cache
+def _insert_dead_letters(dialect_name: str) -> Any:
+    return dialect_insert(dialect_name, DEAD_LETTERS).on_conflict_do_nothing(index_elements=["message_id"])
+
+
+_STORED_RANK = case({s.value: rank for s, rank in _RANK.items()}, value=MESSAGES.c.status, else_=-1)
+_NEW_ATTEMPTS = bindparam("b_attempts", type_=Integer)
 _UPDATE_MESSAGES = (
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("b_id"))
     .values(
-        status=bindparam("b_status"),
-        attempts=bindparam("b_attempts"),
-        ambiguous=bindparam("b_ambiguous"),
+        status=case(
+            (bindparam("b_rank", type_=Integer) > _STORED_RANK, bindparam("b_status", type_=String)),
+            else_=MESSAGES.c.status,
+        ),
+        attempts=case((MESSAGES.c.attempts < _NEW_ATTEMPTS, _NEW_ATTEMPTS), else_=MESSAGES.c.attempts),
+        ambiguous=MESSAGES.c.ambiguous + bindparam("b_ambiguous", type_=Integer),
         updated_at=bindparam("b_updated_at", type_=MESSAGES.c.updated_at.type),
     )
 )
 
+# A placeholder's columns from a job; a row of a submit or a job already there is left alone.
+_FILL_PLACEHOLDERS = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.tenant == UNKNOWN_TENANT)
+    .values({name: bindparam(f"b_{name}", type_=MESSAGES.c[name].type) for name in _JOB_COLUMNS})
+)
+
 _RENEW_DEAD_LETTERS = (
     update(DEAD_LETTERS)
-    .where(DEAD_LETTERS.c.message_id == bindparam("b_message_id"))
+    .where(DEAD_LETTERS.c.message_id == bindparam("b_message_id"), DEAD_LETTERS.c.replayed_at.is_not(None))
     .values(
         site=bindparam("b_site"),
         reason=bindparam("b_reason"),
@@ -140,10 +191,10 @@ _RENEW_DEAD_LETTERS = (
 )
 
 
-def _placeholder(record: AttemptRecord, now: datetime) -> dict[str, Any]:
-    """A row for a message whose submit row is not in the store (yet): visible to no tenant."""
+def _placeholder(message_id: str, change: _Change, now: datetime) -> dict[str, Any]:
+    """A row for a message known only by a report without its job: visible to no tenant."""
     return {
-        "id": record.message_id,
+        "id": message_id,
         "tenant": UNKNOWN_TENANT,
         "to_number": "",
         "sender": "",
@@ -151,122 +202,132 @@ def _placeholder(record: AttemptRecord, now: datetime) -> dict[str, Any]:
         "client_reference": None,
         "segments": 1,
         "encoding": "gsm7",
-        "site": record.site,
+        "site": change.site,
         "status": Status.ACCEPTED.value,
         "attempts": 0,
         "ambiguous": 0,
-        "accepted_at": utc(record.at),
+        "accepted_at": utc(change.at_s),
         "updated_at": now,
-        "expires_at": utc(record.at),
+        "expires_at": utc(change.at_s),
     }
 
 
-async def fold(session: AsyncSession, *, events: list[AttemptRecord], dead: list[DeadReport]) -> FoldResult:
-    """Apply one batch of reports inside the caller's transaction."""
-    result = FoldResult()
-    ids = {r.message_id for r in events} | {d.job.id for d in dead}
-    if not ids:
-        return result
-    found = await session.execute(
-        select(
-            MESSAGES.c.id, MESSAGES.c.tenant, MESSAGES.c.status, MESSAGES.c.attempts, MESSAGES.c.ambiguous
-        ).where(MESSAGES.c.id.in_(ids))
-    )
-    rows = {
-        id_: _Row(tenant=tenant, status=status, attempts=attempts or 0, ambiguous=ambiguous or 0)
-        for id_, tenant, status, attempts, ambiguous in found
-    }
-    now = utcnow()
-
-    new_rows: list[dict[str, Any]] = []
+def _changes_of(events: list[AttemptRecord], dead: list[DeadReport]) -> dict[str, _Change]:
+    changes: dict[str, _Change] = {}
     for report in dead:
-        if report.job.id not in rows:
-            new_rows.append(row_for_job(report.job, site=report.site))
-            rows[report.job.id] = _Row(
-                tenant=report.job.tenant, status=Status.ACCEPTED.value, attempts=0, ambiguous=0
-            )
+        change = changes.setdefault(report.job.id, _Change(site=report.site, at_s=report.job.accepted_at))
+        change.job = change.job or report.job
+        change.rise_to(_STATUS_OF_REASON[report.reason])
+        change.attempts = max(change.attempts, report.attempts)
     for record in events:
-        if record.message_id not in rows:
-            new_rows.append(_placeholder(record, now))
-            rows[record.message_id] = _Row(
-                tenant=UNKNOWN_TENANT, status=Status.ACCEPTED.value, attempts=0, ambiguous=0
-            )
-            result.placeholders += 1
-    if new_rows:
-        await session.execute(_insert_new_messages(session.get_bind().dialect.name), new_rows)
+        change = changes.setdefault(record.message_id, _Change(site=record.site, at_s=record.at))
+        change.job = change.job or record.job
+        if record.status is not None:
+            change.rise_to(record.status)
+    return changes
 
-    await _fold_events(session, events, rows, result)
+
+async def fold(
+    session: AsyncSession, *, events: list[AttemptRecord], dead: list[DeadReport], fit: bool = False
+) -> FoldResult:
+    """Apply one batch of reports inside the caller's transaction. With `fit`, every row written is cut
+    to its columns first (`shared.store.refusals.fitted`): the last try of a report the store refused."""
+    result = FoldResult()
+    changes = _changes_of(events, dead)
+    if not changes:
+        return result
+    keep: Fit = fitted if fit else _as_given
+    now = utcnow()
+    await _make_rows(session, changes, keep, result, now)
+    if events:
+        await _fold_events(session, events, changes, keep, result)
     if dead:
-        await _fold_dead(session, dead, rows, result, now)
-
-    changed = [(id_, row) for id_, row in rows.items() if row.changed]
-    if changed:
-        await session.execute(
-            _UPDATE_MESSAGES,
-            [
-                {
-                    "b_id": id_,
-                    "b_status": row.status,
-                    "b_attempts": row.attempts,
-                    "b_ambiguous": row.ambiguous,
-                    "b_updated_at": now,
-                }
-                for id_, row in changed
-            ],
-        )
-    for id_, row in changed:
-        if row.job_columns is not None:
-            await session.execute(update(MESSAGES).where(MESSAGES.c.id == id_).values(**row.job_columns))
+        await _fold_dead(session, dead, keep, result, now)
+    updates = [
+        {
+            "b_id": message_id,
+            "b_rank": change.rank,
+            "b_status": change.status,
+            "b_attempts": min(change.attempts, _INT32_MAX),
+            "b_ambiguous": change.ambiguous,
+            "b_updated_at": now,
+        }
+        # In one order in every recorder, so two folding at once wait for each other, never deadlock.
+        for message_id, change in sorted(changes.items())
+        if change.rank >= 0 or change.attempts or change.ambiguous
+    ]
+    if updates:
+        await session.execute(_UPDATE_MESSAGES, updates)
     return result
 
 
-async def _fold_events(
-    session: AsyncSession, events: list[AttemptRecord], rows: dict[str, _Row], result: FoldResult
+async def _make_rows(
+    session: AsyncSession, changes: dict[str, _Change], keep: Fit, result: FoldResult, now: datetime
 ) -> None:
-    if not events:
-        return
-    existing = await session.execute(
-        select(
-            ATTEMPTS.c.message_id, ATTEMPTS.c.attempt, ATTEMPTS.c.site, ATTEMPTS.c.outcome, ATTEMPTS.c.at
-        ).where(ATTEMPTS.c.message_id.in_({r.message_id for r in events}))
-    )
-    seen = {_attempt_key(m, a, s, o, at.timestamp()) for m, a, s, o, at in existing}
-    new_attempts: list[dict[str, Any]] = []
+    """A row for every message of the batch: new ones from their job (or as placeholders), placeholders
+    already there filled in from a job."""
+    found = await session.execute(select(MESSAGES.c.id, MESSAGES.c.tenant).where(MESSAGES.c.id.in_(changes)))
+    tenants = dict(found.all())
+    new_rows: list[dict[str, Any]] = []
+    fills: list[dict[str, Any]] = []
+    for message_id, change in sorted(changes.items()):
+        if message_id not in tenants:
+            if change.job is not None:
+                new_rows.append(keep(MESSAGES, row_for_job(change.job, site=change.site)))
+            else:
+                new_rows.append(keep(MESSAGES, _placeholder(message_id, change, now)))
+                result.placeholders += 1
+        elif tenants[message_id] == UNKNOWN_TENANT and change.job is not None:
+            row = keep(MESSAGES, row_for_job(change.job, site=change.site))
+            fills.append({"b_id": message_id, **{f"b_{name}": row[name] for name in _JOB_COLUMNS}})
+    if new_rows:
+        await session.execute(_insert_new_messages(session.get_bind().dialect.name), new_rows)
+    if fills:
+        await session.execute(_FILL_PLACEHOLDERS, fills)
+
+
+async def _fold_events(
+    session: AsyncSession,
+    events: list[AttemptRecord],
+    changes: dict[str, _Change],
+    keep: Fit,
+    result: FoldResult,
+) -> None:
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for record in events:
-        key = _attempt_key(record.message_id, record.attempt, record.site, record.outcome, record.at)
-        if key in seen:
-            result.attempts_seen_before += 1
-            continue
-        seen.add(key)
-        new_attempts.append(
+        row = keep(
+            ATTEMPTS,
             {
                 "message_id": record.message_id,
                 "site": record.site,
                 "attempt": record.attempt,
                 "outcome": record.outcome.value,
-                "detail": record.detail[:2000],
+                "detail": record.detail[:DETAIL_CHARS],
                 "at": utc(record.at),
                 "latency_ms": record.latency_ms,
-                "worker": record.worker[:128],
+                "worker": record.worker[:WORKER_CHARS],
                 "possible_duplicate": record.possible_duplicate,
-            }
+            },
         )
-        row = rows[record.message_id]
-        row.changed = True
-        if record.outcome is not Outcome.EXPIRED:
-            row.attempts = max(row.attempts, record.attempt)
-        if record.marks_duplicate:
-            row.ambiguous += 1
-        if record.status is not None and promoted(row.status, record.status):
-            row.status = record.status.value
-            result.statuses_changed[record.message_id] = row.status
-    result.attempts_added = len(new_attempts)
-    if new_attempts:
-        await session.execute(ATTEMPTS.insert(), new_attempts)
+        rows.setdefault(tuple(row[name] for name in _REPORT_KEY), row)
+    inserted = await session.execute(
+        _insert_attempts(session.get_bind().dialect.name), [rows[key] for key in sorted(rows)]
+    )
+    added = 0
+    for message_id, attempt, outcome, possible_duplicate in inserted:
+        added += 1
+        change = changes[message_id]
+        if outcome != Outcome.EXPIRED:
+            change.attempts = max(change.attempts, attempt)
+        if possible_duplicate or outcome == Outcome.AMBIGUOUS:
+            change.ambiguous += 1
+            result.possible_duplicates_added += 1
+    result.attempts_added = added
+    result.attempts_seen_before = len(events) - added
 
 
 async def _fold_dead(
-    session: AsyncSession, dead: list[DeadReport], rows: dict[str, _Row], result: FoldResult, now: datetime
+    session: AsyncSession, dead: list[DeadReport], keep: Fit, result: FoldResult, now: datetime
 ) -> None:
     found = await session.execute(
         select(DEAD_LETTERS.c.message_id, DEAD_LETTERS.c.replayed_at).where(
@@ -274,54 +335,34 @@ async def _fold_dead(
         )
     )
     # message id -> replayed_at (None: dead and not replayed)
-    replayed: dict[str, datetime | None] = {message_id: at for message_id, at in found}
+    replayed: dict[str, datetime | None] = dict(found.all())
     new_letters: list[dict[str, Any]] = []
     renewed: list[dict[str, Any]] = []
-    for report in dead:
+    for report in sorted(dead, key=lambda d: d.job.id):
         job_id = report.job.id
+        letter = keep(
+            DEAD_LETTERS,
+            {
+                "message_id": job_id,
+                "tenant": report.job.tenant,
+                "site": report.site,
+                "reason": report.reason.value,
+                "detail": report.detail[:DETAIL_CHARS],
+                "attempts": report.attempts,
+                "job": asdict(report.job),  # whole, as it travelled: a replay needs nothing else
+                "dead_at": now,
+            },
+        )
         if job_id not in replayed:
-            new_letters.append(
-                {
-                    "message_id": job_id,
-                    "tenant": report.job.tenant,
-                    "site": report.site,
-                    "reason": report.reason.value,
-                    "detail": report.detail[:2000],
-                    "attempts": report.attempts,
-                    "job": asdict(report.job),
-                    "dead_at": now,
-                    "replay_count": 0,
-                }
-            )
-            replayed[job_id] = None
-            result.dead_added += 1
+            new_letters.append({**letter, "replay_count": 0})
         elif replayed[job_id] is not None:
             # Replayed and dead again: it is a dead letter once more, its replay count kept.
-            renewed.append(
-                {
-                    "b_message_id": job_id,
-                    "b_site": report.site,
-                    "b_reason": report.reason.value,
-                    "b_detail": report.detail[:2000],
-                    "b_attempts": report.attempts,
-                    "b_job": asdict(report.job),
-                    "b_dead_at": now,
-                }
-            )
-            replayed[job_id] = None
-            result.dead_added += 1
-        row = rows[job_id]
-        row.changed = True
-        if row.tenant == UNKNOWN_TENANT:
-            full = row_for_job(report.job, site=report.site)
-            row.job_columns = {name: full[name] for name in _JOB_COLUMNS}
-            row.tenant = report.job.tenant
-        status = _STATUS_OF_REASON[report.reason]
-        if promoted(row.status, status):
-            row.status = status.value
-            result.statuses_changed[job_id] = row.status
-        row.attempts = max(row.attempts, report.attempts)
+            renewed.append({f"b_{name}": value for name, value in letter.items() if name != "tenant"})
+        else:
+            continue
+        replayed[job_id] = None
+        result.dead_added += 1
     if new_letters:
-        await session.execute(DEAD_LETTERS.insert(), new_letters)
+        await session.execute(_insert_dead_letters(session.get_bind().dialect.name), new_letters)
     if renewed:
         await session.execute(_RENEW_DEAD_LETTERS, renewed)

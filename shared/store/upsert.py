@@ -8,9 +8,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-def insert_for(session: AsyncSession, table: Any) -> Any:
+def dialect_insert(dialect_name: str, table: Any) -> Any:
     """The dialect's own `insert`, which has `on_conflict_do_nothing/update`."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
+    if dialect_name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def insert_for(session: AsyncSession, table: Any) -> Any:
+    """`dialect_insert` for the session's store."""
+    return dialect_insert(session.get_bind().dialect.name, table)

@@ -68,7 +68,7 @@ async def test_kill_of_kannel_a_bearerbox_mid_stream_loses_nothing(
         kannel_b = stack.enter_context(running_kannel(tmp_path / "kannel-b", kannel_binaries))
         config = _config(tmp_path, broker_url, prefix, {"a": kannel_a, "b": kannel_b})
         try:
-            async with JobPublisher(broker_url, prefix, config) as jobs:
+            async with JobPublisher(config=config) as jobs:
                 for site in ("a", "b"):
                     stack.enter_context(
                         spawned(

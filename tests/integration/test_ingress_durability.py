@@ -14,7 +14,7 @@ import pytest
 
 from ingress.metrics import SPOOLED
 from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT
-from shared.topology import site_queue
+from shared.topology import site_queue, topology_from
 from tests.ingress_helpers import TcpProxy, api_for, drain, sms
 from workers.policy import DeliveryState
 
@@ -75,9 +75,9 @@ async def test_accepted_messages_sit_persistent_in_their_sites_quorum_queue(
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        await channel.declare_queue(
-            site_queue(prefix, "a"), durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        spec = next(q for q in topology_from(settings).queues() if q.name == site_queue(prefix, "a"))
+        assert spec.arguments["x-queue-type"] == "quorum"
+        await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
         with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
             await channel.declare_queue(site_queue(prefix, "a"), durable=True)
 

@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select
 
-from ingress.metrics import RECORDER_MALFORMED
+from ingress.metrics import RECORDER_MALFORMED, RECORDER_REFUSED
 from shared.broker import ConfirmedPublisher, connect
 from shared.envelope import encode_dead, encode_events
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
 from shared.store.models import Attempt, DeadLetter
-from shared.topology import dead_exchange, events_exchange, events_queue
+from shared.topology import dead_exchange, dead_queue, events_exchange, events_queue
 from tests.ingress_helpers import api_for, queue_depth, sms
 
 pytestmark = pytest.mark.integration
@@ -207,31 +207,41 @@ async def test_a_batch_the_store_refuses_is_requeued_and_applied_later(api, publ
     assert view["status"] == "delivered" and len(view["history"]) == 1
 
 
-async def test_a_report_the_store_refuses_is_dropped_and_the_rest_kept(api, publisher, monkeypatch):
-    from sqlalchemy.exc import IntegrityError
-
-    from ingress import recorder
-
-    real_fold = recorder.fold
-    poison = "e" * 32
-
-    async def picky_fold(session, *, events, dead):
-        if any(e.message_id == poison for e in events):
-            raise IntegrityError("INSERT", {}, Exception("violates a constraint"))
-        return await real_fold(session, events=events, dead=dead)
-
-    monkeypatch.setattr(recorder, "fold", picky_fold)
-    before = RECORDER_MALFORMED._value.get()
-    message_id = (await api.submit(sms())).json()["id"]
+async def test_a_report_the_store_refuses_is_stored_cut_to_fit_and_the_rest_as_sent(api, publisher):
+    """SQLite refuses an integer beyond 63 bits and a sign: the report carrying one is found among the
+    batch, stored with it cut to fit, and nothing is dropped; a report no worker could have written is."""
+    prefix = api.settings.broker.prefix
+    refused_before = RECORDER_REFUSED.labels("events", "fitted")._value.get()
+    dead_before = RECORDER_REFUSED.labels("dead", "fitted")._value.get()
+    malformed_before = RECORDER_MALFORMED._value.get()
+    ids = [(await api.submit(sms(body=f"m{n}"))).json()["id"] for n in range(3)]
     good = AttemptRecord(
-        message_id=message_id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+        message_id=ids[0], site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
     )
-    too_long = replace(good, message_id="x" * 40)  # wider than the store's column
-    await publish_events(api, publisher, [replace(good, message_id=poison)])
-    await publish_events(api, publisher, [too_long])
-    await publish_events(api, publisher, [good])
-    view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "delivered")
-    assert view["status"] == "delivered"
-    await eventually(lambda: asyncio.sleep(0, RECORDER_MALFORMED._value.get()), lambda n: n - before >= 2)
-    assert RECORDER_MALFORMED._value.get() - before == 2
-    assert await queue_depth(api.settings.broker.url, events_queue(api.settings.broker.prefix)) == 0
+    huge = replace(good, message_id=ids[1], attempt=2**63, outcome=Outcome.AMBIGUOUS, status=Status.RETRYING)
+    job = Job(
+        id=ids[2], tenant="bank-a", to="+31612345678", sender="MyBank", body="m2", expires_at=time.time() + 60
+    )
+    dead = encode_dead(job, site="a", reason=DeadReason.ATTEMPTS_EXHAUSTED, detail="503", attempts=2**63)
+    await publisher.publish(dead, exchange=dead_exchange(prefix), routing_key="")
+    await publish_events(api, publisher, [huge, good])
+    await publish_events(api, publisher, [replace(good, message_id="x" * 40)])  # no id of the relay's
+
+    views = [
+        await eventually(lambda m=m: status_of(api, m), lambda v, s=s: v.get("status") == s)
+        for m, s in zip(ids, ("delivered", "retrying", "dead"), strict=True)
+    ]
+    assert [v["status"] for v in views] == ["delivered", "retrying", "dead"]
+    assert views[1]["history"][0]["attempt"] == 2**31 - 1 and views[1]["possible_duplicates"] == 1
+    assert views[2]["attempts"] == 2**31 - 1
+    async with api.ingress.sessions() as session:
+        letter = await session.get(DeadLetter, ids[2])
+    assert letter is not None and letter.job["id"] == ids[2]
+    assert RECORDER_REFUSED.labels("events", "fitted")._value.get() - refused_before == 1
+    assert RECORDER_REFUSED.labels("dead", "fitted")._value.get() - dead_before == 1
+    await eventually(
+        lambda: asyncio.sleep(0, RECORDER_MALFORMED._value.get()), lambda n: n > malformed_before
+    )
+    assert RECORDER_MALFORMED._value.get() - malformed_before == 1
+    for queue in (events_queue(prefix), dead_queue(prefix)):
+        assert await queue_depth(api.settings.broker.url, queue) == 0

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import orjson
 import pytest
 
 from shared.envelope import (
+    UnreadableJob,
     decode_dead,
     decode_events,
+    decode_job_items,
     decode_jobs,
     encode_dead,
     encode_events,
     encode_job,
     encode_jobs,
+    read_job,
 )
 from shared.errors import EnvelopeError
 from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status, new_message_id
@@ -66,6 +73,85 @@ def test_dead_round_trip() -> None:
 def test_garbage_is_an_envelope_error(body: bytes) -> None:
     with pytest.raises(EnvelopeError):
         decode_jobs(body)
+
+
+def _loaded(body: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(body)
+    return data
+
+
+def test_fields_a_newer_producer_added_are_ignored_and_missing_optional_ones_take_their_default() -> None:
+    job = _job()
+    newer = _loaded(encode_job(job))
+    newer["job"]["priority"] = "high"
+    newer["trace"] = "abc"
+    assert decode_jobs(orjson.dumps(newer)) == [job]
+    older = _loaded(encode_job(job))
+    del older["job"]["encoding"], older["job"]["segments"]
+    assert decode_jobs(orjson.dumps(older)) == [job]
+
+    record = AttemptRecord(message_id="m1", site="a", attempt=1, outcome=Outcome.ACCEPTED, at=5.0)
+    events = _loaded(encode_events([record]))
+    events["events"][0]["region"] = "eu"
+    del events["events"][0]["possible_duplicate"]  # a producer from before the field
+    assert decode_events(orjson.dumps(events)) == [record]
+
+    dead = _loaded(encode_dead(job, site="a", reason=DeadReason.EXPIRED, detail="", attempts=0))
+    dead["dead"]["job"]["priority"] = "high"
+    dead["dead"]["operator_note"] = "x"
+    assert decode_dead(orjson.dumps(dead)) == (
+        job,
+        {"site": "a", "reason": DeadReason.EXPIRED, "detail": "", "attempts": 0},
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda item: item.pop("to"), "to"),
+        (lambda item: item.update(expires_at="soon"), "expires_at"),
+        (lambda item: item.update(id=7), "id"),
+    ],
+)
+def test_a_missing_required_field_or_a_wrong_type_is_malformed(
+    change: Callable[[dict[str, Any]], object], field: str
+) -> None:
+    data = _loaded(encode_job(_job()))
+    change(data["job"])
+    with pytest.raises(EnvelopeError, match=field):
+        decode_jobs(orjson.dumps(data))
+    with pytest.raises(EnvelopeError, match=field):
+        read_job(data["job"])
+
+
+def test_the_jobs_of_a_bundle_are_read_one_by_one() -> None:
+    first, last = _job(), _job()
+    broken = _loaded(encode_job(_job()))["job"]
+    del broken["tenant"]
+    body = orjson.dumps({"v": 1, "jobs": [first, broken, {"no": "id"}, [1], last]})
+    items = decode_job_items(body)
+    assert items[0] == first and items[4] == last
+    unreadable = items[1:4]
+    assert all(isinstance(item, UnreadableJob) for item in unreadable)
+    assert [item.id for item in unreadable if isinstance(item, UnreadableJob)] == [broken["id"], None, None]
+    assert isinstance(items[1], UnreadableJob) and orjson.loads(items[1].text) == broken
+    assert "tenant" in items[1].error
+    with pytest.raises(EnvelopeError, match="tenant"):
+        decode_jobs(body)
+
+
+def test_an_id_too_long_to_be_ours_is_not_taken_for_one() -> None:
+    body = orjson.dumps({"v": 1, "jobs": [{"id": "x" * 33}]})
+    [item] = decode_job_items(body)
+    assert isinstance(item, UnreadableJob) and item.id is None
+
+
+def test_events_with_an_unreadable_record_are_malformed() -> None:
+    body = orjson.dumps(
+        {"v": 1, "events": [{"message_id": "m1", "site": "a", "attempt": 1, "outcome": "??"}]}
+    )
+    with pytest.raises(EnvelopeError, match="outcome"):
+        decode_events(body)
 
 
 def test_heartbeat_round_trip() -> None:

@@ -1,16 +1,26 @@
-"""Segment counting, message validation and routing: pure functions, no services."""
+"""Segment counting, message validation and routing (pure functions), and validation against the store's
+columns."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
+import phonenumbers
 import pytest
+from sqlalchemy import String
 
+from ingress.idempotency import MAX_KEY_CHARS, request_hash
 from ingress.routing import Router
 from ingress.segments import count_segments
 from ingress.validation import validate_message
-from shared.errors import ConfigError, ValidationFailed
-from shared.settings import IngressSettings, RoutingSettings
+from shared.errors import ConfigError, PermanentError, ValidationFailed
+from shared.model import DeadReason, Outcome, Status, new_message_ids
+from shared.settings import IngressSettings, RoutingSettings, Settings, SiteSettings, StoreSettings
+from shared.store.api_keys import PREFIX_CHARS, create_key, hash_key, new_key
+from shared.store.engine import make_engine, make_sessionmaker
+from shared.store.models import Base
+from shared.store.recording import WORKER_CHARS
 
 
 @pytest.mark.parametrize(
@@ -108,3 +118,106 @@ def test_primary_policy() -> None:
     } == {"b"}
     first = Router(settings=RoutingSettings(policy="primary"), sites=["b", "a"])
     assert {first.next_site() for _ in range(5)} == {"b"}
+
+
+def test_nul_characters_are_refused_where_the_store_could_not_keep_them() -> None:
+    assert set(errors_of({"to": "+31612345678", "from": "X", "body": "a\x00b", "reference": "r\x00"})) == {
+        "body",
+        "reference",
+    }
+
+
+def _longest(accepts: Callable[[str], bool], *shapes: Callable[[int], str], up_to: int = 300) -> int:
+    """The length of the longest value of any of `shapes` that `accepts` takes, trying every length."""
+    longest = max((n for shape in shapes for n in range(1, up_to) if accepts(shape(n))), default=0)
+    assert longest < up_to - 1, f"no limit found: {shapes[0](up_to - 1)!r} is accepted"
+    return longest
+
+
+def _valid(**fields: object) -> bool:
+    try:
+        validate_message({"to": "+31612345678", "from": "X", "body": "b", **fields}, SETTINGS)
+    except ValidationFailed:
+        return False
+    return True
+
+
+def _site_name_valid(name: str) -> bool:
+    try:
+        Settings(sites={name: SiteSettings(url="http://127.0.0.1:1/")})
+    except ValueError:
+        return False
+    return True
+
+
+def _longest_valid_number() -> int:
+    """'+', the country code and the longest national number phonenumbers takes as valid, anywhere."""
+    regions = [phonenumbers.PhoneMetadata.metadata_for_region(r) for r in phonenumbers.SUPPORTED_REGIONS]
+    regions += [
+        phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code)
+        for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS
+    ]
+    return max(1 + len(str(m.country_code)) + max(m.general_desc.possible_length) for m in regions)
+
+
+async def _longest_tenant(store_url: str) -> int:
+    engine = make_engine(StoreSettings(url=store_url))
+    sessions = make_sessionmaker(engine)
+
+    async def accepts(tenant: str) -> bool:
+        try:
+            await create_key(sessions, tenant=tenant)
+        except PermanentError:
+            return False
+        return True
+
+    accepted = [n for n in range(1, 300) if await accepts("t" * n)]
+    await engine.dispose()
+    return _longest(lambda t: len(t) in accepted, lambda n: "t" * n)
+
+
+async def test_every_text_column_holds_the_longest_value_validation_lets_through(store_url) -> None:
+    """Each string column of every model against the longest value that can reach it: PostgreSQL
+    refuses a longer one, and with it every row of the same commit."""
+    tenant = await _longest_tenant(store_url)
+    site = _longest(_site_name_valid, lambda n: "s" * n)
+    sender = _longest(lambda s: _valid(**{"from": s}), lambda n: "+" + "1" * (n - 1), lambda n: "A" * n)
+    reference = _longest(lambda r: _valid(reference=r), lambda n: "r" * n)
+    to_number = _longest_valid_number()
+    message_id = max(len(i) for i in new_message_ids(100))
+    encoding = max(len(count_segments(text).encoding) for text in ("a", "ж", "€"))
+    status = max(len(s.value) for s in Status)
+    limits = {
+        ("api_keys", "tenant"): tenant,
+        ("api_keys", "key_hash"): len(hash_key(new_key())),
+        ("api_keys", "key_prefix"): PREFIX_CHARS,
+        ("messages", "id"): message_id,
+        ("messages", "tenant"): tenant,
+        ("messages", "to_number"): to_number,
+        ("messages", "sender"): sender,
+        ("messages", "client_reference"): reference,
+        ("messages", "encoding"): encoding,
+        ("messages", "site"): site,
+        ("messages", "status"): status,
+        ("attempts", "message_id"): message_id,
+        ("attempts", "site"): site,
+        ("attempts", "outcome"): max(len(o.value) for o in Outcome),
+        ("attempts", "worker"): WORKER_CHARS,
+        ("dead_letters", "message_id"): message_id,
+        ("dead_letters", "tenant"): tenant,
+        ("dead_letters", "site"): site,
+        ("dead_letters", "reason"): max(len(r.value) for r in DeadReason),
+        ("dead_letters", "replayed_to_site"): site,
+        ("idempotency_keys", "tenant"): tenant,
+        ("idempotency_keys", "key"): MAX_KEY_CHARS,
+        ("idempotency_keys", "request_hash"): len(request_hash("/v1/messages", {})),
+    }
+    widths = {
+        (table.name, column.name): column.type.length
+        for table in Base.metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type, String) and column.type.length is not None
+    }
+    assert set(limits) == set(widths), "a new text column needs its validated limit here"
+    too_long = {name: (limits[name], width) for name, width in widths.items() if limits[name] > width}
+    assert too_long == {}

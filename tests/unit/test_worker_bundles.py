@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+import orjson
 import pytest
 
-from shared.model import DeadReason, Job
-from tests.worker_fakes import Message, Publisher, make_job, rooms
+from shared.envelope import H_POSSIBLE_DUPLICATE
+from shared.model import DeadReason, Job, Status
+from tests.worker_fakes import Message, Platform, Publisher, make_job, rooms
 from workers.policy import DeliveryState
 from workers.settlement import Held, Settlement
 
@@ -57,6 +61,20 @@ async def test_jobs_handed_back_from_a_bundle_go_back_as_a_bundle_before_the_ack
     assert message.settled == ["ack"]
 
 
+async def test_jobs_of_a_redelivered_bundle_handed_back_carry_the_possible_duplicate_mark() -> None:
+    publisher = Publisher()
+    settlement = _settlement(publisher)
+    jobs = [make_job() for _ in range(2)]
+    message = Message(jobs, headers={"x-relay-attempt": 0, "x-replay": 2}, redelivered=True)
+    state = DeliveryState.from_headers(message.headers, queue_site="a", redelivered=True)
+    held = settlement.hold(message.incoming(), queue_site="a", jobs=jobs, state=state)
+    await settlement.ack(held[0])
+    await settlement.nack(held[1])
+    [requeued] = publisher.published
+    # A new message is not redelivered: the mark must travel in its headers.
+    assert requeued.headers == {**message.headers, H_POSSIBLE_DUPLICATE: True}
+
+
 async def test_when_the_hand_back_is_not_confirmed_the_whole_message_goes_back() -> None:
     settlement = _settlement(Publisher(fail=True))
     message, held = _hold(settlement, [make_job() for _ in range(2)])
@@ -96,3 +114,28 @@ async def test_a_body_that_is_no_job_is_dead_lettered_and_acked(body: bytes) -> 
     assert verdict["reason"] is DeadReason.MALFORMED
     assert message.settled == ["ack"] and r.settlement.in_flight == 0
     assert [rec.message_id for rec in r.recorder.records] == [message.message_id]
+
+
+async def test_an_unreadable_job_of_a_bundle_is_dead_lettered_under_its_own_id_and_the_rest_delivered() -> (
+    None
+):
+    r = rooms(platform=Platform(max_batch=10))
+    good = [make_job() for _ in range(3)]
+    items = [asdict(job) for job in good]
+    items[1]["priority"] = "high"  # a field a newer producer added: read, ignored
+    broken = {**asdict(make_job()), "id": "b" * 32}
+    del broken["to"]
+    nameless = {"tenant": "t", "body": "no id"}
+    body = orjson.dumps({"v": 1, "jobs": [items[0], broken, items[1], nameless, items[2]]})
+    message = Message(good, body=body)
+    held = await r.intake.hold(message.incoming(), "a")
+    assert [h.job for h in held] == good
+    dead = {job.id: (job, verdict) for job, verdict in (p.dead for p in r.publisher.to("unit.dead"))}
+    assert len(dead) == 2 and "b" * 32 in dead and not set(dead) & {job.id for job in good}
+    for job, verdict in dead.values():
+        assert verdict["reason"] is DeadReason.MALFORMED and orjson.loads(job.body) in (broken, nameless)
+    assert "to" in dead["b" * 32][1]["detail"]
+    assert message.settled == []  # its other jobs are not settled yet
+    await r.delivery.run(held)
+    assert r.platform.sent == good and message.settled == ["ack"]
+    assert {rec.status for rec in r.recorder.records} == {Status.DEAD, Status.DELIVERED}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.envelope import H_ATTEMPT, H_OUTAGE_ATTEMPT, H_SITE, H_SITE_ATTEMPT
+from shared.envelope import H_ATTEMPT, H_OUTAGE_ATTEMPT, H_POSSIBLE_DUPLICATE, H_SITE, H_SITE_ATTEMPT
 from shared.model import DeadReason, Outcome, Status
 from tests.worker_fakes import Message, Rooms, make_job, rooms
 from workers.platforms.base import Result
@@ -111,3 +111,44 @@ async def test_a_handed_back_job_counts_as_a_failover_only_when_its_site_fails()
     await r.outcomes.hand_back(held[1], failover=False)
     assert r.outcomes.totals.failed_over == 1
     assert message.settled == ["nack requeue=True"] and r.publisher.published == []
+
+
+async def test_a_redelivered_job_marks_its_attempt_as_a_possible_duplicate() -> None:
+    r = rooms()
+    message = Message([make_job() for _ in range(2)], redelivered=True)
+    held = await r.intake.hold(message.incoming(), "a")
+    await r.outcomes.settle_all(held, [Result(Outcome.ACCEPTED, "ok")] * 2, 1.0)
+    assert [rec.possible_duplicate for rec in r.recorder.records] == [True, True]
+    assert all(rec.marks_duplicate for rec in r.recorder.records)
+
+
+async def test_the_mark_waits_for_an_attempt_that_may_leave_a_copy() -> None:
+    r = rooms(breaker_failure_threshold=10)
+    _, [held] = await _held(r, headers={H_ATTEMPT: 0, H_POSSIBLE_DUPLICATE: True})
+    await r.outcomes.settle(held, Result(Outcome.UNAVAILABLE, "refused"), 1.0)
+    [record] = r.recorder.records
+    assert not record.possible_duplicate  # nothing arrived: this attempt made no copy
+    [retry] = r.publisher.published
+    assert retry.headers[H_POSSIBLE_DUPLICATE] is True  # the job may still be at the platform from before
+    # The next worker takes the retry and its attempt may leave a copy: that one carries the mark.
+    after = rooms()
+    retried = Message([held.job], headers=retry.headers)
+    [again] = await after.intake.hold(retried.incoming(), "a")
+    await after.outcomes.settle(again, Result(Outcome.ACCEPTED, "ok"), 1.0)
+    assert [rec.possible_duplicate for rec in after.recorder.records] == [True]
+
+
+async def test_a_refusal_or_an_expiry_of_a_marked_job_is_not_a_possible_duplicate() -> None:
+    r = rooms()
+    message = Message([make_job(), make_job(expires_at=1.0)], redelivered=True)
+    refused, expired = await r.intake.hold(message.incoming(), "a")
+    await r.outcomes.settle(refused, Result(Outcome.REJECTED, "no route"), 1.0)
+    await r.outcomes.expire(expired)
+    assert [rec.possible_duplicate for rec in r.recorder.records] == [False, False]
+
+
+async def test_an_unmarked_job_is_not_a_possible_duplicate() -> None:
+    r = rooms()
+    _, held = await _held(r)
+    await r.outcomes.settle_all(held, [Result(Outcome.ACCEPTED, "ok")], 1.0)
+    assert [rec.possible_duplicate for rec in r.recorder.records] == [False]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from shared.envelope import H_ATTEMPT, H_ORIGIN, H_SITE, H_SITE_ATTEMPT
+from shared.envelope import H_ATTEMPT, H_ORIGIN, H_POSSIBLE_DUPLICATE, H_SITE, H_SITE_ATTEMPT
 from shared.topology import Topology, delay_queue, jobs_exchange
 from workers.policy import DeliveryState, GiveUp, Retry, after_failure, next_site
 
@@ -118,3 +118,20 @@ def test_attempts_during_an_outage_never_exhaust_a_job() -> None:
         state = step.state
     assert state.counted_attempts == 3
     assert _step(state, tried=tried, max_attempts=4, per_site=100) == GiveUp(attempts=54)
+
+
+def test_a_possible_duplicate_comes_from_a_redelivery_or_the_header_and_travels_with_every_retry() -> None:
+    plain = DeliveryState.from_headers({H_ATTEMPT: 1}, queue_site="a")
+    assert not plain.possible_duplicate and H_POSSIBLE_DUPLICATE not in plain.headers()
+    assert DeliveryState.from_headers({H_ATTEMPT: 1}, queue_site="a", redelivered=True).possible_duplicate
+    for value in (True, 1, "1", "true", b"yes"):
+        assert DeliveryState.from_headers({H_POSSIBLE_DUPLICATE: value}, queue_site="a").possible_duplicate
+    for value in (False, 0, "0", "false", b"", None):
+        assert not DeliveryState.from_headers(
+            {H_POSSIBLE_DUPLICATE: value}, queue_site="a"
+        ).possible_duplicate
+    marked = DeliveryState(attempt=0, site_attempt=0, site="a", origin="a", possible_duplicate=True)
+    assert DeliveryState.from_headers(marked.headers(), queue_site="a") == marked
+    for failing in (False, True):
+        step = _step(marked, failing=failing)
+        assert isinstance(step, Retry) and step.state.headers()[H_POSSIBLE_DUPLICATE] is True
