@@ -116,7 +116,8 @@ def register(app: typer.Typer) -> None:
         """Failover drill: traffic, a fault at one site, a verdict. Exit 0 only if nothing was lost.
 
         Faults: down (refused connections, the default), blackhole (no answer), error (500s, nothing
-        taken), kill-worker.
+        taken), kill-worker. At an smpp site's simulated SMSC: its port closed, submits unanswered, binds
+        refused.
 
         kill-worker SIGKILLs the site's workers on this host; `relay up` restarts them.
 
