@@ -75,7 +75,7 @@ async def smpp_and_http(tmp_path: Path, broker_url: str, prefix: str) -> AsyncIt
                     stack.enter_context(
                         spawned([*args, "--metrics-port", str(port)], log=tmp_path / f"worker-{site}.log")
                     )
-                async with JobPublisher(broker_url, prefix, config) as jobs:
+                async with JobPublisher(config=config) as jobs:
                     await wait_for_consumers(jobs, {"a": 2, "b": 2}, timeout_s=40)
                 yield SmppAndHttp(
                     config=config,
@@ -103,7 +103,7 @@ async def test_smsc_down_mid_stream_every_job_goes_through_the_http_site(
     smpp_and_http: SmppAndHttp, broker_url: str, prefix: str
 ) -> None:
     r = smpp_and_http
-    async with JobPublisher(broker_url, prefix, r.config) as jobs:
+    async with JobPublisher(config=r.config) as jobs:
         # Site a's SMPP session works before the fault.
         await jobs.stream(20, rate_per_s=100)
         assert await wait_until(lambda: r.smsc.stats()["unique"] >= 5, timeout_s=20), r.logs()

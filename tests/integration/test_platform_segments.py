@@ -74,7 +74,7 @@ async def workers(
             for site in sites:
                 args = [*RELAY, "--config", str(config), "worker", "--site", site, "--metrics-port", "0"]
                 stack.enter_context(spawned(args, log=tmp_path / f"worker-{site}.log"))
-            async with JobPublisher(broker_url, prefix, config) as jobs:
+            async with JobPublisher(config=config) as jobs:
                 await wait_for_consumers(jobs, dict.fromkeys(sites, len(sites)), timeout_s=40)
                 yield config, jobs
     finally:
