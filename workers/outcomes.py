@@ -162,14 +162,15 @@ class Outcomes:
             )
             return
         if await self._confirmed(held, self._republish(held, step)):
-            log.info(
-                "job longer than the site carries handed on",
-                message_id=held.job.id,
-                segments=segments,
-                site=self._site,
-                to=step.routing_key,
-            )
+            # A standby take put back to wait for its own site is not news; a hand-over is.
             if step.switched_site:
+                log.info(
+                    "job longer than the site carries handed over",
+                    message_id=held.job.id,
+                    segments=segments,
+                    site=self._site,
+                    to=step.routing_key,
+                )
                 self.totals.failed_over += 1
                 self._metrics.failovers.labels(site=self._site, kind="segments").inc()
             await self._settlement.ack(held)
