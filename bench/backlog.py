@@ -116,7 +116,7 @@ def _bundles(count: int, bundle_max: int) -> Iterator[tuple[str, bytes]]:
 async def fill_backlog(settings: Settings, *, count: int) -> float:
     """Publish `count` jobs to the site's queue as the ingress does under load (full bundles of
     `ingress.bundle_max`, no delivery-state headers); seconds taken."""
-    connection = await aio_pika.connect(settings.broker.url)
+    connection = await aio_pika.connect(settings.broker.urls[0])
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await declare(channel, topology_from(settings))
@@ -132,7 +132,7 @@ async def fill_backlog(settings: Settings, *, count: int) -> float:
 
 
 async def queue_depth(settings: Settings) -> int:
-    connection = await aio_pika.connect(settings.broker.url)
+    connection = await aio_pika.connect(settings.broker.urls[0])
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(site_queue(settings.broker.prefix, SITE), passive=True)

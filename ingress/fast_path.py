@@ -1,4 +1,5 @@
-"""Serves the two submit URLs straight from ASGI; everything else goes to the FastAPI app.
+"""Serves the two submit URLs and the drop-in APIs (`ingress.compat`) straight from ASGI; everything else
+goes to the FastAPI app.
 
 Measured under load, FastAPI's per-request machinery (middleware stack, dependency solving, query
 parsing) cost more CPU than the submit itself. The FastAPI routes of the same URLs stay, for the
@@ -7,15 +8,17 @@ OpenAPI document and for anyone mounting the bare app; both call `ingress.submis
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
 
 from ingress import problems
+from ingress.compat.common import CompatRequest
+from ingress.compat.routes import DropIns
 from ingress.problems import PROBLEM_TYPE
-from ingress.submission import BATCH_PATH, SINGLE_PATH, IncomingSubmit, Submissions
+from ingress.submission import BATCH_PATH, SINGLE_PATH, IncomingSubmit, Reply, Submissions
 from shared.logs import get_logger
 
 log = get_logger("ingress.api")
@@ -30,14 +33,23 @@ class ClientGone(Exception):
 class RelayApp:
     """The ASGI application uvicorn serves."""
 
-    def __init__(self, *, api: FastAPI, submissions: Submissions) -> None:
+    def __init__(self, *, api: FastAPI, submissions: Submissions, drop_ins: DropIns) -> None:
         self.api = api
         self._submissions = submissions
+        self._drop_ins = drop_ins
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _PATHS:
-            await self.api(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            if scope["method"] == "POST" and scope["path"] in _PATHS:
+                await _answer(send, self._submit(scope, receive), scope["path"])
+                return
+            drop_in = self._drop_ins.handler(scope["method"], scope["path"])
+            if drop_in is not None:
+                await _answer(send, drop_in(CompatRequest.from_scope(scope, _body(receive))), scope["path"])
+                return
+        await self.api(scope, receive, send)
+
+    def _submit(self, scope: dict[str, Any], receive: Any) -> Awaitable[Reply]:
         headers: dict[bytes, bytes] = dict(scope["headers"])
 
         def header(name: bytes) -> str | None:
@@ -51,21 +63,25 @@ class RelayApp:
             content_length=header(b"content-length"),
             body=_body(receive),
         )
-        try:
-            reply = await self._submissions.handle(request)
-        except ClientGone:
-            return
-        except Exception as exc:  # a bug must still answer as a problem, never hang the client
-            log.error("submit failed", error=repr(exc))
-            body = problems.problem_body(
-                status=500,
-                kind="internal",
-                title="Internal error",
-                detail="the request failed; nothing was accepted",
-            )
-            await _send(send, 500, orjson.dumps(body), PROBLEM_TYPE, {})
-            return
-        await _send(send, reply.status, reply.body, reply.media_type, reply.headers)
+        return self._submissions.handle(request)
+
+
+async def _answer(send: Any, pending: Awaitable[Reply], path: str) -> None:
+    try:
+        reply = await pending
+    except ClientGone:
+        return
+    except Exception as exc:  # a bug must still answer as a problem, never hang the client
+        log.error("request failed", path=path, error=repr(exc))
+        body = problems.problem_body(
+            status=500,
+            kind="internal",
+            title="Internal error",
+            detail="the request failed; nothing was accepted",
+        )
+        await _send(send, 500, orjson.dumps(body), PROBLEM_TYPE, {})
+        return
+    await _send(send, reply.status, reply.body, reply.media_type, reply.headers)
 
 
 async def _body(receive: Any) -> AsyncIterator[bytes]:

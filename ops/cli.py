@@ -1,24 +1,26 @@
-"""The `relay` command. Thin: it parses options and calls into the packages.
+"""The `relay` command's entry point: runs the application and turns every failure into one line on
+stderr that starts with `relay:`, and an exit code (listed in `ops.context`).
 
-Exit codes are listed in `ops.context`.
+At first this module imports only the standard library, the exit codes and the error hierarchy: the
+application's own imports take seconds on a busy machine, and an interrupt during them must end as quietly
+as any other.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from ops import commands, drill, launcher, service_commands
 from ops.context import (
     EXIT_BROKER,
     EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
+    EXIT_OK,
     EXIT_STORE,
     EXIT_TRANSIENT,
     EXIT_USAGE,
-    settings,
 )
 from shared.errors import (
     BrokerUnavailable,
@@ -29,29 +31,9 @@ from shared.errors import (
     StoreUnavailable,
     TransientError,
 )
-from shared.settings import use_config_file
 
-app = typer.Typer(
-    name="relay",
-    help="Geo-redundant store-and-forward SMS relay.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-
-@app.callback()
-def _root(
-    config: Path | None = typer.Option(
-        None, "--config", envvar="RELAY_CONFIG", help="TOML configuration file.", dir_okay=False
-    ),
-) -> None:
-    use_config_file(config)
-    settings.cache_clear()
-
-
-for _module in (service_commands, commands, launcher, drill):
-    _module.register(app)
+if TYPE_CHECKING:
+    import typer
 
 
 def exit_code_for(exc: RelayError) -> int:
@@ -68,14 +50,51 @@ def exit_code_for(exc: RelayError) -> int:
     return EXIT_CHECK_FAILED
 
 
-def main() -> None:
+def one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def run(args: Sequence[str] | None = None) -> int:
+    """Run `relay ARGS` (default: the process's arguments) and return its exit code."""
     try:
-        app()
+        import typer
+
+        from ops.app import app
+
+        try:
+            # Not standalone: Typer would print its own usage errors, several lines in a box.
+            result: Any = app(args=args, prog_name="relay", standalone_mode=False)
+        except typer.TyperException as exc:  # every parsing and usage error
+            return _parse_error(exc)
+        except typer.Abort as exc:
+            # A prompt answered with Ctrl-C or an end of input: nothing was done.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                return EXIT_INTERRUPTED
+            print("relay: aborted; nothing was done", file=sys.stderr)
+            return EXIT_CHECK_FAILED
+        # Without standalone mode an `Exit` (and an interrupt, as `Exit(130)`) comes back as its code.
+        return result if isinstance(result, int) else EXIT_OK
     except RelayError as exc:
-        typer.echo(f"relay: {exc}", err=True)
-        sys.exit(exit_code_for(exc))
+        print(f"relay: {one_line(str(exc))}", file=sys.stderr)
+        return exit_code_for(exc)
     except KeyboardInterrupt:
-        sys.exit(130)
+        return EXIT_INTERRUPTED
+
+
+def _parse_error(exc: typer.TyperException) -> int:
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)  # set on usage errors: the command they are about
+    if ctx is not None and message == ctx.get_help():
+        # `relay` or a command group without a sub-command: the help is the answer.
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    print(f"relay: {one_line(message)}{hint}", file=sys.stderr)
+    return exc.exit_code
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from shared.settings import CONFIG_ENV, Settings, SiteSettings
+from shared.settings import CONFIG_ENV, DATA_DIR_NAME, Settings, SiteSettings, data_dir
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 ENV_PREFIX = "RELAY_"
 NESTED = "__"
+# The data directory as the reference shows it: the same text on every machine.
+DATA_DIR_SHOWN = f"~/.local/share/{DATA_DIR_NAME}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +48,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | Path):
-        return f'"{value}"'
+        return '"' + str(value).replace(str(data_dir()), DATA_DIR_SHOWN) + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -104,11 +106,17 @@ def render() -> str:
     lines = [
         "Every key can be set in the TOML file named by `--config` or `"
         + CONFIG_ENV
-        + "` (as `[section]` tables)",
+        + "` (as `[section]` tables;",
+        "with neither, a command reads the file of the relay `make run` runs, while it runs)",
         "or by an environment variable, which wins. Lists and tables in environment variables are JSON,",
         "e.g. `RELAY_WORKER__RETRY_DELAYS_S='[1,5,30]'`. Sites are a table of tables: `[sites.a]`,",
         "`RELAY_SITES__A__URL=...`. No site is configured by default: name every site you want (`relay up`",
         "runs two simulated sites, `a` and `b`, when none is named).",
+        "",
+        "A relative file path (a SQLite `store.url`, `ingress.spool_path`) written in the TOML file is",
+        "taken from the file's own folder; one given in the environment, from the current directory.",
+        f"By default both files lie in the data directory, `{DATA_DIR_SHOWN}`",
+        f"(`$XDG_DATA_HOME/{DATA_DIR_NAME}` when XDG_DATA_HOME is set), whatever folder a command runs in.",
         "",
         "| Key | Environment variable | Default | Description |",
         "|---|---|---|---|",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
+from rich.table import Table
 
 from shared.errors import ValidationFailed
 
@@ -37,6 +38,46 @@ def parse_duration(text: str, *, option: str) -> timedelta:
 def is_terminal(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
+
+
+def is_terminal_out() -> bool:
+    return is_terminal(sys.stdout)
+
+
+def plain_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, header: bool = True) -> list[str]:
+    """Rows as lines of columns aligned by spaces, for a pipe or a file: no box, no colour, no wrapping."""
+    table = [list(headers), *(list(row) for row in rows)] if header else [list(row) for row in rows]
+    if not table:
+        return []
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
+
+
+def print_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    foot: str | None = None,
+) -> None:
+    """A Rich table on a terminal; plain aligned lines into a pipe or a file (what `relay status` does)."""
+    if not is_terminal_out():
+        lines = plain_table(headers, rows)
+        output_lines = [f"{title}:", *lines] if title else lines
+        write_lines([*output_lines, foot] if foot else output_lines)
+        return
+    table = Table(title=title)
+    for name in headers:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*row)
+    console = stdout_console()
+    console.print(table)
+    if foot:
+        console.print(foot)
 
 
 def stdout_console() -> Console:
@@ -96,8 +137,10 @@ def format_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
 
 
-def quiet_broker_client_logs() -> None:
-    """The operator commands report a broker failure in one line of their own; the client's reconnect
-    chatter on stderr would bury it."""
+def quiet_client_logs() -> None:
+    """The operator commands report a failure in one line of their own: the broker client's reconnect
+    chatter and the HTTP client's line per request on stderr would bury it."""
     for name in ("aio_pika", "aiormq"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.engine import make_url
 
-from ops.context import settings
-from shared.errors import ConfigError, StoreUnavailable
+from ops import output
+from ops.context import check_site, settings
+from ops.store_access import open_store, run
+from shared.settings import sqlite_file
+from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
-from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.migrate import upgrade
 from simulator.cli import platform_sim
 from simulator.smsc.cli import smsc_sim
@@ -32,25 +32,27 @@ keys_app = typer.Typer(help="API keys of the HTTP API (only their sha256 is stor
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
-    """Run the Alembic migrations (the only way the schema is made)."""
-    upgrade(settings().store, revision)
-    typer.echo(f"store at revision {revision}")
+def db_upgrade(
+    revision: str = typer.Argument("head", metavar="REVISION", help="Alembic revision to upgrade to."),
+) -> None:
+    """Create the store or bring its schema up to date (the only way the schema is made)."""
+    store = settings().store
+    path = sqlite_file(store.url)
+    if path is not None:
+        path = path.absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+    upgrade(store, revision)
+    # Where the store is, for an operator: the SQLite file, or the URL without its password.
+    where = str(path) if path is not None else make_url(store.url).render_as_string(hide_password=True)
+    typer.echo(f"store {where} at revision {revision}")
 
 
 def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
-    async def run() -> T:
-        engine = make_engine(settings().store)
-        try:
-            return await action(make_sessionmaker(engine))
-        except (OperationalError, ProgrammingError) as exc:
-            raise StoreUnavailable(
-                f"the store cannot be used ({exc.orig!r}); is it reachable and upgraded (relay db upgrade)?"
-            ) from None
-        finally:
-            await engine.dispose()
+    async def with_sessions() -> T:
+        async with open_store(settings().store) as sessions:
+            return await action(sessions)
 
-    return asyncio.run(run())
+    return run(with_sessions())
 
 
 def _key_json(info: KeyInfo) -> dict[str, Any]:
@@ -64,9 +66,18 @@ def _key_json(info: KeyInfo) -> dict[str, Any]:
 
 
 @keys_app.command("create")
-def keys_create(tenant: str = typer.Option(..., "--tenant", help="Tenant the key sends for.")) -> None:
-    """Create a key; it is shown once, as the last line (only its hash is stored)."""
-    key, info = _with_store(lambda sessions: create_key(sessions, tenant=tenant))
+def keys_create(
+    tenant: str = typer.Option(..., "--tenant", metavar="TENANT", help="Tenant the key sends for."),
+) -> None:
+    """Create a key; it is shown once, as the last line (only its hash is stored). The first line names
+    the tenant's account SID, the user name for the Twilio-style API."""
+
+    async def create(sessions: Any) -> tuple[str, KeyInfo, str]:
+        key, info = await create_key(sessions, tenant=tenant)
+        return key, info, await ensure_account_sid(sessions, tenant=info.tenant)
+
+    key, info, sid = _with_store(create)
+    typer.echo(f"account SID: {sid}")
     typer.echo(f"created API key {info.prefix}... for tenant {info.tenant}; it is shown only now:", err=False)
     typer.echo(key)
 
@@ -78,30 +89,32 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="JSON instead o
     if as_json:
         typer.echo(json.dumps([_key_json(i) for i in infos], indent=2))
         return
-    table = Table(title="API keys")
-    for column in ("tenant", "prefix", "created", "revoked"):
-        table.add_column(column)
-    for info in infos:
-        table.add_row(
-            info.tenant,
-            info.prefix,
-            info.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            info.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if info.revoked_at else "-",
-        )
-    Console().print(table)
+    rows = [
+        [info.tenant, info.prefix, output.short_time(info.created_at), output.short_time(info.revoked_at)]
+        for info in infos
+    ]
+    output.print_table(["tenant", "prefix", "created (UTC)", "revoked (UTC)"], rows)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_or_prefix: str = typer.Argument(..., help="The whole key, or its prefix.")) -> None:
+def keys_revoke(
+    key_or_prefix: str = typer.Argument(..., metavar="KEY", help="The whole key, or its prefix."),
+) -> None:
     """Revoke a key (the ingress stops taking it within seconds)."""
     info = _with_store(lambda sessions: revoke_key(sessions, key_or_prefix))
     typer.echo(f"revoked {info.prefix}... of tenant {info.tenant}")
 
 
 def ingress_command(
-    host: str | None = typer.Option(None, "--host", help="Listen address (default: ingress.host)."),
-    port: int | None = typer.Option(None, "--port", help="Listen port (default: ingress.port)."),
-    processes: int | None = typer.Option(None, "--processes", help="Processes (default: ingress.processes)."),
+    host: str | None = typer.Option(
+        None, "--host", metavar="ADDRESS", help="Listen address (default: ingress.host)."
+    ),
+    port: int | None = typer.Option(
+        None, "--port", metavar="PORT", help="Listen port (default: ingress.port)."
+    ),
+    processes: int | None = typer.Option(
+        None, "--processes", metavar="N", help="Processes (default: ingress.processes)."
+    ),
 ) -> None:
     """Serve the HTTP API (submit, status, health, metrics) with its spool forwarder and recorder."""
     from ingress.server import serve
@@ -112,14 +125,19 @@ def ingress_command(
     }
     if overrides:
         loaded = loaded.model_copy(update={"ingress": loaded.ingress.model_copy(update=overrides)})
+    # The default spool lies in the data directory, which a fresh machine does not have yet.
+    loaded.ingress.spool_path.absolute().parent.mkdir(parents=True, exist_ok=True)
     serve(loaded)
 
 
 def worker(
-    site: str = typer.Option(..., "--site", help="The site whose platform this worker delivers to."),
+    site: str = typer.Option(
+        ..., "--site", metavar="SITE", help="The site whose platform this worker delivers to."
+    ),
     concurrency: int | None = typer.Option(
         None,
         "--concurrency",
+        metavar="N",
         min=1,
         max=4096,
         help="Platform requests at once (default: worker.concurrency).",
@@ -127,6 +145,7 @@ def worker(
     metrics_port: int | None = typer.Option(
         None,
         "--metrics-port",
+        metavar="PORT",
         min=0,
         max=65535,
         help="Prometheus port, 0 for none (default: worker.metrics_port).",
@@ -134,8 +153,7 @@ def worker(
 ) -> None:
     """Run one worker of a site's pool until SIGTERM; it also stands by for the other sites' queues."""
     loaded = settings()
-    if site not in loaded.sites:
-        raise ConfigError(f"unknown site {site!r}: configured sites are {', '.join(loaded.site_names)}")
+    check_site(loaded, site)
     size = concurrency or loaded.worker.concurrency
     port = loaded.worker.metrics_port if metrics_port is None else metrics_port
     _run(_serve(site=site, concurrency=size, metrics_port=port))

@@ -1,151 +1,40 @@
 """`relay status`: what each site is doing now, read from the broker, the workers' heartbeats, the ingress
-and the store. Every source may be down; the snapshot says which and shows the rest."""
+and the store. Every source may be down; the snapshot says which and shows the rest.
+
+The heartbeats are kept by `ops.status_heartbeats`, the snapshot is `ops.status_model`'s, and
+`ops.status_render` writes it out.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ops.store_access import STORE_ERRORS, store_error
+from ops.status_heartbeats import HeartbeatCollector, WorkerView, circuit_summary
+from ops.status_model import UNKNOWN, SiteView, Snapshot
+from ops.store_access import STORE_ERRORS, require_store, store_error
 from shared.broker import connect
-from shared.envelope import decode_heartbeat
-from shared.errors import EnvelopeError, RelayError
-from shared.model import CircuitState, Heartbeat, Outcome
+from shared.errors import RelayError, StoreUnavailable
+from shared.model import Outcome
 from shared.settings import Settings
 from shared.store import dead_letters
 from shared.store.dead_letters import DeadFilter
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Attempt, utcnow
-from shared.topology import delay_queue, heartbeat_exchange, site_queue
+from shared.topology import delay_queue, site_queue
 
-UNKNOWN = "unknown"
+Depths = dict[str, tuple[int | None, int | None]]  # queue name: (ready, consumers)
+
 RATE_WINDOW_S = 60.0
-
-
-@dataclass(slots=True, kw_only=True)
-class WorkerView:
-    worker: str
-    circuit: str
-    in_flight: int
-    concurrency: int
-    delivered_total: int
-    failed_over_total: int
-    age_s: float  # since its last heartbeat
-    delivered_per_s: float | None  # from its last two heartbeats
-    problem: str | None = None  # why its platform cannot take traffic
-
-
-@dataclass(slots=True, kw_only=True)
-class SiteView:
-    name: str
-    queue: str
-    ready: int | None  # None: the queue could not be read
-    consumers: int | None
-    unacked: int  # held by this site's workers (their heartbeats' in_flight)
-    delay_queues: dict[str, int | None]
-    circuit: str
-    workers: list[WorkerView] = field(default_factory=list)
-    delivered_per_s: float | None = None
-    rate_source: str | None = None  # "heartbeats" or "store"
-
-
-@dataclass(slots=True, kw_only=True)
-class Snapshot:
-    at: str
-    prefix: str
-    broker: str  # "ok" | "down"
-    broker_error: str | None
-    store: str
-    store_error: str | None
-    ingress: dict[str, Any]
-    sites: list[SiteView]
-    dead_letters: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class HeartbeatCollector:
-    """Keeps the last two heartbeats of every worker, from an exclusive queue bound to the fanout."""
-
-    def __init__(self, *, max_age_s: float) -> None:
-        self._max_age_s = max_age_s
-        self._beats: dict[str, deque[Heartbeat]] = {}
-
-    async def start(self, connection: AbstractRobustConnection, *, prefix: str) -> bool:
-        """Listen, if the exchange exists (workers declare it); False when it does not exist yet."""
-        channel = await connection.channel()
-        try:
-            # Passive: a status pointed at a wrong prefix must not leave an exchange behind.
-            exchange = await channel.get_exchange(heartbeat_exchange(prefix), ensure=True)
-        except AMQPError:
-            return False  # the failed passive declare closed that channel
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(exchange)
-        await queue.consume(self._on_message)
-        return True
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        async with message.process():
-            try:
-                beat = decode_heartbeat(message.body)
-            except EnvelopeError:
-                return  # a beat from a newer or broken worker is not worth failing the status over
-            self.add(beat)
-
-    def add(self, beat: Heartbeat) -> None:
-        self._beats.setdefault(beat.worker, deque(maxlen=2)).append(beat)
-
-    def views(self, *, now_s: float) -> dict[str, list[WorkerView]]:
-        by_site: dict[str, list[WorkerView]] = {}
-        for beats in self._beats.values():
-            last = beats[-1]
-            age_s = max(now_s - last.at, 0.0)
-            if age_s > self._max_age_s:
-                continue  # a worker silent this long is gone
-            rate = None
-            if len(beats) == 2 and last.at > beats[0].at:
-                rate = max(last.delivered_total - beats[0].delivered_total, 0) / (last.at - beats[0].at)
-            by_site.setdefault(last.site, []).append(
-                WorkerView(
-                    worker=last.worker,
-                    circuit=last.circuit,
-                    in_flight=last.in_flight,
-                    concurrency=last.concurrency,
-                    delivered_total=last.delivered_total,
-                    failed_over_total=last.failed_over_total,
-                    age_s=round(age_s, 1),
-                    delivered_per_s=None if rate is None else round(rate, 2),
-                    problem=last.problem,
-                )
-            )
-        for views in by_site.values():
-            views.sort(key=lambda v: v.worker)
-        return by_site
-
-
-def circuit_summary(workers: list[WorkerView]) -> str:
-    """`closed` when all are; else each state with how many workers are in it, worst first."""
-    if not workers:
-        return "no workers"
-    states = [w.circuit for w in workers]
-    if all(s == CircuitState.CLOSED for s in states):
-        return CircuitState.CLOSED.value
-    order = [CircuitState.OPEN.value, CircuitState.HALF_OPEN.value, CircuitState.CLOSED.value]
-    parts = [f"{state} {states.count(state)}/{len(states)}" for state in order if state in states]
-    problems = sorted({w.problem for w in workers if w.problem and w.circuit != CircuitState.CLOSED})
-    return ", ".join(parts) + "".join(f": {problem}" for problem in problems)
 
 
 def readyz_url(config: Settings) -> str:
@@ -201,10 +90,10 @@ class StatusReader:
         if self._engine is not None:
             await self._engine.dispose()
 
-    async def warm_up(self) -> None:
-        """Wait long enough for every live worker to have sent a heartbeat."""
-        if self._listening:
-            await asyncio.sleep(self._config.worker.heartbeat_interval_s + 0.5)
+    @property
+    def warm_up_s(self) -> float:
+        """How long to listen before the first snapshot: every live worker will have sent a heartbeat."""
+        return self._config.worker.heartbeat_interval_s + 0.5 if self._listening else 0.0
 
     async def _ensure_broker(self) -> None:
         try:
@@ -227,38 +116,8 @@ class StatusReader:
         await self._ensure_broker()
         config = self._config
         workers = self._collector.views(now_s=time.time())
-        depths: dict[str, tuple[int | None, int | None]] = {}
-        if self._connection is not None:
-            depths = await self._queue_depths()
+        depths: Depths = await self._queue_depths() if self._connection is not None else {}
         store_state, store_err, dead, store_rates = await self._store_view()
-        sites = []
-        for name in config.site_names:
-            site_workers = workers.get(name, [])
-            ready, consumers = depths.get(site_queue(config.broker.prefix, name), (None, None))
-            rates = [w.delivered_per_s for w in site_workers if w.delivered_per_s is not None]
-            rate: float | None = round(sum(rates), 2) if rates else None
-            source = "heartbeats" if rates else None
-            if rate is None and name in store_rates:
-                rate, source = store_rates[name], "store"
-            sites.append(
-                SiteView(
-                    name=name,
-                    queue=site_queue(config.broker.prefix, name),
-                    ready=ready,
-                    consumers=consumers,
-                    unacked=sum(w.in_flight for w in site_workers),
-                    delay_queues={
-                        f"{delay_s}s": depths.get(delay_queue(config.broker.prefix, name, delay_s), (None,))[
-                            0
-                        ]
-                        for delay_s in config.worker.retry_delays_s
-                    },
-                    circuit=circuit_summary(site_workers),
-                    workers=site_workers,
-                    delivered_per_s=rate,
-                    rate_source=source,
-                )
-            )
         return Snapshot(
             at=utcnow().isoformat(timespec="seconds"),
             prefix=config.broker.prefix,
@@ -267,19 +126,57 @@ class StatusReader:
             store=store_state,
             store_error=store_err,
             ingress=await read_ingress(config, client=self._http),
-            sites=sites,
+            sites=[
+                self._site_view(name, workers.get(name, []), depths, store_rates.get(name))
+                for name in config.site_names
+            ],
             dead_letters=dead,
         )
 
-    async def _queue_depths(self) -> dict[str, tuple[int | None, int | None]]:
+    def _site_view(
+        self, name: str, workers: list[WorkerView], depths: Depths, store_rate: float | None
+    ) -> SiteView:
+        prefix = self._config.broker.prefix
+        ready, consumers = depths.get(site_queue(prefix, name), (None, None))
+        rates = [w.delivered_per_s for w in workers if w.delivered_per_s is not None]
+        rate: float | None = round(sum(rates), 2) if rates else None
+        source = "heartbeats" if rates else None
+        if rate is None and store_rate is not None:
+            rate, source = store_rate, "store"
+        return SiteView(
+            name=name,
+            queue=site_queue(prefix, name),
+            ready=ready,
+            consumers=consumers,
+            unacked=sum(w.in_flight for w in workers),
+            delay_queues={
+                f"{delay_s}s": depths.get(delay_queue(prefix, name, delay_s), (None, None))[0]
+                for delay_s in self._config.worker.retry_delays_s
+            },
+            circuit=circuit_summary(workers),
+            workers=workers,
+            delivered_per_s=rate,
+            rate_source=source,
+        )
+
+    async def _queue_depths(self) -> Depths:
         """(ready, consumers) of every site and delay queue, by passive declares (they create nothing)."""
-        assert self._connection is not None
-        config = self._config
+        prefix, delays_s = self._config.broker.prefix, self._config.worker.retry_delays_s
         names = []
-        for site in config.site_names:
-            names.append(site_queue(config.broker.prefix, site))
-            names.extend(delay_queue(config.broker.prefix, site, d) for d in config.worker.retry_delays_s)
-        depths: dict[str, tuple[int | None, int | None]] = {}
+        for site in self._config.site_names:
+            names.append(site_queue(prefix, site))
+            names.extend(delay_queue(prefix, site, delay_s) for delay_s in delays_s)
+        depths: Depths = {}
+        try:
+            # Bounded: a broker that stops answering half-way must not hold up a watch for ever.
+            async with asyncio.timeout(self._config.broker.connect_timeout_s):
+                await self._declare_passively(names, depths)
+        except (AMQPError, OSError, RuntimeError, TimeoutError) as exc:
+            self._broker_error = f"lost the broker: {exc!r}"
+        return depths
+
+    async def _declare_passively(self, names: list[str], depths: Depths) -> None:
+        assert self._connection is not None
         channel = None
         try:
             for name in names:
@@ -293,16 +190,18 @@ class StatusReader:
                     continue
                 result = queue.declaration_result
                 depths[name] = (result.message_count, result.consumer_count)
-        except (AMQPError, OSError, RuntimeError, TimeoutError) as exc:
-            self._broker_error = f"lost the broker: {exc!r}"
         finally:
             if channel is not None and not channel.is_closed:
                 with contextlib.suppress(Exception):
-                    await channel.close()
-        return depths
+                    await asyncio.wait_for(channel.close(), timeout=2.0)
 
     async def _store_view(self) -> tuple[str, str | None, dict[str, Any], dict[str, float]]:
         assert self._sessions is not None
+        unknown: dict[str, Any] = {"total": UNKNOWN, "by_reason": {}}
+        try:
+            require_store(self._config.store)  # before a session: it would create an empty SQLite file
+        except StoreUnavailable as exc:
+            return "down", str(exc), unknown, {}
         try:
             async with self._sessions() as session:
                 counts = await dead_letters.counts_by_reason(session, DeadFilter())
@@ -315,90 +214,5 @@ class StatusReader:
                 rates = dict.fromkeys(self._config.site_names, 0.0)
                 rates.update({site: round(n / RATE_WINDOW_S, 2) for site, n in rows.all()})
         except STORE_ERRORS as exc:
-            return "down", str(store_error(exc)), {"total": UNKNOWN, "by_reason": {}}, {}
+            return "down", str(store_error(exc)), unknown, {}
         return "ok", None, {"total": sum(counts.values()), "by_reason": counts}, rates
-
-
-# --- rendering ------------------------------------------------------------------------------------------
-
-
-def _num(value: int | float | str | None) -> str:
-    return "?" if value is None else str(value)
-
-
-def _rate(site: SiteView) -> str:
-    if site.delivered_per_s is None:
-        return "-"
-    return f"{site.delivered_per_s:g}/s ({site.rate_source})"
-
-
-def _delays(site: SiteView) -> str:
-    return " ".join(f"{tier}:{_num(n)}" for tier, n in site.delay_queues.items())
-
-
-def _headline(snap: Snapshot) -> str:
-    ingress = snap.ingress
-    if ingress.get("reachable"):
-        ingress_text = "ready" if ingress.get("ready") else "NOT READY"
-    else:
-        ingress_text = "unreachable"
-    return (
-        f"broker {snap.broker}  store {snap.store}  ingress {ingress_text}  "
-        f"spool backlog {ingress.get('spool_backlog', UNKNOWN)}  (prefix {snap.prefix}, {snap.at})"
-    )
-
-
-def _dead_text(snap: Snapshot) -> str:
-    by_reason = snap.dead_letters.get("by_reason") or {}
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items()))
-    return f"dead letters {snap.dead_letters.get('total')}" + (f" ({detail})" if detail else "")
-
-
-def render_plain(snap: Snapshot) -> str:
-    lines = [_headline(snap)]
-    for error in (snap.broker_error, snap.store_error):
-        if error:
-            lines.append(f"  ! {error}")
-    for site in snap.sites:
-        lines.append(
-            f"site {site.name}: queue {site.queue} ready {_num(site.ready)} unacked {site.unacked} "
-            f"consumers {_num(site.consumers)} delay {_delays(site)} circuit {site.circuit} "
-            f"workers {len(site.workers)} delivered {_rate(site)}"
-        )
-        for worker in site.workers:
-            lines.append(
-                f"  worker {worker.worker} circuit {worker.circuit} in-flight {worker.in_flight}/"
-                f"{worker.concurrency} delivered {worker.delivered_total} "
-                f"failed-over {worker.failed_over_total} seen {worker.age_s}s ago"
-            )
-    lines.append(_dead_text(snap))
-    return "\n".join(lines)
-
-
-def render_rich(snap: Snapshot) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title="sites", expand=False)
-    for name in ("site", "ready", "unacked", "consumers", "delay queues", "circuit", "workers", "delivered"):
-        table.add_column(name, justify="right" if name in ("ready", "unacked", "consumers") else "left")
-    for site in snap.sites:
-        circuit_style = "green" if site.circuit == "closed" else "red"
-        table.add_row(
-            site.name,
-            _num(site.ready),
-            str(site.unacked),
-            _num(site.consumers),
-            _delays(site),
-            Text(site.circuit, style=circuit_style),
-            str(len(site.workers)),
-            _rate(site),
-        )
-    parts: list[Any] = [Text(_headline(snap), style="bold")]
-    for error in (snap.broker_error, snap.store_error):
-        if error:
-            parts.append(Text(error, style="red"))
-    parts.append(table)
-    parts.append(Text(_dead_text(snap)))
-    return Group(*parts)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Program
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.errors import StoreUnavailable
-from shared.settings import StoreSettings
+from shared.settings import StoreSettings, sqlite_file
 from shared.store.engine import make_engine, make_sessionmaker
 
 T = TypeVar("T")
@@ -34,8 +34,21 @@ def store_error(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"the store cannot be reached: {first}")
 
 
+def require_store(settings: StoreSettings) -> None:
+    """A SQLite store's file exists: connecting to a missing one would create an empty store, and the
+    command would report "no schema" for what is really the wrong folder or configuration."""
+    path = sqlite_file(settings.url)
+    if path is not None and not path.exists():
+        raise StoreUnavailable(
+            f"there is no store at {path.absolute()}: `relay db upgrade` creates it, "
+            "or name the store in use with --config or RELAY_STORE__URL"
+        )
+
+
 @asynccontextmanager
 async def open_store(settings: StoreSettings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions of an existing store (`require_store`), for one command."""
+    require_store(settings)
     engine = make_engine(settings)
     try:
         yield make_sessionmaker(engine)

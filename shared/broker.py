@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPError, DeliveryError, PublishError
+from aio_pika.robust_connection import RobustConnection
 from aiormq import spec
+from yarl import URL
 
 from shared.envelope import CONTENT_TYPE
 from shared.errors import BrokerUnavailable, PublishRefused
@@ -32,17 +34,62 @@ def with_reconnect_interval(url: str, interval_s: float) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-async def connect(settings: BrokerSettings, *, name: str = "relay") -> AbstractRobustConnection:
-    """A robust connection: it reconnects by itself, every `RECONNECT_INTERVAL_S` (unless the URL sets
-    `reconnect_interval`), after the broker comes back."""
+def node_order(urls: Sequence[str], start: int) -> list[str]:
+    """The nodes of a cluster as one process tries them: the list rotated to begin at `start` (modulo
+    its length), so processes started with different numbers spread over the nodes."""
+    first = start % len(urls)
+    return [*urls[first:], *urls[:first]]
+
+
+# The step of aio-pika's robust connection that opens one transport; it reads `self.url`. It is private:
+# should aio-pika rename it, this lookup fails at import rather than the override being skipped silently.
+_connect_transport = getattr(RobustConnection, "_RobustConnection__connect_transport")  # noqa: B009
+
+
+class ClusterConnection(RobustConnection):
+    """A robust connection to one node of a cluster at a time.
+
+    aio-pika reconnects to the one URL it was given; this connection makes every attempt (the first
+    and each one after a lost connection) try the nodes in turn, beginning with the node after the one
+    it last reached, so the connection moves off a dead node at its first reconnect.
+    """
+
+    def __init__(self, *, nodes: Sequence[str], client_properties: dict[str, Any]) -> None:
+        self._nodes = tuple(URL(node) for node in nodes)
+        self._next_node = 0
+        super().__init__(self._nodes[0], client_properties=client_properties)
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        failure: BaseException | None = None
+        for _ in self._nodes:
+            self.url = self._nodes[self._next_node]
+            self._next_node = (self._next_node + 1) % len(self._nodes)
+            try:
+                await _connect_transport(self)
+            except CONNECTION_EXCEPTIONS as exc:
+                failure = exc
+            else:
+                return
+        assert failure is not None
+        raise failure
+
+
+async def connect(
+    settings: BrokerSettings, *, name: str = "relay", start: int | None = None
+) -> AbstractRobustConnection:
+    """A robust connection to a node of `broker.url`, the nodes tried from the `start`-th on (the
+    process id unless given). It reconnects by itself, to the next node that answers, every
+    `RECONNECT_INTERVAL_S` (unless the URL sets `reconnect_interval`) until one does."""
+    nodes = node_order(settings.urls, os.getpid() if start is None else start)
+    connection = ClusterConnection(
+        nodes=[with_reconnect_interval(url, RECONNECT_INTERVAL_S) for url in nodes],
+        client_properties={"connection_name": name},
+    )
     try:
-        return await aio_pika.connect_robust(
-            with_reconnect_interval(settings.url, RECONNECT_INTERVAL_S),
-            timeout=settings.connect_timeout_s,
-            client_properties={"connection_name": name},
-        )
+        await connection.connect(timeout=settings.connect_timeout_s)
     except (TimeoutError, OSError, AMQPError) as exc:
         raise BrokerUnavailable(f"cannot connect to the broker: {exc!r}") from exc
+    return connection
 
 
 class Fate(enum.Enum):

@@ -2,6 +2,10 @@
 
 Sources, strongest first: environment variables ``RELAY_<SECTION>__<KEY>``, the TOML file given by
 ``--config`` or ``RELAY_CONFIG``, then the defaults below.
+
+File paths (the SQLite store, the spool): a relative path written in the TOML file is taken from the
+file's own folder, one given in the environment from the current directory; the defaults lie in the data
+directory (`data_dir()`), so every command finds the same store whatever folder it runs in.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from shared.errors import ConfigError
 CONFIG_ENV = "RELAY_CONFIG"
 DEFAULT_DELIVERY_LIMIT = 50
 SITE_NAME_MAX_CHARS = 64  # the width of the store's site columns
+DATA_DIR_NAME = "sms-ha-relay"
 
 _config_path: Path | None = None
 
@@ -32,6 +37,66 @@ def use_config_file(path: Path | None) -> None:
     """Name the TOML file later `load_settings()` calls read (the CLI's ``--config``)."""
     global _config_path
     _config_path = path
+
+
+def data_dir() -> Path:
+    """Where the store and the spool live unless configured: ``$XDG_DATA_HOME/sms-ha-relay``, by default
+    ``~/.local/share/sms-ha-relay`` (the XDG base directory rule; a relative XDG_DATA_HOME is ignored)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / DATA_DIR_NAME
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL; None for other databases, in-memory and ``file:`` URI stores."""
+    from sqlalchemy.engine import make_url  # only here: the simulator needs no SQLAlchemy
+
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _rebased_sqlite_url(url: str, base: Path) -> str:
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=str(base / path)).render_as_string(hide_password=False)
+
+
+def _rebased_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The TOML file's relative file paths taken from `base`, its folder. Anything malformed is left for
+    validation to report."""
+    store = data.get("store")
+    if isinstance(store, dict) and isinstance(store.get("url"), str):
+        store["url"] = _rebased_sqlite_url(store["url"], base)
+    ingress = data.get("ingress")
+    if isinstance(ingress, dict) and isinstance(ingress.get("spool_path"), str):
+        spool_path = Path(ingress["spool_path"])
+        if not spool_path.is_absolute():
+            ingress["spool_path"] = str(base / spool_path)
+    return data
+
+
+class _ConfigFileSource(TomlConfigSettingsSource):
+    """The TOML file, its relative paths taken from its own folder rather than the current directory."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        return _rebased_paths(data, Path(file_path).resolve().parent)
+
+
+def _default_store_url() -> str:
+    return f"sqlite+aiosqlite:///{data_dir() / 'relay.db'}"
+
+
+def _default_spool_path() -> Path:
+    return data_dir() / "relay-spool.db"
 
 
 class _Section(BaseModel):
@@ -65,7 +130,11 @@ class RoutingPolicy(StrEnum):
 
 
 class BrokerSettings(_Section):
-    url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL of RabbitMQ.")
+    url: str | list[str] = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="AMQP URL of RabbitMQ, or a list of the URLs of one cluster's nodes (in the environment "
+        "a JSON list); each process starts from another node of the list (README: Broker cluster).",
+    )
     prefix: str = Field(
         "relay",
         pattern=r"^[A-Za-z0-9_-]+$",
@@ -85,11 +154,30 @@ class BrokerSettings(_Section):
         'before the broker moves it to "<prefix>.parked", where the recorder makes it a dead letter (a job) '
         "or folds it (a report). Changing it means recreating the queues.",
     )
+    quorum_group_size: int = Field(
+        3,
+        ge=1,
+        description="Nodes that hold a replica of each quorum queue the relay declares (RabbitMQ takes at "
+        "most the nodes running then); a publisher confirm means a majority of them has the message. "
+        "Changing it means recreating the queues.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _some_url(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one node")
+        return value
+
+    @property
+    def urls(self) -> list[str]:
+        """The nodes of `url`, in the order written."""
+        return [self.url] if isinstance(self.url, str) else list(self.url)
 
 
 class StoreSettings(_Section):
     url: str = Field(
-        "sqlite+aiosqlite:///relay.db",
+        default_factory=_default_store_url,
         description="SQLAlchemy async URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://...",
     )
     batch_max: int = Field(500, ge=1, description="Most rows one group commit writes.")
@@ -100,7 +188,8 @@ class IngressSettings(_Section):
     port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API (0: any free port).")
     processes: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
     spool_path: Path = Field(
-        Path("relay-spool.db"), description="Local SQLite file that keeps submits the broker did not confirm."
+        default_factory=_default_spool_path,
+        description="Local SQLite file that keeps submits the broker did not confirm.",
     )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
     max_segments: int = Field(10, ge=1, le=255, description="Most SMS segments one message may take.")
@@ -283,7 +372,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = _config_file()
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_ConfigFileSource(settings_cls, toml_file=path))
         return tuple(sources)
 
     @property
@@ -313,7 +402,8 @@ def _config_file() -> Path | None:
     path = Path(raw)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    return path
+    # Absolute: the children `relay up` starts get the same file wherever they run.
+    return path.resolve()
 
 
 def load_settings(**overrides: Any) -> Settings:

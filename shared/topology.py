@@ -10,7 +10,9 @@
 <prefix>.heartbeat       fanout exchange; workers' transient state for `relay status`
 
 Every quorum queue names its delivery limit and its dead-letter target: RabbitMQ 4 gives a quorum queue
-without them a limit of 20 deliveries and then drops the message.
+without them a limit of 20 deliveries and then drops the message. Every quorum queue asks for
+`broker.quorum_group_size` replicas; RabbitMQ places at most one per running node, so a single node
+holds the only one.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class Topology:
     sites: tuple[str, ...]
     retry_delays_s: tuple[int, ...]
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    quorum_group_size: int = 3
 
     def delay_queue_for(self, site: str, attempt: int) -> str:
         """Delay queue of the n-th retry (1-based): the tiers in order, then the last one."""
@@ -119,7 +122,8 @@ class Topology:
     def queues(self, *, broker_major: int = 3) -> list[QueueSpec]:
         """Every queue; `broker_major` only changes how the parked queue says "no delivery limit"."""
         p = self.prefix
-        limited = {**_QUORUM, "x-delivery-limit": self.delivery_limit, **_AT_LEAST_ONCE}
+        quorum = {**_QUORUM, "x-quorum-initial-group-size": self.quorum_group_size}
+        limited = {**quorum, "x-delivery-limit": self.delivery_limit, **_AT_LEAST_ONCE}
         parks = {**limited, "x-dead-letter-exchange": parked_exchange(p)}
         specs = [
             QueueSpec(name=events_queue(p), arguments=parks, exchange=events_exchange(p)),
@@ -128,9 +132,9 @@ class Topology:
             # message as a cycle), so no delivery limit at all; the recorder never requeues from it.
             QueueSpec(
                 name=parked_queue(p),
-                arguments={**_QUORUM, "x-delivery-limit": -1}
+                arguments={**quorum, "x-delivery-limit": -1}
                 if broker_major >= _UNLIMITED_FROM_MAJOR
-                else _QUORUM,
+                else quorum,
                 exchange=parked_exchange(p),
             ),
         ]
@@ -187,4 +191,5 @@ def topology_from(settings: Settings) -> Topology:
         sites=tuple(settings.site_names),
         retry_delays_s=tuple(settings.worker.retry_delays_s),
         delivery_limit=settings.broker.delivery_limit,
+        quorum_group_size=settings.broker.quorum_group_size,
     )

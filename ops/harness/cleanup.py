@@ -43,7 +43,7 @@ async def delete_broker_names(broker_url: str, settings: Settings) -> None:
 
 def main() -> None:
     settings = load_settings()
-    asyncio.run(delete_broker_names(settings.broker.url, settings))
+    asyncio.run(delete_broker_names(settings.broker.urls[0], settings))
 
 
 if __name__ == "__main__":

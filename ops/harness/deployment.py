@@ -80,7 +80,7 @@ async def delete_topology(broker_url: str, config: Path) -> None:
 def local_config(
     directory: Path,
     *,
-    broker_url: str,
+    broker_url: str | list[str],
     prefix: str,
     sites: Mapping[str, Mapping[str, Any]],
     worker: Mapping[str, Any] | None = None,
@@ -130,7 +130,7 @@ class Deployment:
 def relay_up(
     directory: Path,
     *,
-    broker_url: str,
+    broker_url: str | list[str],
     prefix: str,
     worker: Mapping[str, Any] | None = None,
     sites: Mapping[str, Mapping[str, Any]] | None = None,
@@ -169,7 +169,7 @@ def relay_up(
                 log=log,
             )
     finally:
-        asyncio.run(delete_topology(broker_url, config))
+        asyncio.run(delete_broker_names(settings.broker.urls[0], settings))
 
 
 def _wait_for_banner(log: Path, process: subprocess.Popen[bytes]) -> tuple[str, dict[str, int]]:

@@ -52,7 +52,7 @@ class JobPublisher:
     def __init__(self, *, config: Path, bundled: bool = False) -> None:
         self.bundled = bundled
         self._settings = settings_of(config)
-        self._broker_url = self._settings.broker.url
+        self._broker_url = self._settings.broker.urls[0]
         self._prefix = self._settings.broker.prefix
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publisher: ConfirmedPublisher | None = None

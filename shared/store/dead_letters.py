@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, delete, exists, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import NotFound
@@ -240,3 +240,8 @@ async def stream(session: AsyncSession, dead_filter: DeadFilter) -> AsyncIterato
         yield row
         # Rows already written are not needed again; keep the identity map from growing with the export.
         session.expunge(row)
+
+
+async def has_site(session: AsyncSession, site: str) -> bool:
+    """Whether any dead letter died at this site (an indexed lookup, whatever the table's size)."""
+    return bool((await session.execute(select(exists().where(DeadLetter.site == site)))).scalar())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typer.testing import CliRunner
 
 from ops import cli
-from shared.errors import RelayError
 from shared.model import Job
 from shared.settings import StoreSettings
 from shared.store.engine import make_engine, make_sessionmaker
@@ -145,19 +145,17 @@ def run_relay(
 
 
 def invoke_relay(args: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`relay ARGS` in this process (much faster than a child), with `ops.cli.main`'s error handling:
-    a `RelayError` becomes one `relay: ...` line on stderr and its exit code. Commands run `asyncio.run`,
-    so async tests call this through `asyncio.to_thread`."""
+    """`relay ARGS` in this process (much faster than a child), through the entry point's own `run`: every
+    failure is one `relay: ...` line on stderr and its exit code. Commands run `asyncio.run`, so async tests
+    call this through `asyncio.to_thread`."""
     overrides: dict[str, str | None] = {k: v for k, v in env.items() if k.startswith("RELAY_")}
     overrides.update({k: None for k in os.environ if k.startswith("RELAY_") and k not in overrides})
-    result = CliRunner().invoke(cli.app, args, env=overrides, catch_exceptions=True)
-    code, stderr = result.exit_code, result.stderr
-    if isinstance(result.exception, RelayError):
-        code = cli.exit_code_for(result.exception)
-        stderr += f"relay: {result.exception}\n"
-    elif result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(["relay", *args], code, result.stdout, stderr)
+    with CliRunner().isolation(env=overrides) as (stdout, stderr, _):
+        code = cli.run(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+    return subprocess.CompletedProcess(["relay", *args], code, out, err)
 
 
 POSTGRES_ADMIN_DSN = os.environ.get("RELAY_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")

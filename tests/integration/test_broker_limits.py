@@ -47,7 +47,7 @@ def settings(broker_cleanup, settings_factory, store_url):
 
 
 async def declared(settings) -> None:
-    connection = await aio_pika.connect(settings.broker.url)
+    connection = await aio_pika.connect(settings.broker.urls[0])
     async with connection:
         await declare(await connection.channel(), topology_from(settings))
 

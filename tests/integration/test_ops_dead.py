@@ -34,6 +34,8 @@ from tests.integration.ops_support import (
 
 pytestmark = pytest.mark.integration
 
+BOX_CHARACTERS = set("│┃─━┏┓┗┛╭╮╰╯┡┩")
+
 
 @pytest.fixture
 def env(broker_url: str, prefix: str, store_url: str) -> dict[str, str]:
@@ -104,6 +106,40 @@ async def test_list_filters_json_and_table(store_url: str, env: dict[str, str]) 
         assert job.id in table.stdout
     assert "5 shown of 5 matching" in table.stdout
     assert "attempts-exhausted 1, expired 1, rejected 3" in table.stdout
+    # Into a pipe: plain lines, a header and one line per dead letter, no box drawn around them.
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "id",
+        "tenant",
+        "site",
+        "reason",
+        "attempts",
+        "dead",
+        "at",
+        "(UTC)",
+        "replayed",
+    ]
+    assert lines[1].split()[:4] == [acme[0].id, "acme", "a", "rejected"]
+    assert not BOX_CHARACTERS & set(table.stdout)
+
+
+async def test_every_site_filter_must_name_a_known_site(store_url: str, env: dict[str, str]) -> None:
+    job = make_job()
+    await insert(store_url, [dead_row(job, site="gone")])  # a site taken out of the configuration since
+    for command in (
+        ["dead", "list"],
+        ["dead", "export"],
+        ["dead", "purge", "--older-than", "1d", "--yes"],
+        ["dead", "replay", "--all", "--dry-run"],
+    ):
+        unknown = await relay([*command, "--site", "zz"], env=env)
+        assert unknown.returncode == 2, (command, unknown.stdout, unknown.stderr)
+        assert unknown.stderr == "relay: --site: unknown site 'zz'; configured sites: a, b\n"
+        assert unknown.stdout == ""
+        known = await relay([*command, "--site", "gone"], env=env)
+        assert known.returncode == 0, (command, known.stderr)
+    listed = await relay(["dead", "list", "--json", "--site", "gone"], env=env)
+    assert [row["id"] for row in json_lines(listed.stdout)] == [job.id]
 
 
 async def test_show_masks_unless_revealed(store_url: str, env: dict[str, str]) -> None:
@@ -139,6 +175,8 @@ async def test_show_masks_unless_revealed(store_url: str, env: dict[str, str]) -
     assert table.returncode == 0, table.stderr
     assert "24: invalid destination" in table.stdout
     assert job.body not in table.stdout
+    assert ["reason", "rejected"] in [line.split() for line in table.stdout.splitlines()]
+    assert not BOX_CHARACTERS & set(table.stdout)
 
 
 async def test_replay_publishes_the_job_once_and_refuses_a_second(

@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import json
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aio_pika
 import pytest
@@ -147,15 +150,69 @@ async def test_status_reports_queues_workers_rates_and_dead_letters(
     assert "dead letters 3 (expired 1, rejected 2)" in text
 
 
+class ReadyIngress(BaseHTTPRequestHandler):
+    """An ingress's /readyz, enough for `relay status` to read a spool backlog from."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"ready": True, "broker": "ok", "store": "ok", "spool_backlog": 3}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ingress_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ReadyIngress)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_status_with_the_broker_down_prints_what_it_knows_and_exits_4(
-    broker_url: str, prefix: str, store_url: str
+    broker_url: str, prefix: str, store_url: str, ingress_port: int
 ) -> None:
     env = relay_env(broker_url=broker_url, prefix=prefix, store_url=store_url)
     env["RELAY_BROKER__URL"] = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    env["RELAY_INGRESS__PORT"] = str(ingress_port)
+    env["RELAY_LOG__LEVEL"] = "INFO"  # the HTTP client logs each request at INFO: none of it may show
     result = run_relay(["status"], env=env)
     assert result.returncode == 4
-    assert "broker down  store ok" in result.stdout
-    assert result.stderr.startswith("relay: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "broker down  store ok  ingress ready  spool backlog 3" in result.stdout
+    assert result.stderr.startswith("relay: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_watch_started_with_sigint_ignored_stops_on_a_signal(
+    broker_url: str, prefix: str, store_url: str, broker_cleanup: None, stop_signal: signal.Signals
+) -> None:
+    """As a background job of a shell script starts it: SIGINT ignored from the start."""
+    env = relay_env(broker_url=broker_url, prefix=prefix, store_url=store_url)
+    proc = await asyncio.create_subprocess_exec(
+        *RELAY, "status", "--watch", "--json", "--interval", "0.3", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert json.loads(first)["broker"] == "ok"
+        proc.send_signal(stop_signal)
+        code = await asyncio.wait_for(proc.wait(), timeout=20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0
+    assert await proc.stderr.read() == b""
 
 
 async def test_watch_writes_one_snapshot_per_interval_until_interrupted(

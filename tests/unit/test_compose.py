@@ -112,7 +112,7 @@ def test_the_environment_is_valid_configuration(service: str, monkeypatch: pytes
         assert key.startswith("RELAY_"), key
         monkeypatch.setenv(key, str(value))
     settings = load_settings()
-    assert urlsplit(settings.broker.url).hostname == "rabbitmq"
+    assert urlsplit(settings.broker.urls[0]).hostname == "rabbitmq"
     assert settings.site_names == ["a", "b"]
     for site_name, site in settings.sites.items():
         host = urlsplit(site.url).hostname

@@ -73,3 +73,16 @@ def test_replay_headers_start_the_attempts_again() -> None:
         "x-relay-origin": "b",
         "x-relay-replay": 3,
     }
+
+
+def test_plain_tables_align_columns_without_boxes() -> None:
+    lines = output.plain_table(["id", "site"], [["abc", "a"], ["d", "bb"]])
+    assert lines == ["id   site", "abc  a", "d    bb"]
+    assert output.plain_table(["k", "v"], [["key", "value"]], header=False) == ["key  value"]
+
+
+def test_a_table_into_a_pipe_is_plain_lines_with_its_foot(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()  # not a terminal
+    monkeypatch.setattr("sys.stdout", stream)
+    output.print_table(["tenant", "prefix"], [["demo", "rk_1"]], title="keys", foot="1 key")
+    assert stream.getvalue() == "keys:\ntenant  prefix\ndemo    rk_1\n1 key\n"

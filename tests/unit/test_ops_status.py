@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import httpx
 
-from ops.status import (
-    HeartbeatCollector,
-    SiteView,
-    Snapshot,
-    WorkerView,
-    circuit_summary,
-    read_ingress,
-    readyz_url,
-    render_plain,
-)
+from ops.status import read_ingress, readyz_url
+from ops.status_heartbeats import HeartbeatCollector, WorkerView, circuit_summary
+from ops.status_model import SiteView, Snapshot
+from ops.status_render import render_plain
 from shared.model import CircuitState, Heartbeat
 from shared.settings import Settings
 

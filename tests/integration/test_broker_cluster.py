@@ -1,0 +1,154 @@
+"""The relay on a three-node RabbitMQ cluster while nodes die: a whole `relay up` deployment (ingress,
+a worker per site, simulated platforms) pointed at every node, a client that retries with the same
+Idempotency-Key, and SIGKILLed nodes. Nothing answered 202 may be lost; a second copy at a platform only
+ever follows an attempt marked as maybe sent before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ops.harness.deployment import Deployment, relay_up, settings_of
+from tests.cluster_traffic import (
+    RATE_PER_S,
+    delivered,
+    duplicates_at_platforms,
+    marked_attempts,
+    report,
+    stream_through,
+)
+from tests.rabbit_cluster import RabbitCluster, RabbitNode, rabbit_cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
+
+__all__ = ["rabbit_cluster"]
+
+MOVE_WITHIN_S = 5.0
+WORKER = {"heartbeat_interval_s": 0.5, "grace_s": 3.0}
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, rabbit_cluster: RabbitCluster) -> Iterator[Deployment]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    with relay_up(
+        tmp_path,
+        broker_url=rabbit_cluster.urls,
+        prefix=prefix,
+        worker=WORKER,
+        broker={"confirm_timeout_s": 2.0},
+    ) as up:
+        try:
+            yield up
+        finally:  # a failed test must not leave the next one, or the cleanup, a broken cluster
+            for node in rabbit_cluster.nodes:
+                if not node.alive:
+                    rabbit_cluster.restart(node)
+
+
+def store_of(up: Deployment) -> Path:
+    return Path(settings_of(up.config).store.url.split("///", 1)[1])
+
+
+async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_rejoins(
+    rabbit_cluster: RabbitCluster, deployment: Deployment
+) -> None:
+    prefix = settings_of(deployment.config).broker.prefix
+    leader = rabbit_cluster.leader_of(f"{prefix}.site.a")
+    submits, clock, fault_time = await stream_through(
+        deployment,
+        count=int(RATE_PER_S * 20),
+        fault_at_s=4.0,
+        fault=lambda: rabbit_cluster.kill(leader),
+        heal_at_s=12.0,
+        heal=lambda: rabbit_cluster.restart(leader),
+    )
+    lost = await delivered(deployment, clock, submits)
+    report("leader SIGKILL", submits, clock, fault_time)
+    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
+    assert len(set(submits.accepted.values())) == len(submits.accepted), "a retry got a second message id"
+    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
+    # The restarted node is back in the cluster and holds a replica again.
+    members = rabbit_cluster.ctl(leader, "list_queues", "name", "members", "--no-table-headers")
+    line = next(row for row in members.splitlines() if row.startswith(f"{prefix}.site.a\t"))
+    assert leader.name in line
+
+
+async def test_loss_of_two_nodes_keeps_accepting_into_the_spool_and_forwards_when_a_majority_is_back(
+    rabbit_cluster: RabbitCluster, deployment: Deployment
+) -> None:
+    down = rabbit_cluster.nodes[1:]
+
+    def kill_two() -> None:
+        for node in down:
+            rabbit_cluster.kill(node)
+
+    def restart_one() -> None:
+        rabbit_cluster.restart(down[0])
+
+    submits, clock, fault_time = await stream_through(
+        deployment,
+        count=int(RATE_PER_S * 15),
+        fault_at_s=2.0,
+        fault=kill_two,
+        heal_at_s=14.0,
+        heal=restart_one,
+    )
+    lost = await delivered(deployment, clock, submits)
+    report("two of three nodes down", submits, clock, fault_time)
+    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
+    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
+
+
+def node_of_worker(cluster: RabbitCluster, worker_pid: int) -> RabbitNode:
+    """The node the worker with this pid holds an established AMQP connection to."""
+    nodes = {node.amqp_port: node for node in cluster.nodes}
+    for conn in psutil.Process(worker_pid).net_connections(kind="tcp"):
+        if conn.raddr and conn.raddr.port in nodes and conn.status == psutil.CONN_ESTABLISHED:
+            return nodes[conn.raddr.port]
+    raise AssertionError(f"worker {worker_pid} holds no connection to a node of the cluster")
+
+
+async def test_sigkill_of_a_workers_node_hands_its_unacked_jobs_on_and_marks_what_was_sent(
+    rabbit_cluster: RabbitCluster, deployment: Deployment
+) -> None:
+    # A slow platform keeps jobs in flight, unacked, when the worker's node dies.
+    deployment.simulators["a"].set_fault("slow", latency_ms=500)
+    worker_pid = deployment.child_pids["worker-a-1"]
+    node = node_of_worker(rabbit_cluster, worker_pid)
+    moved_in_s: list[float] = []
+
+    def kill_and_see_the_worker_move() -> None:
+        rabbit_cluster.kill(node)
+        killed_at = time.monotonic()
+        while time.monotonic() - killed_at < MOVE_WITHIN_S:
+            with contextlib.suppress(AssertionError):
+                if node_of_worker(rabbit_cluster, worker_pid).alive:
+                    moved_in_s.append(time.monotonic() - killed_at)
+                    return
+            time.sleep(0.2)
+
+    submits, clock, fault_time = await stream_through(
+        deployment,
+        count=int(RATE_PER_S * 14),
+        fault_at_s=4.0,
+        fault=kill_and_see_the_worker_move,
+        heal_at_s=12.0,
+        heal=lambda: rabbit_cluster.restart(node),
+    )
+    deployment.simulators["a"].set_fault("none")
+    assert moved_in_s, f"the worker was not on another node within {MOVE_WITHIN_S} s of its node's death"
+    print(f"\nworker on another node {moved_in_s[0]:.2f} s after its node's SIGKILL")
+    lost = await delivered(deployment, clock, submits)
+    report("worker's node SIGKILL", submits, clock, fault_time)
+    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
+    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))

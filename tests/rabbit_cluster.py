@@ -1,0 +1,212 @@
+"""A real three-node RabbitMQ cluster on this machine, beside any broker already running.
+
+Each node is the Debian package's `rabbitmq-server` with a node name, AMQP and distribution ports, data
+and log folders of its own, no plugins and a config file of its own; the nodes share an Erlang cookie
+written to a private HOME, and join the first node with `rabbitmqctl join_cluster`. Everything lives
+under one folder that `stop()` deletes after stopping the nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ops.harness.processes import free_port, listening
+from tests.helpers import missing_service
+
+SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+BOOT_TIMEOUT_S = 120.0
+CTL_TIMEOUT_S = 120.0
+
+
+class ClusterFailed(RuntimeError):
+    pass
+
+
+def cluster_possible() -> str | None:
+    """Why no cluster can start here, or None when it can."""
+    if not SERVER.exists() or not CTL.exists():
+        return "no rabbitmq-server (the Debian package rabbitmq-server)"
+    if shutil.which("erl") is None:
+        return "no Erlang runtime (erl)"
+    return None
+
+
+@dataclass(slots=True)
+class RabbitNode:
+    name: str  # e.g. relaytest1-ab12@localhost
+    amqp_port: int
+    dist_port: int
+    home: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass(slots=True)
+class RabbitCluster:
+    root: Path
+    size: int = 3
+    nodes: list[RabbitNode] = field(default_factory=list)
+    formed_in_s: float = 0.0
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        began = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        cookie = self.root / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(20))
+        cookie.chmod(0o400)
+        (self.root / "enabled_plugins").write_text("")
+        (self.root / "rabbitmq-env.conf").write_text("")
+        # Guest may connect from 127.0.0.1 anyway; stating it keeps the nodes independent of /etc.
+        (self.root / "rabbitmq.conf").write_text("loopback_users = none\n")
+        tag = secrets.token_hex(2)
+        for index in range(1, self.size + 1):
+            node = RabbitNode(
+                name=f"relaytest{index}-{tag}@localhost",
+                amqp_port=free_port(),
+                dist_port=free_port(),
+                home=self.root / f"node{index}",
+            )
+            self.nodes.append(node)
+        for node in self.nodes:
+            self.launch(node)
+        for node in self.nodes:
+            self.wait_booted(node)
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            self.ctl(node, "stop_app")
+            self.ctl(node, "join_cluster", first.name)
+            self.ctl(node, "start_app")
+        self.formed_in_s = time.monotonic() - began
+
+    def launch(self, node: RabbitNode) -> None:
+        node.home.mkdir(parents=True, exist_ok=True)
+        log = (node.home / "server.out").open("ab")
+        node.process = subprocess.Popen(
+            [str(SERVER)], env=self._env(node), stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+        )
+        log.close()
+
+    def wait_booted(self, node: RabbitNode) -> None:
+        """The AMQP listener opens last in a node's boot (and again at `start_app`)."""
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while not listening("127.0.0.1", node.amqp_port):
+            if not node.alive:
+                raise ClusterFailed(f"{node.name} exited while booting: {self._tail(node)}")
+            if time.monotonic() > deadline:
+                raise ClusterFailed(f"{node.name} did not boot in {BOOT_TIMEOUT_S:.0f} s: {self._tail(node)}")
+            time.sleep(0.2)
+
+    def kill(self, node: RabbitNode) -> None:
+        """SIGKILL: the node's VM ends at once, nothing said to its peers or clients."""
+        assert node.process is not None
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(timeout=30)
+
+    def restart(self, node: RabbitNode) -> None:
+        """Starts a killed node again on its own data: it rejoins the cluster by itself."""
+        self.launch(node)
+        self.wait_booted(node)
+
+    def ctl(self, node: RabbitNode, *args: str) -> str:
+        done = subprocess.run(
+            [str(CTL), "-n", node.name, "-q", *args],
+            env=self._env(node),
+            capture_output=True,
+            text=True,
+            timeout=CTL_TIMEOUT_S,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ClusterFailed(f"rabbitmqctl {' '.join(args)} on {node.name}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def leader_of(self, queue: str) -> RabbitNode:
+        """The node whose Raft member leads `queue` (asked of any running node)."""
+        asker = next(node for node in self.nodes if node.alive)
+        for line in self.ctl(asker, "list_queues", "name", "leader", "--no-table-headers").splitlines():
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return next(node for node in self.nodes if node.name == leader.strip())
+        raise ClusterFailed(f"no queue {queue!r} on the cluster")
+
+    def stop(self) -> None:
+        """Stops every node (SIGTERM, then SIGKILL) and deletes every folder."""
+        for node in self.nodes:
+            if node.alive:
+                assert node.process is not None
+                node.process.terminate()
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            try:
+                node.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(timeout=30)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _env(self, node: RabbitNode) -> dict[str, str]:
+        root = self.root
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(root),  # where the Erlang cookie of these nodes is
+            "RABBITMQ_CONF_ENV_FILE": str(root / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(root / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(root / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
+            "RABBITMQ_NODENAME": node.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(node.amqp_port),
+            "RABBITMQ_DIST_PORT": str(node.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(node.home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(node.home / "log"),
+            # The script then execs the VM: the process here is the node itself, and SIGKILL kills it.
+            "RUNNING_UNDER_SYSTEMD": "1",
+        }
+
+    def _tail(self, node: RabbitNode) -> str:
+        out = node.home / "server.out"
+        return out.read_text(errors="replace")[-2000:] if out.exists() else "(no output)"
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """A three-node cluster for the tests marked `cluster`; skipped where none can start (failed in CI)."""
+    reason = cluster_possible()
+    if reason is not None:
+        missing_service(reason)
+    cluster = RabbitCluster(root=Path(tempfile.mkdtemp(prefix="relay-cluster-")))
+    try:
+        cluster.start()
+    except (ClusterFailed, OSError, subprocess.TimeoutExpired) as exc:
+        cluster.stop()
+        missing_service(f"no three-node RabbitMQ cluster could form here: {exc}")
+    print(f"\nthree-node RabbitMQ cluster formed in {cluster.formed_in_s:.1f} s")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
