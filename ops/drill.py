@@ -115,8 +115,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Failover drill: traffic, a fault at one site, a verdict. Exit 0 only if nothing was lost.
 
-        Faults: down (refused connections, the default), blackhole (no answer), error (500s, nothing
-        taken), kill-worker.
+        Faults: down (refused connections, the default), blackhole (no answer), error (500s, or binds
+        refused by a simulated SMSC: nothing taken), kill-worker.
 
         kill-worker SIGKILLs the site's workers on this host; `relay up` restarts them.
 

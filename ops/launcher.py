@@ -1,7 +1,7 @@
 """`relay up`: the whole relay on one machine, supervised (what `make run` runs).
 
-It migrates the store, starts a simulated platform for every site whose http-json platform is on this
-machine (see `ops.launcher_sites`), the ingress, and one worker per site (or more), waits until the
+It migrates the store, starts a simulated platform for every site whose http-json platform or SMSC is on
+this machine (see `ops.launcher_sites`), the ingress, and one worker per site (or more), waits until the
 ingress is ready, prints how to use it, and then keeps every child running until Ctrl-C or SIGTERM. While
 it runs, its run directory holds the run file (`ops.run_dir`) that tells `relay drill` where it is.
 """
@@ -84,11 +84,12 @@ def plan_children(
     """Every child `relay up` runs, simulators first so the workers find their platforms."""
     children = [
         ChildSpec(
-            name=f"platform-sim-{sim.site}",
-            args=tuple(
-                simulator_args(
-                    [*relay, "platform-sim"], host=sim.host, port=sim.port, admin_port=sim.admin_port
-                )
+            name=f"{sim.command}-{sim.site}",
+            args=(
+                *simulator_args(
+                    [*relay, sim.command], host=sim.host, port=sim.port, admin_port=sim.admin_port
+                ),
+                *sim.options,
             ),
         )
         for sim in simulators
@@ -238,7 +239,7 @@ def _print_banner(
         f"  Logs:      {supervisor.log_dir}/",
     ]
     for sim in deployment.simulators:
-        lines.append(f"  Site {sim.site}:    simulated platform, faults at {sim.admin_url}/faults")
+        lines.append(f"  Site {sim.site}:    {sim.description}, faults at {sim.admin_url}/faults")
     lines += ["", "Send a message:", f"  {curl_example(url, key)}", ""]
     if deployment.simulators:
         run_dir_option = "" if run_dir == DEFAULT_RUN_DIR else f" --run-dir {shlex.quote(str(run_dir))}"

@@ -45,6 +45,10 @@ class PlatformKind(StrEnum):
 
 
 HTTP_PLATFORMS = frozenset({PlatformKind.HTTP_JSON, PlatformKind.KANNEL, PlatformKind.JASMIN})
+# Most segments a site carries whole unless `sites.<name>.max_segments` says otherwise, as the programs
+# behave out of the box: Kannel's sendsms-user sends one part (`max-messages = 1`) and does not concatenate,
+# Jasmin cuts a text at `long_content_max_parts = 5`. Other kinds carry `ingress.max_segments`.
+DEFAULT_MAX_SEGMENTS = {PlatformKind.KANNEL: 1, PlatformKind.JASMIN: 5}
 
 
 class LongMessages(StrEnum):
@@ -181,7 +185,7 @@ class SiteSettings(_Section):
         ge=1,
         le=255,
         description="Most segments one message may take at this site; a longer one goes to a site that "
-        "carries it whole (default: ingress.max_segments).",
+        "carries it whole (default: 1 for kannel, 5 for jasmin, else ingress.max_segments).",
     )
     host: str | None = Field(None, description="SMSC address (SMPP).")
     port: int | None = Field(None, ge=1, le=65535, description="SMSC port (SMPP).")
@@ -311,9 +315,13 @@ class Settings(BaseSettings):
 
     @property
     def segment_limits(self) -> dict[str, int]:
-        """Most segments each site carries whole: its own `max_segments`, never above the ingress's."""
+        """Most segments each site carries whole: its own `max_segments` (else its platform's default),
+        never above the ingress's."""
         cap = self.ingress.max_segments
-        return {name: min(site.max_segments or cap, cap) for name, site in self.sites.items()}
+        return {
+            name: min(site.max_segments or DEFAULT_MAX_SEGMENTS.get(site.platform, cap), cap)
+            for name, site in self.sites.items()
+        }
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -165,6 +165,7 @@ class Worker:
             concurrency=concurrency,
             metrics_port=metrics_port,
         )
+        metrics.watch_problem(lambda: worker.platform_problem)
         try:
             await worker._begin()
         except BaseException:
@@ -325,6 +326,7 @@ async def _assemble(
         settlement=settlement,
         circuit=circuit,
         metrics=metrics,
+        segment_limits=settings.segment_limits,
     )
     intake = Intake(settlement=settlement, outcomes=outcomes)
     consumers = Consumers.for_site(own=own, own_site=site, standby=standby, on_message=intake.receive)
