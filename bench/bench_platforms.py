@@ -30,10 +30,10 @@ import pytest
 
 from bench.platform_e2e import Received, submit_to_receipt
 from bench.raw_http import RawPool
+from ops.harness.jasmin import PASSWORD, USERNAME, running_jasmin
 from ops.harness.kannel import KannelInstance, find_binaries, running_kannel
+from ops.harness.smsc import RunningSmsc, running_smsc
 from shared.model import Job, new_message_id
-from tests.jasmin_harness import PASSWORD, USERNAME, running_jasmin
-from tests.smsc_sim_harness import RunningSmsc, running_smsc
 from workers.platforms.base import Platform
 from workers.platforms.jasmin import JasminPlatform
 from workers.platforms.kannel import KannelPlatform

@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
+from ops.harness.jasmin import PASSWORD, USERNAME, JasminInstance, running_jasmin
+from ops.harness.smsc import RunningSmsc, running_smsc
 from shared.model import Job, Outcome, new_message_id
-from tests.jasmin_harness import PASSWORD, USERNAME, JasminInstance, running_jasmin
-from tests.smsc_sim_harness import RunningSmsc, running_smsc
 from workers.platforms.base import Result
 from workers.platforms.jasmin import JasminPlatform
 from workers.platforms.smpp import SmppPlatform

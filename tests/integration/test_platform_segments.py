@@ -19,15 +19,15 @@ import pytest
 
 from ingress.segments import count_segments
 from ops.harness.deployment import delete_topology, local_config, settings_of
+from ops.harness.jasmin import PASSWORD, USERNAME, JasminInstance, running_jasmin
 from ops.harness.jobs import JobPublisher, wait_for_consumers, wait_until
 from ops.harness.kannel import KannelInstance, running_kannel
 from ops.harness.simulators import LocalSimulator, running_simulator
+from ops.harness.smsc import RunningSmsc, running_smsc
 from shared.model import DeadReason, Job, Outcome, Status, new_message_id
 from shared.store.migrate import upgrade
 from tests.helpers import RELAY, spawned
 from tests.ingress_helpers import Api, api_for, sms
-from tests.jasmin_harness import PASSWORD, USERNAME, JasminInstance, running_jasmin
-from tests.smsc_sim_harness import RunningSmsc, running_smsc
 from workers.platforms.jasmin import JasminPlatform
 from workers.platforms.kannel import KannelPlatform
 
