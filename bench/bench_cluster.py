@@ -17,15 +17,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ops.harness.deployment import Deployment, relay_up, settings_of
-from tests.cluster_traffic import (
+from ops.harness.cluster_traffic import (
     RATE_PER_S,
     delivered,
     duplicates_at_platforms,
     marked_attempts,
     stream_through,
 )
-from tests.rabbit_cluster import RabbitCluster
+from ops.harness.deployment import Deployment, relay_up, settings_of
+from ops.harness.rabbit_cluster import RabbitCluster
 
 
 async def measure(up: Deployment, cluster: RabbitCluster, *, seconds: float) -> dict[str, Any]:

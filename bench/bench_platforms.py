@@ -1,11 +1,15 @@
-"""Throughput of each platform kind through the relay's own adapter, against the real program: the SMPP
-adapter to the simulated SMSC and to Jasmin's SMPP server, the Jasmin adapter to Jasmin's HTTP API, the
-Kannel adapter to Kannel's sendsms. One row per platform: messages accepted per second with the adapter's
-requests running `--concurrency` at once, and the latency of one message (median and 99th percentile).
+"""Each platform kind against the real program, two ways:
 
-This is the platform leg of the end-to-end path (worker to platform); the broker and store legs are in
-`bench.bench_e2e`. Jasmin and Kannel rows are skipped (and say so) when those are not installed. Run:
-`python -m bench.bench_platforms [--messages N] [--concurrency C]`.
+- adapter: the relay's own adapter alone, its requests running `--concurrency` at once: messages accepted
+  per second and the latency of one message (median and 99th percentile). The SMPP adapter to the
+  simulated SMSC and to Jasmin's SMPP server, the Jasmin adapter to Jasmin's HTTP API, the Kannel adapter to
+  Kannel's sendsms.
+- end to end: the whole relay in front of the platform (`bench.platform_e2e`): HTTP submit to `relay
+  ingress`, the broker, one `relay worker` of a site of that kind, the platform's receipt (Kannel's
+  fakesmsc, or the simulated SMSC behind Jasmin and behind the SMPP site): delivered messages per second.
+
+Jasmin and Kannel rows are skipped (and say so) when those are not installed. Run:
+`python -m bench.bench_platforms [--messages N] [--concurrency C] [--e2e-messages N] [--clients C]`.
 """
 
 from __future__ import annotations
@@ -16,32 +20,35 @@ import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from bench.platform_e2e import Received, submit_to_receipt
+from bench.raw_http import RawPool
+from ops.harness.jasmin import PASSWORD, USERNAME, running_jasmin
+from ops.harness.kannel import KannelInstance, find_binaries, running_kannel
+from ops.harness.smsc import RunningSmsc, running_smsc
 from shared.model import Job, new_message_id
-from tests.jasmin_harness import PASSWORD, USERNAME, running_jasmin
-from tests.kannel_harness import running_kannel
-from tests.smsc_sim_harness import running_smsc
 from workers.platforms.base import Platform
 from workers.platforms.jasmin import JasminPlatform
 from workers.platforms.kannel import KannelPlatform
 from workers.platforms.smpp import SmppPlatform
 from workers.platforms.smpp_link import SmppLink
 
-KANNEL_BINARIES = {
-    "bearerbox": "/usr/sbin/bearerbox",
-    "smsbox": "/usr/sbin/smsbox",
-    "fakesmsc": "/usr/lib/kannel/test/fakesmsc",
-}
 
-
-def _installed(path: str) -> bool:
-    return Path(path).exists()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    broker_url: str
+    messages: int
+    concurrency: int
+    e2e_messages: int
+    clients: int
+    deadline_s: float
 
 
 def _job(number: int) -> Job:
@@ -97,57 +104,134 @@ def _smpp(port: int, *, system_id: str, password: str, window: int) -> SmppPlatf
 
 
 @contextlib.contextmanager
-def _skipped_as(rows: dict[str, Any], *names: str) -> Iterator[None]:
-    """Runs a block that needs an installed peer; a missing one becomes a row that says so."""
+def _skipped_as(rows: dict[str, dict[str, Any]], *names: str) -> Iterator[None]:
+    """Runs a block that needs an installed peer; a missing one becomes rows that say so."""
     try:
         yield
     except (pytest.skip.Exception, pytest.fail.Exception) as exc:
         for name in names:
-            rows[name] = {"skipped": str(exc)}
+            for kind in rows.values():
+                kind.setdefault(name, {"skipped": str(exc)})
 
 
-async def run(*, messages: int, concurrency: int) -> dict[str, Any]:
-    rows: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as scratch, running_smsc() as smsc:
-        rows["smpp (simulated SMSC)"] = await _measure(
+@contextlib.asynccontextmanager
+async def _smsc_receipts(smsc: RunningSmsc) -> AsyncIterator[Received]:
+    """Messages the simulated SMSC took whole, over one keep-alive connection (httpx per poll costs CPU
+    the relay would miss)."""
+    async with RawPool(port=smsc.admin_port, key=None, size=1) as pool:
+
+        async def count() -> int:
+            _, body = await pool.get("/stats")
+            return int(orjson.loads(body)["unique"])
+
+        yield count
+
+
+def _kannel_receipts(kannel: KannelInstance) -> Received:
+    async def count() -> int:
+        return len(await asyncio.to_thread(kannel.received))
+
+    return count
+
+
+async def _e2e(scratch: Path, options: Options, site: dict[str, Any], received: Received) -> dict[str, Any]:
+    return await submit_to_receipt(
+        scratch,
+        broker_url=options.broker_url,
+        site={**site, "timeout_s": 10.0},
+        received=received,
+        messages=options.e2e_messages,
+        clients=options.clients,
+        deadline_s=options.deadline_s,
+    )
+
+
+async def run(options: Options) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {"adapter": {}, "end_to_end": {}}
+    adapter, e2e = rows["adapter"], rows["end_to_end"]
+    messages, concurrency = options.messages, options.concurrency
+    with tempfile.TemporaryDirectory() as raw, running_smsc() as smsc:
+        scratch = Path(raw)
+        adapter["smpp (simulated SMSC)"] = await _measure(
             _smpp(smsc.port, system_id="bench", password="bench", window=concurrency),
             messages=messages,
             concurrency=concurrency,
         )
-        with (
-            _skipped_as(rows, "jasmin (HTTP API)", "smpp (Jasmin's SMPP server)"),
-            running_jasmin(Path(scratch) / "jasmin", smsc_port=smsc.port) as jasmin,
-        ):
-            http = JasminPlatform(url=jasmin.send_url, username=USERNAME, password=PASSWORD, timeout_s=10.0)
-            rows["jasmin (HTTP API)"] = await _measure(http, messages=messages, concurrency=concurrency)
-            rows["smpp (Jasmin's SMPP server)"] = await _measure(
-                _smpp(jasmin.smpp_port, system_id=USERNAME, password=PASSWORD, window=concurrency),
-                messages=messages,
-                concurrency=concurrency,
+        smpp_site = {"platform": "smpp", "host": "127.0.0.1", "port": smsc.port, "system_id": "bench"}
+        async with _smsc_receipts(smsc) as taken:
+            e2e["smpp (simulated SMSC)"] = await _e2e(
+                scratch,
+                options,
+                # The window of the adapter row, so the rows differ only by the relay around the adapter.
+                {**smpp_site, "password": "bench", "window": concurrency},
+                taken,
             )
-        with _skipped_as(rows, "kannel (sendsms)"):
-            if not all(map(_installed, KANNEL_BINARIES.values())):
-                pytest.skip("Kannel is not installed")
-            with running_kannel(Path(scratch) / "kannel", KANNEL_BINARIES) as kannel:
-                adapter = KannelPlatform(
-                    url=kannel.sendsms_url,
-                    username=kannel.username,
-                    password=kannel.password,
-                    timeout_s=10.0,
+            with (
+                _skipped_as(rows, "jasmin (HTTP API)", "smpp (Jasmin's SMPP server)"),
+                running_jasmin(scratch / "jasmin", smsc_port=smsc.port) as jasmin,
+            ):
+                http = JasminPlatform(
+                    url=jasmin.send_url, username=USERNAME, password=PASSWORD, timeout_s=10.0
+                )
+                adapter["jasmin (HTTP API)"] = await _measure(
+                    http, messages=messages, concurrency=concurrency
+                )
+                adapter["smpp (Jasmin's SMPP server)"] = await _measure(
+                    _smpp(jasmin.smpp_port, system_id=USERNAME, password=PASSWORD, window=concurrency),
+                    messages=messages,
                     concurrency=concurrency,
                 )
-                rows["kannel (sendsms)"] = await _measure(adapter, messages=messages, concurrency=concurrency)
+                jasmin_site = {"url": jasmin.send_url, "username": USERNAME, "password": PASSWORD}
+                e2e["jasmin (HTTP API)"] = await _e2e(
+                    scratch, options, {"platform": "jasmin", **jasmin_site}, taken
+                )
+        with _skipped_as(rows, "kannel (sendsms)"):
+            binaries = find_binaries()
+            if binaries is None:
+                pytest.skip("Kannel is not installed")
+            with running_kannel(scratch / "kannel", binaries) as kannel:
+                adapter["kannel (sendsms)"] = await _measure(
+                    KannelPlatform(
+                        url=kannel.sendsms_url,
+                        username=kannel.username,
+                        password=kannel.password,
+                        timeout_s=10.0,
+                        concurrency=concurrency,
+                    ),
+                    messages=messages,
+                    concurrency=concurrency,
+                )
+                kannel_site = {
+                    "url": kannel.sendsms_url,
+                    "username": kannel.username,
+                    "password": kannel.password,
+                }
+                e2e["kannel (sendsms)"] = await _e2e(
+                    scratch, options, {"platform": "kannel", **kannel_site}, _kannel_receipts(kannel)
+                )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--messages", type=int, default=2000, help="per adapter row")
+    parser.add_argument("--concurrency", type=int, default=32, help="adapter requests at once")
+    parser.add_argument("--e2e-messages", type=int, default=2000, help="per end-to-end row")
+    parser.add_argument("--clients", type=int, default=64, help="keep-alive clients of the end-to-end rows")
+    parser.add_argument("--deadline-s", type=float, default=120.0, help="longest end-to-end row")
     parser.add_argument("--output", type=Path, default=Path("bench/results/platforms.json"))
-    options = parser.parse_args()
-    rows = asyncio.run(run(messages=options.messages, concurrency=options.concurrency))
-    options.output.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+    args = parser.parse_args()
+    options = Options(
+        broker_url=args.broker_url,
+        messages=args.messages,
+        concurrency=args.concurrency,
+        e2e_messages=args.e2e_messages,
+        clients=args.clients,
+        deadline_s=args.deadline_s,
+    )
+    rows = asyncio.run(run(options))
+    args.output.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -7,11 +7,14 @@ Sections, each bounded in count and time, everything on 127.0.0.1 and stopped at
   outage   a `relay up` deployment under steady submits, site a's platform down then black-holed for the
            middle third: delivered/s per site, failover gap, loss, and every process's RSS (bench.outage)
   backlog  10k, 100k, 200k queued jobs: publish time, drain rate, worker RSS while draining (bench.backlog)
+  platforms  each platform kind against the real program (the simulated SMSC, Jasmin, Kannel): its adapter
+           alone, and the whole relay from HTTP submit to the platform's receipt (bench.bench_platforms, as
+           a child; a platform that is not installed is a row that says so)
 
 Every figure is compared with its target and the report says by how much a missed one is missed. On a
 machine whose cores other work shares the figures are noisy; the report records the load average.
 
-Run: `python -m bench.run_all [--quick] [--only submit e2e outage backlog]`.
+Run: `python -m bench.run_all [--quick] [--only submit e2e outage backlog platforms]`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from bench.backlog import run_backlog
 from bench.outage import outage_deployment, run_outage
 from bench.report import evaluate
 
-SECTIONS = ("submit", "e2e", "outage", "backlog")
+SECTIONS = ("submit", "e2e", "outage", "backlog", "platforms")
 OUTAGE_PLATFORM_TIMEOUT_S = 2.0
 console = Console(stderr=True)
 
@@ -95,11 +98,32 @@ def backlog_section(quick: bool) -> dict[str, Any]:
     return results
 
 
+def platforms_section(quick: bool) -> dict[str, Any]:
+    counts = ["--messages", "300", "--e2e-messages", "500"] if quick else []
+    with tempfile.TemporaryDirectory(prefix="relay-bench-platforms-") as tmp:
+        output = Path(tmp) / "platforms.json"
+        # Its children (Jasmin, Kannel, the relay) write to stdout too: the figures come from the file.
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench.bench_platforms", *counts, "--output", str(output)],
+            capture_output=True,
+            timeout=1200,
+            check=False,
+            text=True,
+        )
+        if completed.returncode != 0 or not output.exists():
+            raise RuntimeError(
+                f"bench.bench_platforms exited {completed.returncode}: {completed.stderr[-1500:]}"
+            )
+        document: dict[str, Any] = json.loads(output.read_text())
+    return document
+
+
 RUNNERS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "submit": submit_section,
     "e2e": e2e_section,
     "outage": outage_section,
     "backlog": backlog_section,
+    "platforms": platforms_section,
 }
 
 

@@ -20,6 +20,10 @@ from starlette.responses import Response
 from ingress import problems
 from ingress.admin import AdminGate, add_docs
 from ingress.auth import authenticate
+from ingress.compat.cm import PATH as CM_PATH
+from ingress.compat.routes import DropIns
+from ingress.compat.routes import router as drop_in_router
+from ingress.compat.schemas import CmRequest
 from ingress.fast_path import RelayApp
 from ingress.idempotency import MAX_KEY_CHARS
 from ingress.problems import ProblemError
@@ -73,12 +77,15 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
     app.state.ingress = runtime
     app.state.owns_ingress = ingress is None
     app.state.submissions = Submissions(ingress=runtime)
+    app.state.drop_ins = DropIns(ingress=runtime)
     app.include_router(router)
+    app.include_router(drop_in_router)
     add_docs(app)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return RelayApp(
         api=app,
         submissions=app.state.submissions,
+        drop_ins=app.state.drop_ins,
         gate=AdminGate(settings),
         drain_max_bytes=settings.guard.drain_max_bytes,
     )
@@ -249,6 +256,7 @@ def _status_body(view: MessageView) -> dict[str, Any]:
 _REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     (SINGLE_PATH, "post"): SubmitRequest,
     (BATCH_PATH, "post"): BatchRequest,
+    (CM_PATH, "post"): CmRequest,
 }
 
 

@@ -23,6 +23,7 @@ from ingress.validation import ValidMessage, validate_message
 from shared.errors import StoreUnavailable, ValidationFailed
 from shared.logs import get_logger
 from shared.model import new_message_ids
+from shared.settings import IngressSettings, Settings
 
 log = get_logger("ingress.api")
 
@@ -49,12 +50,35 @@ class IncomingSubmit:
     content_type: str | None = None
 
 
+class BodyTooLarge(Exception):
+    """A request body over ingress.max_request_bytes, declared or read."""
+
+
+async def read_body(body: AsyncIterator[bytes], *, declared: str | None, limit_bytes: int) -> bytes:
+    """A submit's whole body, whatever API it comes through; `BodyTooLarge` past `limit_bytes`."""
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise BodyTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if size > limit_bytes:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def submit_limits(settings: Settings) -> IngressSettings:
+    """The limits a submitted message is validated against, whatever API it comes through."""
+    # A message longer than every site carries whole is refused here (422 naming its segments).
+    carried = max(settings.segment_limits.values())
+    return settings.ingress.model_copy(update={"max_segments": carried})
+
+
 class Submissions:
     def __init__(self, *, ingress: Ingress) -> None:
         self._ingress = ingress
-        # A message longer than every site carries whole is refused here (422 naming its segments).
-        carried = max(ingress.settings.segment_limits.values())
-        self._limits = ingress.settings.ingress.model_copy(update={"max_segments": carried})
+        self._limits = submit_limits(ingress.settings)
 
     async def handle(self, request: IncomingSubmit) -> Reply:
         tenant: str | None = None
@@ -95,18 +119,12 @@ class Submissions:
 
     async def _read_json(self, request: IncomingSubmit) -> Any:
         limit = self._limits.max_request_bytes
-        declared = request.content_length
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise problems.too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.body:
-            size += len(chunk)
-            if size > limit:
-                raise problems.too_large(limit)
-            chunks.append(chunk)
         try:
-            return orjson.loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            body = await read_body(request.body, declared=request.content_length, limit_bytes=limit)
+        except BodyTooLarge:
+            raise problems.too_large(limit) from None
+        try:
+            return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise problems.malformed(f"the body is not valid JSON: {exc}") from None
 

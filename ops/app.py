@@ -12,7 +12,7 @@ import typer
 
 from ops import commands, drill, launcher, service_commands, tenants_cli
 from ops.context import running_deployment_config, settings
-from shared.settings import use_config_file
+from shared.config_file import use_config_file
 
 app = typer.Typer(
     name="relay",

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from shared.settings import CONFIG_ENV, DATA_DIR_NAME, Settings, SiteSettings, data_dir
+from shared.config_file import CONFIG_ENV, DATA_DIR_NAME, data_dir
+from shared.settings import Settings, SiteSettings
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"

@@ -43,7 +43,7 @@ def settings() -> Settings:
 def local_run_dir() -> Path:
     """The run directory `make run` gives `relay up` (logs, demo key, run file): in the data directory, so
     a command in any folder finds the running deployment."""
-    from shared.settings import data_dir
+    from shared.config_file import data_dir
 
     return data_dir() / "run"
 

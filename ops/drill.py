@@ -28,8 +28,8 @@ from ops.drill_run import Drill
 from ops.harness.simulators import SimulatorUnavailable
 from ops.run_dir import read_run_file
 from ops.supervisor import quiet_http_client_logs, relay_command
+from shared.config_file import config_file_in_use, use_config_file
 from shared.errors import ConfigError
-from shared.settings import config_file_in_use, use_config_file
 
 
 def parse_simulators(options: list[str]) -> dict[str, str]:
@@ -115,8 +115,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Failover drill: traffic, a fault at one site, a verdict. Exit 0 only if nothing was lost.
 
-        Faults: down (refused connections, the default), blackhole (no answer), error (500s, nothing
-        taken), kill-worker.
+        Faults: down (refused connections, the default), blackhole (no answer), error (500s, or binds
+        refused by a simulated SMSC: nothing taken), kill-worker.
 
         kill-worker SIGKILLs the site's workers on this host; `relay up` restarts them.
 

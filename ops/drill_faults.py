@@ -14,10 +14,18 @@ from collections.abc import Callable, Mapping
 from ops.drill_heartbeats import HeartbeatWatcher
 from ops.drill_plan import DrillRefused
 from ops.harness.simulators import SimulatorAdmin, SimulatorUnavailable
-from shared.settings import Settings
+from shared.settings import PlatformKind, Settings
 
 KILL_WORKER = "kill-worker"
 RESTART_TIMEOUT_S = 60.0
+# The drill's faults as the simulated SMSC of an smpp site has them: the port closed, submits never
+# answered, binds refused (nothing taken, as the HTTP simulator's 500s).
+SMSC_FAULTS = {"down": "down", "blackhole": "no-resp", "error": "bind-refused"}
+
+
+def simulator_fault(fault: str, platform: PlatformKind | None) -> str:
+    """The fault mode of the site's simulator that stands for the drill's `fault`."""
+    return SMSC_FAULTS.get(fault, fault) if platform is PlatformKind.SMPP else fault
 
 
 class FaultSwitch:
@@ -37,6 +45,8 @@ class FaultSwitch:
         self._site = site
         self._config = config
         self._sim = sims.get(site)
+        site_settings = config.sites.get(site)
+        self._mode = simulator_fault(fault, site_settings.platform if site_settings is not None else None)
         self._watcher = watcher
         self._say = say
         self._killed: frozenset[int] = frozenset()
@@ -62,7 +72,7 @@ class FaultSwitch:
     async def inject(self) -> float:
         """Switch the fault on; when it began."""
         if self._sim is not None and self._fault != KILL_WORKER:
-            await asyncio.to_thread(self._sim.set_fault, self._fault)
+            await asyncio.to_thread(self._sim.set_fault, self._mode)
             self._on = True
             self._say(f"fault {self._fault!r} injected at site {self._site}")
             return time.time()

@@ -1,7 +1,7 @@
 """`relay up`: the whole relay on one machine, supervised (what `make run` runs).
 
-It migrates the store, starts a simulated platform for every site whose http-json platform is on this
-machine (see `ops.launcher_sites`), the ingress, and one worker per site (or more), waits until the
+It migrates the store, starts a simulated platform for every site whose http-json platform or SMSC is on
+this machine (see `ops.launcher_sites`), the ingress, and one worker per site (or more), waits until the
 ingress is ready, prints how to use it, and then keeps every child running until Ctrl-C or SIGTERM. While
 it runs, its run directory holds the run file (`ops.run_dir`) that tells `relay drill` where it is.
 """
@@ -28,9 +28,10 @@ from ops.harness.simulators import simulator_args
 from ops.launcher_sites import DEFAULT_ADMIN_PORTS, SimulatedSite, simulated_sites, with_default_sites
 from ops.run_dir import RunFile, remove_run_file, write_run_file
 from ops.supervisor import ChildSpec, Supervisor, quiet_http_client_logs, relay_command, run_once
+from shared.config_file import config_file_in_use, use_config_file
 from shared.errors import TransientError
 from shared.logs import get_logger
-from shared.settings import Settings, config_file_in_use, use_config_file
+from shared.settings import Settings
 
 log = get_logger("relay.up")
 
@@ -83,11 +84,12 @@ def plan_children(
     """Every child `relay up` runs, simulators first so the workers find their platforms."""
     children = [
         ChildSpec(
-            name=f"platform-sim-{sim.site}",
-            args=tuple(
-                simulator_args(
-                    [*relay, "platform-sim"], host=sim.host, port=sim.port, admin_port=sim.admin_port
-                )
+            name=f"{sim.command}-{sim.site}",
+            args=(
+                *simulator_args(
+                    [*relay, sim.command], host=sim.host, port=sim.port, admin_port=sim.admin_port
+                ),
+                *sim.options,
             ),
         )
         for sim in simulators
@@ -237,7 +239,7 @@ def _print_banner(
         f"  Logs:      {supervisor.log_dir}/",
     ]
     for sim in deployment.simulators:
-        lines.append(f"  Site {sim.site}:    simulated platform, faults at {sim.admin_url}/faults")
+        lines.append(f"  Site {sim.site}:    {sim.description}, faults at {sim.admin_url}/faults")
     lines += ["", "Send a message:", f"  {curl_example(url, key)}", ""]
     if deployment.simulators:
         run_dir_option = "" if run_dir == DEFAULT_RUN_DIR else f" --run-dir {shlex.quote(str(run_dir))}"

@@ -1,9 +1,11 @@
 """The sites `relay up` runs and the platforms it simulates.
 
-A site gets a simulated platform when its platform speaks http-json at an address of this machine: the
-simulator listens on the site's own port, its admin API on a free port (or the documented one of a
-default site). When the configuration names no site at all, `relay up` runs two of its own, `a` and `b`,
-on the documented ports, and hands its children a configuration that names them.
+A site gets a simulated platform when its platform is on this machine and the relay has a simulator of
+its kind: an http-json site gets `relay platform-sim`, an smpp site `relay smsc-sim` (taking binds with the
+site's own system_id and password). The simulator listens on the site's own port, its admin API on a free
+port (or the documented one of a default site). When the configuration names no site at all, `relay up`
+runs two of its own, `a` and `b`, on the documented ports, and hands its children a configuration that
+names them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,25 @@ class SimulatedSite:
     host: str
     port: int
     admin_port: int
+    platform: PlatformKind = PlatformKind.HTTP_JSON
+    credentials: tuple[str, str] | None = None  # the system_id and password an SMSC's binds must give
+
+    @property
+    def command(self) -> str:
+        """The `relay` command that simulates the site's platform."""
+        return "smsc-sim" if self.platform is PlatformKind.SMPP else "platform-sim"
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The command's options beyond its addresses."""
+        if self.credentials is None:
+            return ()
+        system_id, password = self.credentials
+        return ("--system-id", system_id, "--password", password)
+
+    @property
+    def description(self) -> str:
+        return "simulated SMSC" if self.platform is PlatformKind.SMPP else "simulated platform"
 
     @property
     def admin_url(self) -> str:
@@ -54,15 +75,22 @@ def with_default_sites(config_file: Path | None, run_dir: Path) -> Path:
 
 
 def simulated_sites(config: Settings, *, admin_ports: Mapping[str, int]) -> list[SimulatedSite]:
-    """The sites whose http-json platform is on this machine, with their simulator's ports: the site's
-    own, and `admin_ports[site]` or a free one for its admin API."""
+    """The sites whose http-json or smpp platform is on this machine, with their simulator's ports: the
+    site's own, and `admin_ports[site]` or a free one for its admin API."""
     found = []
     for site in config.site_names:
         site_settings = config.sites[site]
-        platform = urlsplit(site_settings.url)
-        if site_settings.platform is not PlatformKind.HTTP_JSON or platform.hostname not in LOCAL_HOSTS:
+        if site_settings.platform is PlatformKind.SMPP:
+            host, port = site_settings.host, site_settings.port
+            credentials = (site_settings.system_id or "", site_settings.password or "")
+        elif site_settings.platform is PlatformKind.HTTP_JSON:
+            platform = urlsplit(site_settings.url)
+            host, port, credentials = platform.hostname, platform.port, None
+        else:
             continue
-        if platform.port is None:
+        if host not in LOCAL_HOSTS:
+            continue
+        if port is None:
             raise ConfigError(
                 f"sites.{site}.url: a platform on this machine needs an explicit port for `relay up` to "
                 "simulate it (or run with --no-sims)"
@@ -70,9 +98,11 @@ def simulated_sites(config: Settings, *, admin_ports: Mapping[str, int]) -> list
         found.append(
             SimulatedSite(
                 site=site,
-                host=platform.hostname or "127.0.0.1",
-                port=platform.port,
+                host=host or "127.0.0.1",
+                port=port,
                 admin_port=admin_ports.get(site) or free_port(),
+                platform=site_settings.platform,
+                credentials=credentials,
             )
         )
     return found

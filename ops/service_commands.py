@@ -16,7 +16,8 @@ from sqlalchemy.engine import make_url
 from ops import output
 from ops.context import check_site, settings
 from ops.store_access import open_store, run
-from shared.settings import sqlite_file
+from shared.config_file import sqlite_file
+from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.migrate import upgrade
 from simulator.cli import platform_sim
@@ -68,8 +69,15 @@ def _key_json(info: KeyInfo) -> dict[str, Any]:
 def keys_create(
     tenant: str = typer.Option(..., "--tenant", metavar="TENANT", help="Tenant the key sends for."),
 ) -> None:
-    """Create a key; it is shown once, as the last line (only its hash is stored)."""
-    key, info = _with_store(lambda sessions: create_key(sessions, tenant=tenant))
+    """Create a key; it is shown once, as the last line (only its hash is stored). The first line names
+    the tenant's account SID, the user name for the Twilio-style API."""
+
+    async def create(sessions: Any) -> tuple[str, KeyInfo, str]:
+        key, info = await create_key(sessions, tenant=tenant)
+        return key, info, await ensure_account_sid(sessions, tenant=info.tenant)
+
+    key, info, sid = _with_store(create)
+    typer.echo(f"account SID: {sid}")
     typer.echo(f"created API key {info.prefix}... for tenant {info.tenant}; it is shown only now:", err=False)
     typer.echo(key)
 

@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.config_file import sqlite_file
 from shared.errors import StoreUnavailable
-from shared.settings import StoreSettings, sqlite_file
+from shared.settings import StoreSettings
 from shared.store.engine import make_engine, make_sessionmaker
 
 T = TypeVar("T")

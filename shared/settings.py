@@ -10,7 +10,6 @@ directory (`data_dir()`), so every command finds the same store whatever folder 
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -20,84 +19,19 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
+from shared.config_file import (
+    ConfigFileSource,
+    config_file,
+    default_spool_path,
+    default_store_url,
+)
 from shared.errors import ConfigError
 from shared.guard_settings import GuardSettings, NumberType
 
-CONFIG_ENV = "RELAY_CONFIG"
 DEFAULT_DELIVERY_LIMIT = 50
 SITE_NAME_MAX_CHARS = 64  # the width of the store's site columns
-DATA_DIR_NAME = "sms-ha-relay"
-
-_config_path: Path | None = None
-
-
-def use_config_file(path: Path | None) -> None:
-    """Name the TOML file later `load_settings()` calls read (the CLI's ``--config``)."""
-    global _config_path
-    _config_path = path
-
-
-def data_dir() -> Path:
-    """Where the store and the spool live unless configured: ``$XDG_DATA_HOME/sms-ha-relay``, by default
-    ``~/.local/share/sms-ha-relay`` (the XDG base directory rule; a relative XDG_DATA_HOME is ignored)."""
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
-    return base / DATA_DIR_NAME
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite store URL; None for other databases, in-memory and ``file:`` URI stores."""
-    from sqlalchemy.engine import make_url  # only here: the simulator needs no SQLAlchemy
-
-    parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:"):
-        return None
-    return Path(database)
-
-
-def _rebased_sqlite_url(url: str, base: Path) -> str:
-    path = sqlite_file(url)
-    if path is None or path.is_absolute():
-        return url
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=str(base / path)).render_as_string(hide_password=False)
-
-
-def _rebased_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """The TOML file's relative file paths taken from `base`, its folder. Anything malformed is left for
-    validation to report."""
-    store = data.get("store")
-    if isinstance(store, dict) and isinstance(store.get("url"), str):
-        store["url"] = _rebased_sqlite_url(store["url"], base)
-    ingress = data.get("ingress")
-    if isinstance(ingress, dict) and isinstance(ingress.get("spool_path"), str):
-        spool_path = Path(ingress["spool_path"])
-        if not spool_path.is_absolute():
-            ingress["spool_path"] = str(base / spool_path)
-    return data
-
-
-class _ConfigFileSource(TomlConfigSettingsSource):
-    """The TOML file, its relative paths taken from its own folder rather than the current directory."""
-
-    def _read_file(self, file_path: Any) -> dict[str, Any]:
-        data = super()._read_file(file_path)
-        return _rebased_paths(data, Path(file_path).resolve().parent)
-
-
-def _default_store_url() -> str:
-    return f"sqlite+aiosqlite:///{data_dir() / 'relay.db'}"
-
-
-def _default_spool_path() -> Path:
-    return data_dir() / "relay-spool.db"
 
 
 class _Section(BaseModel):
@@ -112,6 +46,10 @@ class PlatformKind(StrEnum):
 
 
 HTTP_PLATFORMS = frozenset({PlatformKind.HTTP_JSON, PlatformKind.KANNEL, PlatformKind.JASMIN})
+# Most segments a site carries whole unless `sites.<name>.max_segments` says otherwise, as the programs
+# behave out of the box: Kannel's sendsms-user sends one part (`max-messages = 1`) and does not concatenate,
+# Jasmin cuts a text at `long_content_max_parts = 5`. Other kinds carry `ingress.max_segments`.
+DEFAULT_MAX_SEGMENTS = {PlatformKind.KANNEL: 1, PlatformKind.JASMIN: 5}
 
 
 class LongMessages(StrEnum):
@@ -174,7 +112,7 @@ class BrokerSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = Field(
-        default_factory=_default_store_url,
+        default_factory=default_store_url,
         description="SQLAlchemy async URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://...",
     )
     batch_max: int = Field(500, ge=1, description="Most rows one group commit writes.")
@@ -185,7 +123,7 @@ class IngressSettings(_Section):
     port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API (0: any free port).")
     processes: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
     spool_path: Path = Field(
-        default_factory=_default_spool_path,
+        default_factory=default_spool_path,
         description="Local SQLite file that keeps submits the broker did not confirm.",
     )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
@@ -259,7 +197,7 @@ class SiteSettings(_Section):
         ge=1,
         le=255,
         description="Most segments one message may take at this site; a longer one goes to a site that "
-        "carries it whole (default: ingress.max_segments).",
+        "carries it whole (default: 1 for kannel, 5 for jasmin, else ingress.max_segments).",
     )
     host: str | None = Field(None, description="SMSC address (SMPP).")
     port: int | None = Field(None, ge=1, le=65535, description="SMSC port (SMPP).")
@@ -379,9 +317,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _config_file()
+        path = config_file()
         if path is not None:
-            sources.append(_ConfigFileSource(settings_cls, toml_file=path))
+            sources.append(ConfigFileSource(settings_cls, toml_file=path))
         return tuple(sources)
 
     @property
@@ -390,25 +328,13 @@ class Settings(BaseSettings):
 
     @property
     def segment_limits(self) -> dict[str, int]:
-        """Most segments each site carries whole: its own `max_segments`, never above the ingress's."""
+        """Most segments each site carries whole: its own `max_segments` (else its platform's default),
+        never above the ingress's."""
         cap = self.ingress.max_segments
-        return {name: min(site.max_segments or cap, cap) for name, site in self.sites.items()}
-
-
-def config_file_in_use() -> Path | None:
-    """The TOML file the settings come from (``--config`` or ``RELAY_CONFIG``), if any."""
-    return _config_file()
-
-
-def _config_file() -> Path | None:
-    raw = _config_path if _config_path is not None else os.environ.get(CONFIG_ENV)
-    if not raw:
-        return None
-    path = Path(raw)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    # Absolute: the children `relay up` starts get the same file wherever they run.
-    return path.resolve()
+        return {
+            name: min(site.max_segments or DEFAULT_MAX_SEGMENTS.get(site.platform, cap), cap)
+            for name, site in self.sites.items()
+        }
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from ops.harness.cleanup import delete_broker_names
+from ops.harness.processes import PeerMissing
+from ops.harness.rabbit_cluster import ClusterFailed, RabbitCluster, cluster_possible
 from shared.settings import Settings, StoreSettings, load_settings
 from shared.store.migrate import upgrade
 from tests.helpers import SITES, listening, missing_service
@@ -97,3 +101,38 @@ def kannel_binaries() -> dict[str, str]:
         if not Path(path).exists():
             missing_service(f"Kannel's {name} is not installed (apt-get install kannel kannel-extras)")
     return paths
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    try:
+        return (yield)
+    except PeerMissing as exc:
+        missing_service(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    try:
+        return (yield)
+    except PeerMissing as exc:
+        missing_service(str(exc))
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """A three-node cluster for the tests marked `cluster`; skipped where none can start (failed in CI)."""
+    reason = cluster_possible()
+    if reason is not None:
+        missing_service(reason)
+    cluster = RabbitCluster(root=Path(tempfile.mkdtemp(prefix="relay-cluster-")))
+    try:
+        cluster.start()
+    except (ClusterFailed, OSError, subprocess.TimeoutExpired) as exc:
+        cluster.stop()
+        missing_service(f"no three-node RabbitMQ cluster could form here: {exc}")
+    print(f"\nthree-node RabbitMQ cluster formed in {cluster.formed_in_s:.1f} s")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -26,9 +26,15 @@ from workers.platforms.base import Result
 from workers.settlement import Settlement
 
 
-def make_job(*, expires_at: float = 2e9) -> Job:
+def make_job(*, expires_at: float = 2e9, segments: int = 1) -> Job:
     return Job(
-        id=new_message_id(), tenant="t", to="+31612345678", sender="S", body="b", expires_at=expires_at
+        id=new_message_id(),
+        tenant="t",
+        to="+31612345678",
+        sender="S",
+        body="b",
+        expires_at=expires_at,
+        segments=segments,
     )
 
 
@@ -163,10 +169,12 @@ class Platform:
         return None
 
 
-def settings(**worker: Any) -> Settings:
+def settings(*, sites: dict[str, dict[str, Any]] | None = None, **worker: Any) -> Settings:
+    """Sites a and b (http-json; `sites` adds to their options) and a quick breaker."""
+    sites = sites or {}
     return load_settings(
         broker={"prefix": "unit"},
-        sites={"a": {"url": "http://127.0.0.1:1/a"}, "b": {"url": "http://127.0.0.1:1/b"}},
+        sites={name: {"url": f"http://127.0.0.1:1/{name}", **sites.get(name, {})} for name in ("a", "b")},
         worker={"breaker_failure_threshold": 2, "breaker_cooldown_s": 0.05, **worker},
     )
 
@@ -191,8 +199,14 @@ class Rooms:
     stop: asyncio.Event
 
 
-def rooms(*, platform: Platform | None = None, publisher: Publisher | None = None, **worker: Any) -> Rooms:
-    config = settings(**worker)
+def rooms(
+    *,
+    platform: Platform | None = None,
+    publisher: Publisher | None = None,
+    sites: dict[str, dict[str, Any]] | None = None,
+    **worker: Any,
+) -> Rooms:
+    config = settings(sites=sites, **worker)
     topology = topology_from(config)
     publisher = publisher or Publisher()
     recorder = Recorder()
@@ -210,6 +224,7 @@ def rooms(*, platform: Platform | None = None, publisher: Publisher | None = Non
         settlement=settlement,
         circuit=circuit,
         metrics=metrics,
+        segment_limits=config.segment_limits,
     )
     intake = Intake(settlement=settlement, outcomes=outcomes)
     queues = {site: Queue(f"unit.site.{site}") for site in ("a", "b")}

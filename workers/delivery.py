@@ -80,6 +80,8 @@ class Delivery:
                 settling.append(asyncio.ensure_future(self.hand_back(held)))
             elif held.job.expired(now):
                 settling.append(asyncio.ensure_future(self._outcomes.expire(held)))
+            elif not self._outcomes.carries(held):
+                settling.append(asyncio.ensure_future(self._outcomes.too_long(held)))
             else:
                 to_send.append(held)
         if to_send:

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from shared.errors import ConfigError
 from shared.model import CircuitState
 
 _CIRCUIT_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+# A problem's kind, without what varies from one occurrence to the next (an address, an error number), so
+# the label has few values: "SMSC unreachable: [Errno 111] ..." is "SMSC unreachable".
+_PROBLEM_DETAIL = re.compile(r"\s*[:(].*$", re.DOTALL)
+PROBLEM_KIND_CHARS = 64
+
+
+def problem_kind(problem: str) -> str:
+    return _PROBLEM_DETAIL.sub("", problem)[:PROBLEM_KIND_CHARS] or problem[:PROBLEM_KIND_CHARS]
+
+
+class PlatformProblem(Collector):
+    """`relay_worker_platform_problem{site, problem}`: 1 for the problem the adapter names now (read at
+    each scrape), 0 for each one it named before, so an alert sees a problem come and go."""
+
+    def __init__(self, *, site: str, source: Callable[[], str | None]) -> None:
+        self._site = site
+        self.source = source
+        self._seen: set[str] = set()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        problem = self.source()
+        now = problem_kind(problem) if problem else None
+        if now is not None:
+            self._seen.add(now)
+        family = GaugeMetricFamily(
+            "relay_worker_platform_problem",
+            "Why the site's platform takes no traffic, as its adapter knows it (authentication failed, "
+            "SMSC unreachable): 1 while it lasts.",
+            labels=["site", "problem"],
+        )
+        for kind in sorted(self._seen):
+            family.add_metric([self._site, kind], 1.0 if kind == now else 0.0)
+        yield family
 
 
 class WorkerMetrics:
@@ -55,6 +93,15 @@ class WorkerMetrics:
             "relay_worker_in_flight", "Jobs held unacked right now.", ["site"], registry=self.registry
         )
         self.circuit.labels(site=site).set(0)
+        self._problem: PlatformProblem | None = None
+
+    def watch_problem(self, source: Callable[[], str | None]) -> None:
+        """Report the platform problem `source` names at each scrape (the last source given wins)."""
+        if self._problem is None:
+            self._problem = PlatformProblem(site=self.site, source=source)
+            self.registry.register(self._problem)
+        else:
+            self._problem.source = source
 
     def set_circuit(self, state: CircuitState) -> None:
         self.circuit.labels(site=self.site).set(_CIRCUIT_VALUE[state])

@@ -8,7 +8,7 @@ not come, the job goes back to its queue unacked.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,7 +21,7 @@ from shared.topology import Topology, dead_exchange
 from workers.circuit import Circuit
 from workers.metrics import WorkerMetrics
 from workers.platforms.base import Result
-from workers.policy import GiveUp, Retry, after_failure
+from workers.policy import GiveUp, Retry, after_failure, elsewhere
 from workers.settlement import Held, Publisher, Settlement
 
 log = get_logger(__name__)
@@ -60,6 +60,7 @@ class Outcomes:
         settlement: Settlement,
         circuit: Circuit,
         metrics: WorkerMetrics,
+        segment_limits: Mapping[str, int],
     ) -> None:
         self._site = site
         self._worker_id = worker_id
@@ -70,6 +71,8 @@ class Outcomes:
         self._settlement = settlement
         self._circuit = circuit
         self._metrics = metrics
+        self._segment_limits = dict(segment_limits)
+        self._max_segments = segment_limits[site]
         self.totals = Totals()
         # Labelled children looked up once: `labels()` per message shows in profiles.
         self._deliveries = {o: metrics.deliveries.labels(site=site, outcome=o.value) for o in Outcome}
@@ -133,6 +136,44 @@ class Outcomes:
             outcome=Outcome.EXPIRED,
             status=Status.EXPIRED,
         )
+
+    def carries(self, held: Held) -> bool:
+        """The site's platform carries the job whole (`sites.<name>.max_segments`)."""
+        return held.job.segments <= self._max_segments
+
+    async def too_long(self, held: Held) -> None:
+        """A job the site cannot carry whole goes, unsent, to a site that can; dead when none can."""
+        segments = held.job.segments
+        step = elsewhere(
+            held.state,
+            segments=segments,
+            tried_site=self._site,
+            limits=self._segment_limits,
+            topology=self._topology,
+        )
+        if step is None:
+            await self.dead(
+                held,
+                reason=DeadReason.REJECTED,
+                detail=f"takes {segments} segments; sites carry at most {max(self._segment_limits.values())}",
+                attempts=held.state.attempt,
+                outcome=Outcome.REJECTED,
+                status=Status.REJECTED,
+            )
+            return
+        if await self._confirmed(held, self._republish(held, step)):
+            # A standby take put back to wait for its own site is not news; a hand-over is.
+            if step.switched_site:
+                log.info(
+                    "job longer than the site carries handed over",
+                    message_id=held.job.id,
+                    segments=segments,
+                    site=self._site,
+                    to=step.routing_key,
+                )
+                self.totals.failed_over += 1
+                self._metrics.failovers.labels(site=self._site, kind="segments").inc()
+            await self._settlement.ack(held)
 
     async def dead(
         self,

@@ -10,6 +10,10 @@ When the breaker of the site that just failed is open, the job is handed to the 
 goes straight back into the jobs exchange under that site's routing key, without a delay, because the
 other site is the fast way out and waiting would only add to the failover gap. Such an attempt is an
 outage's, not the message's: it does not count towards `max_attempts` (see `H_OUTAGE_ATTEMPT`).
+
+A job longer than the site about to send it carries whole (`sites.<name>.max_segments`: a standby take
+from another site's queue, or a limit lowered after the job was routed) is not sent there: it is handed to
+the next site that carries it (`elsewhere`), as a failover hands it, and no attempt is counted.
 """
 
 from __future__ import annotations
@@ -171,4 +175,34 @@ def after_failure(
         exchange=DEFAULT_EXCHANGE,
         routing_key=topology.delay_queue_for(new_state.site, attempt),
         switched_site=switch,
+    )
+
+
+def elsewhere(
+    state: DeliveryState, *, segments: int, tried_site: str, limits: Mapping[str, int], topology: Topology
+) -> Retry | None:
+    """Where a job of `segments` segments goes instead of `tried_site`, which cannot carry it whole: the next
+    site that can (sorted names, wrapping), or None when no site can.
+
+    A job taken from the queue of the only site that carries it (a standby take) waits in that site's first
+    delay queue and comes back to its queue, rather than straight back to the consumer that just gave it up.
+    """
+    ordered = sorted(topology.sites)
+    start = ordered.index(tried_site) + 1 if tried_site in ordered else 0
+    able = [s for s in ordered[start:] + ordered[:start] if limits.get(s, 0) >= segments]
+    if not able:
+        return None
+    other = next((s for s in able if s != state.site), None)
+    if other is None:
+        return Retry(
+            state=state,
+            exchange=DEFAULT_EXCHANGE,
+            routing_key=topology.delay_queue_for(state.site, 1),
+            switched_site=False,
+        )
+    return Retry(
+        state=replace(state, site=other, site_attempt=0),
+        exchange=jobs_exchange(topology.prefix),
+        routing_key=other,
+        switched_site=True,
     )

@@ -173,6 +173,7 @@ class Worker:
             concurrency=concurrency,
             metrics_port=metrics_port,
         )
+        metrics.watch_problem(lambda: worker.platform_problem)
         try:
             await worker._begin()
         except BaseException:
@@ -333,6 +334,7 @@ async def _assemble(
         settlement=settlement,
         circuit=circuit,
         metrics=metrics,
+        segment_limits=settings.segment_limits,
     )
     intake = Intake(settlement=settlement, outcomes=outcomes)
     consumers = Consumers.for_site(

@@ -21,7 +21,8 @@ from ops.harness.cleanup import delete_broker_names
 from ops.harness.processes import RELAY, free_port, spawned
 from ops.harness.simulators import SimulatorAdmin
 from ops.run_dir import read_run_file
-from shared.settings import Settings, load_settings, use_config_file
+from shared.config_file import use_config_file
+from shared.settings import Settings, load_settings
 
 SITES = ("a", "b")
 UP_READY_TIMEOUT_S = 120.0

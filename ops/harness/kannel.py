@@ -59,13 +59,16 @@ log-level = 1
 group = sendsms-user
 username = {username}
 password = {password}
-max-messages = 10
-concatenation = true
-
+{long_messages}
 group = sms-service
 keyword = default
 text = "ok"
 """
+
+
+# What a sendsms-user sends of a long text: up to 10 concatenated parts, unless the instance keeps Kannel's
+# own defaults (one part, no concatenation: the rest of the text is dropped).
+_LONG_MESSAGES = "max-messages = 10\nconcatenation = true\n"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +117,7 @@ class KannelInstance:
     sendsms_port: int = field(default_factory=free_port)
     username: str = USERNAME
     password: str = PASSWORD
+    kannel_defaults: bool = False  # the sendsms-user as Kannel has it out of the box
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _process_groups: set[int] = field(default_factory=set)
@@ -139,6 +143,7 @@ class KannelInstance:
                 sendsms_port=self.sendsms_port,
                 username=self.username,
                 password=self.password,
+                long_messages="" if self.kannel_defaults else _LONG_MESSAGES,
             )
         )
 
@@ -255,9 +260,12 @@ class KannelInstance:
 
 
 @contextlib.contextmanager
-def running_kannel(directory: Path, binaries: dict[str, str]) -> Iterator[KannelInstance]:
-    """A started Kannel instance in `directory`, stopped (SIGKILL) when the block ends."""
-    instance = KannelInstance(directory=directory, binaries=binaries)
+def running_kannel(
+    directory: Path, binaries: dict[str, str], *, kannel_defaults: bool = False
+) -> Iterator[KannelInstance]:
+    """A started Kannel instance in `directory`, stopped (SIGKILL) when the block ends; `kannel_defaults`
+    keeps Kannel's own sendsms-user limits on long texts."""
+    instance = KannelInstance(directory=directory, binaries=binaries, kannel_defaults=kannel_defaults)
     try:
         instance.start()
         yield instance

@@ -83,3 +83,7 @@ def sigkill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=5)
+
+
+class PeerMissing(RuntimeError):
+    """A program or service a harness needs is not on this machine (the test suite skips, or fails in CI)."""

@@ -18,10 +18,13 @@ import httpx
 from ops.harness.processes import RELAY, free_port, spawned, wait_for_port
 from shared.errors import TransientError
 
+# The HTTP simulator's faults, then the simulated SMSC's own (`none`, `down` and `reject` are both's).
 FAULT_MODES = ("none", "down", "blackhole", "error", "slow", "reject", "flaky")
+SMSC_FAULT_MODES = ("none", "down", "bind-refused", "no-resp", "throttle", "queue-full", "reject", "unbind")
 ADMIN_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 30.0
 SIMULATOR_COMMAND: tuple[str, ...] = (*RELAY, "platform-sim")
+SMSC_COMMAND: tuple[str, ...] = (*RELAY, "smsc-sim")  # same ports and admin API, SMPP on the platform port
 
 
 class SimulatorUnavailable(TransientError):
@@ -82,8 +85,9 @@ class SimulatorAdmin:
         return [str(r) for r in refs], total
 
     def set_fault(self, mode: str, **options: float) -> dict[str, Any]:
-        """Switch the platform's fault (`none` heals it); the simulator's answer names the fault now on."""
-        if mode not in FAULT_MODES:
+        """Switch the platform's fault (`none` heals it); the simulator's answer names the fault now on (a
+        simulator refuses a mode of the other kind's)."""
+        if mode not in FAULT_MODES and mode not in SMSC_FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}")
         answer: dict[str, Any] = self.admin("POST", "/faults", {"mode": mode, **options})
         return answer

@@ -46,6 +46,17 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class TenantAccount(Base):
+    """A tenant's account SID: the user name of HTTP Basic auth on the Twilio-style API (the password
+    is one of the tenant's API keys). Made with the tenant's first key; it never changes."""
+
+    __tablename__ = "tenant_accounts"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_sid: Mapped[str] = mapped_column(String(34), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Message(Base):
     __tablename__ = "messages"
 

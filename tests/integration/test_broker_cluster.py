@@ -15,8 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ops.harness.deployment import Deployment, relay_up, settings_of
-from tests.cluster_traffic import (
+from ops.harness.cluster_traffic import (
     RATE_PER_S,
     delivered,
     duplicates_at_platforms,
@@ -24,11 +23,11 @@ from tests.cluster_traffic import (
     report,
     stream_through,
 )
-from tests.rabbit_cluster import RabbitCluster, RabbitNode, rabbit_cluster
+from ops.harness.deployment import Deployment, relay_up, settings_of
+from ops.harness.rabbit_cluster import RabbitCluster, RabbitNode
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
-__all__ = ["rabbit_cluster"]
 
 MOVE_WITHIN_S = 5.0
 WORKER = {"heartbeat_interval_s": 0.5, "grace_s": 3.0}

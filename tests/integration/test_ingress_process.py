@@ -54,7 +54,7 @@ def cli(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     # Logging set up inside CliRunner would write to its captured stream, closed afterwards.
-    monkeypatch.setattr("ops.context.configure_logging", lambda **_: None)
+    monkeypatch.setattr("shared.logs.configure_logging", lambda **_: None)
     settings.cache_clear()
     app = typer.Typer()
     app.callback()(lambda: None)

@@ -70,6 +70,9 @@ async def test_accepted_messages_all_arrive_at_the_smsc(
     arrived = kannel.wait_for_received(before + 40)[before:]
     assert sorted(m.text for m in arrived) == sorted(j.body for j in jobs)
     assert {(m.sender, m.receiver) for m in arrived} == {("Bank", "+31612345678")}
+    # Each message names the relay's id in Kannel's access log.
+    access_log = (kannel.directory / "access.log").read_text(errors="replace")
+    assert all(f"[BINF:{j.id}]" in access_log for j in jobs), access_log[-2000:]
 
 
 async def test_unicode_text_arrives_as_ucs2(kannel: KannelInstance, adapter: KannelPlatform) -> None:

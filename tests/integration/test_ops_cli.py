@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import DATA_DIR_NAME
+from shared.config_file import DATA_DIR_NAME
 from tests.helpers import RELAY, free_port
 
 pytestmark = pytest.mark.integration

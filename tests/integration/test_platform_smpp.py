@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from ops.harness.smsc import RunningSmsc, running_smsc
 from shared.model import Job, Outcome, new_message_id
 from shared.settings import LongMessages
-from tests.smsc_sim_harness import RunningSmsc, running_smsc
 from workers.platforms.smpp import SmppPlatform
 from workers.platforms.smpp_link import SmppLink
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from shared.broker import ClusterConnection, node_order
+from shared.config_file import use_config_file
 from shared.errors import ConfigError
-from shared.settings import load_settings, use_config_file
+from shared.settings import load_settings
 from shared.topology import Topology
 
 NODES = ["amqp://u:p@n1:5672/", "amqp://u:p@n2:5672/", "amqp://u:p@n3:5672/"]

@@ -14,13 +14,15 @@ import pytest
 
 from ops.context import settings
 from ops.drill import load_target, parse_simulators
+from ops.drill_faults import simulator_fault
 from ops.drill_status import ambiguous_in
 from ops.drill_traffic import drill_number, message_id_from, submit_body
 from ops.launcher import api_url, curl_example, plan_children, prepare
 from ops.launcher_sites import DEFAULT_ADMIN_PORTS, simulated_sites, with_default_sites
 from ops.run_dir import RunFile, read_run_file, remove_run_file, write_run_file
+from shared.config_file import use_config_file
 from shared.errors import ConfigError
-from shared.settings import Settings, load_settings, use_config_file
+from shared.settings import PlatformKind, Settings, load_settings
 
 RELAY = ["relay"]
 
@@ -96,6 +98,40 @@ def test_only_local_http_json_sites_get_a_simulator() -> None:
         }
     )
     assert [s.site for s in simulated_sites(config, admin_ports={"a": 7101})] == ["a"]
+
+
+def test_a_local_smpp_site_gets_a_simulated_smsc_that_takes_its_credentials() -> None:
+    smpp = {"platform": "smpp", "port": 2775, "system_id": "relay", "password": "pw"}
+    config = load_settings(
+        sites={
+            "a": {"url": "http://127.0.0.1:7001/v1.0/message"},
+            "b": {**smpp, "host": "localhost"},
+            "c": {**smpp, "host": "smsc.example.net"},
+        }
+    )
+    sims = simulated_sites(config, admin_ports={"a": 7101, "b": 7102})
+    assert [s.site for s in sims] == ["a", "b"]
+    specs = plan_children(config, relay=RELAY, simulators=sims, workers_per_site=1, metrics_base_port=0)
+    by_name = {s.name: s.args for s in specs}
+    assert by_name["smsc-sim-b"] == (
+        "relay", "smsc-sim", "--host", "localhost", "--port", "2775", "--admin-port", "7102",
+        "--system-id", "relay", "--password", "pw",
+    )  # fmt: skip
+    assert by_name["platform-sim-a"][1] == "platform-sim"
+    assert [s.name for s in specs][:3] == ["platform-sim-a", "smsc-sim-b", "ingress"]
+
+
+def test_the_drills_faults_at_a_simulated_smsc() -> None:
+    assert [simulator_fault(f, PlatformKind.SMPP) for f in ("down", "blackhole", "error")] == [
+        "down",
+        "no-resp",
+        "bind-refused",
+    ]
+    assert [simulator_fault(f, PlatformKind.HTTP_JSON) for f in ("down", "blackhole", "error")] == [
+        "down",
+        "blackhole",
+        "error",
+    ]
 
 
 def test_a_local_platform_without_a_port_is_a_configuration_error() -> None:

@@ -17,6 +17,7 @@ from ingress.validation import validate_message
 from shared.errors import ConfigError, PermanentError, ValidationFailed
 from shared.model import DeadReason, Outcome, Status, new_message_ids
 from shared.settings import IngressSettings, RoutingSettings, Settings, SiteSettings, StoreSettings
+from shared.store.accounts import new_account_sid
 from shared.store.api_keys import PREFIX_CHARS, create_key, hash_key, new_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Base
@@ -211,6 +212,8 @@ async def test_every_text_column_holds_the_longest_value_validation_lets_through
         ("idempotency_keys", "tenant"): tenant,
         ("idempotency_keys", "key"): MAX_KEY_CHARS,
         ("idempotency_keys", "request_hash"): len(request_hash("/v1/messages", {})),
+        ("tenant_accounts", "tenant"): tenant,
+        ("tenant_accounts", "account_sid"): len(new_account_sid()),
         ("tenant_limits", "tenant"): tenant,
     }
     widths = {

@@ -18,8 +18,9 @@ from ops.app import app
 from ops.commands import paused, until_stopped
 from ops.context import check_site, local_run_dir, settings
 from ops.run_dir import RunFile, remove_run_file, write_run_file
+from shared.config_file import DATA_DIR_NAME, use_config_file
 from shared.errors import ValidationFailed
-from shared.settings import DATA_DIR_NAME, Settings, use_config_file
+from shared.settings import Settings
 from tests.helpers import RELAY, SITES
 
 BOX_CHARACTERS = set("│┃─━┏┓┗┛╭╮╰╯")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ops.context import local_run_dir
-from shared.settings import DATA_DIR_NAME
+from shared.config_file import DATA_DIR_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 

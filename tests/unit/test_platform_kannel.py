@@ -48,6 +48,7 @@ def test_parameters_of_a_gsm_and_a_unicode_message() -> None:
         "text": "hi",
         "charset": "UTF-8",
         "coding": "0",
+        "binfo": "m1",  # the relay message id
         "dlr-mask": "31",
         "validity": "11",  # 601 s rounds up to 11 minutes
     }

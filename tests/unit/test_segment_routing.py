@@ -19,6 +19,22 @@ def test_segment_limits_are_each_sites_own_capped_by_the_ingress() -> None:
     assert settings.segment_limits == {"a": 5, "b": 8}
 
 
+def test_segment_limits_default_to_what_each_platform_kind_carries_out_of_the_box() -> None:
+    http = {"url": "http://h/"}
+    smpp = {"platform": "smpp", "host": "smsc", "port": 2775, "system_id": "r", "password": "p"}
+    settings = load_settings(
+        ingress={"max_segments": 8},
+        sites={
+            "kannel": {**http, "platform": "kannel", "username": "u", "password": "p"},
+            "jasmin": {**http, "platform": "jasmin", "username": "u", "password": "p"},
+            "json": http,
+            "smpp": smpp,
+            "raised": {**http, "platform": "kannel", "username": "u", "password": "p", "max_segments": 3},
+        },
+    )
+    assert settings.segment_limits == {"kannel": 1, "jasmin": 5, "json": 8, "smpp": 8, "raised": 3}
+
+
 def test_round_robin_skips_a_site_that_would_cut_the_message() -> None:
     router = Router(settings=RoutingSettings(), sites=["a", "b"], segment_limits={"a": 5, "b": 10})
     assert [router.next_site(7) for _ in range(4)] == ["b"] * 4

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.config_file import DATA_DIR_NAME, data_dir, sqlite_file, use_config_file
 from shared.errors import ConfigError
-from shared.settings import (
-    DATA_DIR_NAME,
-    PlatformKind,
-    RoutingPolicy,
-    data_dir,
-    load_settings,
-    sqlite_file,
-    use_config_file,
-)
+from shared.settings import PlatformKind, RoutingPolicy, load_settings
 
 CONFIG = """
 [broker]

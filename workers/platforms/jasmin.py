@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
@@ -27,9 +25,8 @@ class JasminPlatform(PerMessagePlatform):
         else:
             # Jasmin's `content` is latin-1; anything else must go as raw UCS-2 bytes in hex.
             form.update({"hex-content": job.body.encode("utf-16-be").hex(), "coding": str(CODING_UCS2)})
-        if job.expires_at > 0:
-            # Jasmin's validity-period is relative, in whole minutes; rounded up as for Kannel.
-            form["validity-period"] = str(max(1, math.ceil((job.expires_at - time.time()) / 60)))
+        # No validity-period: Jasmin 0.11.1 answers `Success` to one and then drops the message whenever
+        # the time it makes of it falls in a second's last tenth (it cannot encode it; README, "Platforms").
         return form
 
     async def _request(self, job: Job) -> HttpAnswer:

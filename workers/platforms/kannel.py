@@ -51,6 +51,9 @@ class KannelPlatform(PerMessagePlatform):
             "text": job.body,
             "charset": "UTF-8",
             "coding": str(CODING_7BIT if job.encoding == "gsm7" else CODING_UCS2),
+            # Kannel's field for a caller's own transaction id: it writes it into its access log
+            # ([BINF:...]) and hands it to the SMSC module, so each copy there names the relay message.
+            "binfo": job.id,
         }
         if self._dlr_mask is not None:
             params["dlr-mask"] = str(self._dlr_mask)

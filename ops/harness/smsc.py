@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import free_port, spawned, wait_for_port
+from ops.harness.processes import free_port, spawned, wait_for_port
 
 SMSC_COMMAND: Sequence[str] = (sys.executable, "-m", "simulator.smsc")
 
@@ -60,7 +61,7 @@ def running_smsc(*, log: Path | None = None, extra_args: Sequence[str] = ()) -> 
     """A simulated SMSC on free ports, killed when the block ends."""
     port, admin_port = free_port(), free_port()
     args = [*SMSC_COMMAND, "--port", str(port), "--admin-port", str(admin_port), *extra_args]
-    with spawned(args, log=log, env={"RELAY_LOG__LEVEL": "WARNING"}) as proc:
+    with spawned(args, log=log, env={**os.environ, "RELAY_LOG__LEVEL": "WARNING"}) as proc:
         try:
             wait_for_port(admin_port, timeout_s=15)
             wait_for_port(port, timeout_s=5)

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import free_port, missing_service, spawned, wait_for_port
+from ops.harness.processes import PeerMissing, free_port, spawned, wait_for_port
 
 JASMIN_VERSION = "0.11.1"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 USERNAME = "relay"
 PASSWORD = "relaypw"
 CONNECTOR = "smsc"
@@ -52,12 +52,12 @@ def jasmin_python() -> Path:
     venv = Path(os.environ.get("RELAY_TEST_JASMIN_VENV", REPO / ".peers" / "jasmin"))
     python = venv / "bin" / "python"
     if not python.exists():
-        missing_service(f"Jasmin {JASMIN_VERSION} is not installed in {venv} (run .ci/install-peers)")
+        raise PeerMissing(f"Jasmin {JASMIN_VERSION} is not installed in {venv} (run .ci/install-peers)")
     if shutil.which("rabbitmqctl") is None:
-        missing_service("rabbitmqctl is needed to give Jasmin a vhost of its own")
+        raise PeerMissing("rabbitmqctl is needed to give Jasmin a vhost of its own")
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 6379)) != 0:
-            missing_service("Jasmin needs Redis at 127.0.0.1:6379 (.ci/install-peers starts one)")
+            raise PeerMissing("Jasmin needs Redis at 127.0.0.1:6379 (.ci/install-peers starts one)")
     return python
 
 
@@ -117,7 +117,7 @@ class JasminInstance:
         self._rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         config = self._write_config()
         root = self.directory / "root"
-        env = {"ROOT_PATH": str(root), "LOG_PATH": str(self.directory / "log")}
+        env = {**os.environ, "ROOT_PATH": str(root), "LOG_PATH": str(self.directory / "log")}
         args = [str(self.python), "-c", _LAUNCH, "-c", str(config)]
         self._stack.enter_context(spawned(args, env=env, log=self.directory / "jasmind.out"))
         for port in (self.jcli_port, self.http_port, self.smpp_port):
@@ -176,7 +176,7 @@ class JasminInstance:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         # Every listener on a free port of the loopback; the ones the tests never use too, so that two
         # instances (or a system Jasmin) never collide.
-        sections = {
+        sections: dict[str, dict[str, object]] = {
             "smpp-server": {"bind": "127.0.0.1", "port": self.smpp_port},
             "smpp-server-pb": {"bind": "127.0.0.1", "port": (pb := free_port())},
             "smpp-server-pb-client": {"port": pb},

@@ -13,16 +13,11 @@ import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from ops.harness.processes import free_port, listening
-from tests.helpers import missing_service
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
@@ -191,22 +186,3 @@ class RabbitCluster:
     def _tail(self, node: RabbitNode) -> str:
         out = node.home / "server.out"
         return out.read_text(errors="replace")[-2000:] if out.exists() else "(no output)"
-
-
-@pytest.fixture(scope="session")
-def rabbit_cluster() -> Iterator[RabbitCluster]:
-    """A three-node cluster for the tests marked `cluster`; skipped where none can start (failed in CI)."""
-    reason = cluster_possible()
-    if reason is not None:
-        missing_service(reason)
-    cluster = RabbitCluster(root=Path(tempfile.mkdtemp(prefix="relay-cluster-")))
-    try:
-        cluster.start()
-    except (ClusterFailed, OSError, subprocess.TimeoutExpired) as exc:
-        cluster.stop()
-        missing_service(f"no three-node RabbitMQ cluster could form here: {exc}")
-    print(f"\nthree-node RabbitMQ cluster formed in {cluster.formed_in_s:.1f} s")
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
