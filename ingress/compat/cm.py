@@ -15,6 +15,7 @@ import orjson
 
 from ingress.compat.common import CompatRequest, Intake, Refused, international, replayed_headers
 from ingress.idempotency import Answer
+from ingress.problems import is_json
 from ingress.service import Ingress
 from ingress.submission import Reply
 from ingress.validation import ValidMessage
@@ -81,6 +82,8 @@ class CmApi:
         self._intake = Intake(ingress=ingress, api="cm")
 
     async def submit(self, request: CompatRequest) -> Reply:
+        if not is_json(request.header(b"content-type")):
+            return refusal(REQUEST_MALFORMED, "The request body must be application/json", status=415)
         try:
             try:
                 payload = orjson.loads(await self._intake.read_body(request))

@@ -8,6 +8,7 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -164,7 +165,40 @@ async def test_replicas_share_the_limit_through_redis_and_fail_open_without_it(
     await drain(broker_url, site_queue(prefix, "a"), expect=accepted + 10, timeout_s=10)
 
 
-def _one_use():
-    import httpx
-
+def _one_use() -> httpx.Limits:
     return httpx.Limits(max_keepalive_connections=0)
+
+
+async def test_the_drop_in_apis_answer_a_tenant_over_its_rate_in_their_own_words(
+    tmp_path, store_url, broker_url, prefix, broker_cleanup
+):
+    async with served_ingress(tmp_path, broker_url=broker_url, prefix=prefix) as ingress:
+        created = (await cli(["keys", "create", "--tenant", "acme"], ingress.env)).stdout.strip().splitlines()
+        sid = next(line for line in created if line.startswith("account SID: ")).removeprefix("account SID: ")
+        key = created[-1]
+        await cli(["tenants", "limit", "acme", "--per-second", "0.01", "--burst", "1"], ingress.env)
+        await asyncio.sleep(3)
+        kannel = {"username": "acme", "password": key, "to": "+31612345678", "from": "MyBank", "text": "hi"}
+        cm = {
+            "messages": {
+                "authentication": {"producttoken": key},
+                "msg": [{"from": "MyBank", "to": [{"number": "0031612345678"}], "body": {"content": "hi"}}],
+            }
+        }
+        twilio = {"To": "+31612345678", "From": "MyBank", "Body": "hi"}
+        async with httpx.AsyncClient(base_url=ingress.url, timeout=10) as client:
+            first = await client.get("/cgi-bin/sendsms", params=kannel)
+            assert (first.status_code, first.text) == (202, "0: Accepted for delivery")  # the burst of one
+            again = await client.get("/cgi-bin/sendsms", params=kannel)
+            assert again.status_code == 429 and "Too many requests" in again.text
+            assert int(again.headers["Retry-After"]) > 1
+            refused = await client.post("/v1.0/message", json=cm)
+            assert refused.status_code == 429 and "Too many requests" in refused.json()["details"]
+            plain = await client.post("/v1.0/message", content=b"{}", headers={"Content-Type": "text/plain"})
+            assert plain.status_code == 415
+            create = await client.post(
+                f"/2010-04-01/Accounts/{sid}/Messages.json", data=twilio, auth=(sid, key)
+            )
+            assert create.status_code == 429 and create.json()["code"] == 20429
+        assert await metric(ingress, 'relay_ingress_rate_limited_total{limit="rate"}') == 3
+    assert len(await drain(broker_url, site_queue(prefix, "a"), expect=1, timeout_s=5)) == 1
