@@ -1,8 +1,8 @@
 """What a tenant's rate limit costs a single submit: throughput with and without a limit, in one run.
 
-One ingress process serves two tenants over 64 keep-alive connections each: "free" has no rate limit,
-"limited" has one far above what the machine can send (so nothing is refused and only the check's cost
-shows). Rounds alternate which tenant goes first and the cost is the median over the rounds of each
+One ingress process serves three tenants over 64 keep-alive connections each: "free" and "free2" have
+no rate limit, "limited" has one far above what the machine can send (so nothing is refused and only the
+check's cost shows). Rounds turn which tenant goes first and the cost is the median over the rounds of each
 round's `1 - limited/free` (throughput) and of the server CPU per message, so figures measured seconds
 apart are compared. On a machine shared with other work those swing by tens of percent from round to
 round, so the guard's own CPU per submit is also measured in process (`TenantGuard.admit` and the
@@ -54,6 +54,9 @@ RESULTS = Path(__file__).parent / "results" / "guard.json"
 TARGET_COST = 0.05
 UNREACHABLE_RATE = 1_000_000  # messages/s and burst: never refused here, so only the check costs
 CHECKS = 20_000
+# "free2" is a second tenant without a limit: how far two identical tenants differ in one run (A/A)
+# says how much of the free/limited difference is the machine rather than the check.
+TENANTS = ("free", "free2", "limited")
 
 
 @contextlib.contextmanager
@@ -76,7 +79,7 @@ async def tenants(store: StoreSettings) -> dict[str, str]:
     engine = make_engine(store)
     try:
         sessions = make_sessionmaker(engine)
-        keys = {name: (await create_key(sessions, tenant=name))[0] for name in ("free", "limited")}
+        keys = {name: (await create_key(sessions, tenant=name))[0] for name in TENANTS}
         async with sessions.begin() as session:
             await set_limits(session, tenant="limited", per_second=UNREACHABLE_RATE, burst=UNREACHABLE_RATE)
     finally:
@@ -138,16 +141,16 @@ async def one_mode(redis_url: str | None, count: int, rounds: int) -> dict[str, 
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
                 await wait_ready_http(probe)
             server = psutil.Process(proc.pid)
-            async with (
-                RawPool(port=port, key=keys["free"], size=CLIENTS) as free,
-                RawPool(port=port, key=keys["limited"], size=CLIENTS) as limited,
-            ):
-                pools = {"free": free, "limited": limited}
+            async with contextlib.AsyncExitStack() as stack:
+                pools = {
+                    name: await stack.enter_async_context(RawPool(port=port, key=key, size=CLIENTS))
+                    for name, key in keys.items()
+                }
                 for pool in pools.values():
                     await measure(pool, 400, server)  # warm-up: connections, key cache, buckets
                 done = []
                 for n in range(rounds):
-                    order = ["free", "limited"] if n % 2 == 0 else ["limited", "free"]
+                    order = TENANTS[n % 3 :] + TENANTS[: n % 3]
                     done.append({name: await measure(pools[name], count, server) for name in order})
     finally:
         await delete_broker_names(BROKER_URL, settings)
@@ -156,12 +159,14 @@ async def one_mode(redis_url: str | None, count: int, rounds: int) -> dict[str, 
     cpu_cost = [
         r["limited"]["server_cpu_ms_per_message"] / r["free"]["server_cpu_ms_per_message"] - 1 for r in done
     ]
+    a_a = [abs(1 - r["free2"]["per_s"] / r["free"]["per_s"]) for r in done]
     free_cpu_us = statistics.median(r["free"]["server_cpu_ms_per_message"] for r in done) * 1000
     check_us = in_process["limited_us"] - in_process["free_us"]
     return {
         "rounds": done,
         "throughput_cost": round(statistics.median(cost), 4),
         "server_cpu_cost": round(statistics.median(cpu_cost), 4),
+        "a_a_throughput_spread": round(statistics.median(a_a), 4),
         "guard_cpu_us_per_submit": in_process,
         "rate_check_us": round(check_us, 2),
         "rate_check_share_of_submit_cpu": round(check_us / free_cpu_us, 4),

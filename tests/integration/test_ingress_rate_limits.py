@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from shared.topology import site_queue
 from tests.guard_helpers import cli, metric, new_key, served_ingress
+from tests.helpers import missing_service
 from tests.ingress_helpers import TcpProxy, drain, sms
 from tests.integration.test_ingress_durability import via_port
 
@@ -117,7 +118,7 @@ async def test_replicas_share_the_limit_through_redis_and_fail_open_without_it(
     try:
         await redis.ping()
     except Exception as exc:
-        pytest.skip(f"no Redis on 127.0.0.1:{REDIS_PORT}: {exc!r}")
+        missing_service(f"no Redis on 127.0.0.1:{REDIS_PORT}: {exc!r}")
     proxy = TcpProxy(target_port=REDIS_PORT)
     await proxy.start()
     try:
