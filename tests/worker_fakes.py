@@ -48,8 +48,10 @@ class Message:
         body: bytes | None = None,
         headers: dict[str, Any] | None = None,
         redelivered: bool = False,
+        routing_key: str = "a",
     ) -> None:
         jobs = jobs or []
+        self.routing_key = routing_key  # a site's jobs queue, not its bulk lane
         if body is None:
             body = encode_job(jobs[0]) if len(jobs) == 1 else encode_jobs(jobs)
         self.body = body

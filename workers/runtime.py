@@ -313,12 +313,8 @@ async def _assemble(
     topology = topology_from(settings)
     publisher = await ConfirmedPublisher.open(connection, confirm_timeout_s=settings.worker.confirm_timeout_s)
     await declare(publisher.channel, topology)
-    own, standby, bulk = await _site_queues(
-        connection,
-        topology,
-        site=site,
-        prefetch=prefetch_counts(settings, concurrency=concurrency, max_batch=max(1, platform.max_batch)),
-    )
+    prefetch = prefetch_counts(settings, concurrency=concurrency, max_batch=max(1, platform.max_batch))
+    own, standby, bulk = await _site_queues(connection, topology, site=site, prefetch=prefetch)
     circuit = Circuit.for_settings(settings.worker, site=site, metrics=metrics)
     settlement = Settlement(
         publisher=publisher, prefix=topology.prefix, in_flight_gauge=metrics.in_flight.labels(site=site)
