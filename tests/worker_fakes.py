@@ -51,6 +51,7 @@ class Message:
         routing_key: str = "a",
     ) -> None:
         jobs = jobs or []
+        self.routing_key = routing_key  # a site's jobs queue, not its bulk lane
         if body is None:
             body = encode_job(jobs[0]) if len(jobs) == 1 else encode_jobs(jobs)
         self.body = body
