@@ -58,7 +58,6 @@ class Message:
         self.message_id = jobs[0].id if jobs else None
         self.headers: dict[str, Any] = headers if headers is not None else {"x-relay-attempt": 0}
         self.redelivered = redelivered
-        self.routing_key = routing_key  # "<site>.bulk" when it came through a bulk queue
         self.channel_lost = False
         self.settled: list[str] = []
 
