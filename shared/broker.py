@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 from collections.abc import Mapping, Sequence
@@ -19,11 +20,14 @@ from yarl import URL
 
 from shared.envelope import CONTENT_TYPE
 from shared.errors import BrokerUnavailable, PublishRefused
+from shared.logs import get_logger
 from shared.settings import BrokerSettings
 
 PERSISTENT = 2  # AMQP delivery_mode
 TRANSIENT = 1
 RECONNECT_INTERVAL_S = 1.0
+
+log = get_logger("shared.broker")
 
 
 def with_reconnect_interval(url: str, interval_s: float) -> str:
@@ -125,17 +129,26 @@ class ConfirmedPublisher:
     awaited all the same.
     """
 
-    def __init__(self, *, channel: AbstractChannel, confirm_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        channel: AbstractChannel,
+        confirm_timeout_s: float,
+        connection: AbstractRobustConnection | None = None,
+    ) -> None:
         self._channel = channel
         self._confirm_timeout_s = confirm_timeout_s
         self._underlay: aiormq.Channel | None = None
+        self._connection = connection  # to open a channel in place of one that nacks
+        self._renewal: asyncio.Task[None] | None = None
+        self.renewals = 0
 
     @classmethod
     async def open(
         cls, connection: AbstractRobustConnection, *, confirm_timeout_s: float
     ) -> ConfirmedPublisher:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        return cls(channel=channel, confirm_timeout_s=confirm_timeout_s)
+        channel = await _confirming_channel(connection)
+        return cls(channel=channel, confirm_timeout_s=confirm_timeout_s, connection=connection)
 
     @property
     def channel(self) -> AbstractChannel:
@@ -169,6 +182,8 @@ class ConfirmedPublisher:
                 wait=False,
             )
         except (DeliveryError, PublishError) as exc:
+            if isinstance(exc, DeliveryError):
+                self._renew_after_nack(channel)
             raise PublishRefused(
                 f"broker refused the message for {exchange or routing_key!r}: {exc!r}"
             ) from exc
@@ -210,6 +225,7 @@ class ConfirmedPublisher:
         except PublishError as exc:  # returned: routed to no queue
             return Verdict(Fate.NOT_TAKEN, f"unroutable to {routing_key!r}: {exc!r}")
         except DeliveryError as exc:  # nacked: the broker does not promise it has the message
+            self._renew_after_nack(channel)
             return Verdict(Fate.UNKNOWN, f"nacked: {exc!r}")
         except asyncio.CancelledError:
             if _being_cancelled():
@@ -220,6 +236,32 @@ class ConfirmedPublisher:
             return Verdict(Fate.UNKNOWN, f"no confirm can come: {exc!r}")
         return CONFIRMED
 
+    def _renew_after_nack(self, nacked_on: aiormq.Channel) -> None:
+        """Publish on a new channel from now on, once per channel that nacked.
+
+        A channel keeps its own view of each quorum queue. Measured on a three-node cluster that lost two
+        nodes and got one back: one channel had every later publish to one queue nacked, for minutes,
+        while the queue took publishes from other channels. The old channel is closed once the new one is
+        open, which settles the confirms still awaited on it (`send`: unknown, so they go again marked).
+        """
+        if self._connection is None or self._renewal is not None or nacked_on is not self._underlay:
+            return
+        self._renewal = asyncio.create_task(self._renew(self._connection), name="publisher-channel-renewal")
+
+    async def _renew(self, connection: AbstractRobustConnection) -> None:
+        try:
+            fresh = await _confirming_channel(connection)
+        except Exception as exc:  # the connection is going: its reconnect brings the channel back
+            log.warning("publisher channel not renewed after a nack", error=repr(exc))
+            self._renewal = None
+            return
+        stale, self._channel, self._underlay = self._channel, fresh, None
+        self.renewals += 1
+        log.warning("publisher channel renewed after a nack", renewals=self.renewals)
+        self._renewal = None
+        with contextlib.suppress(Exception):
+            await stale.close()
+
     async def _ready_channel(self, timeout_s: float) -> aiormq.Channel:
         channel = self._underlay
         if channel is None or channel.is_closed:
@@ -229,6 +271,10 @@ class ConfirmedPublisher:
                 # The abstract type lacks `wait`; aio-pika's channels are aiormq.Channel.
                 channel = self._underlay = cast(aiormq.Channel, underlay)
         return channel
+
+
+async def _confirming_channel(connection: AbstractRobustConnection) -> AbstractChannel:
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
 
 
 # What a publish can die of besides the broker's own refusal: no channel, a closed one, a timeout.

@@ -7,6 +7,7 @@ ever follows an attempt marked as maybe sent before.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,6 +56,19 @@ def store_of(up: Deployment) -> Path:
     return Path(settings_of(up.config).store.url.split("///", 1)[1])
 
 
+def whereabouts(cluster: RabbitCluster, up: Deployment) -> str:
+    """Where undelivered messages sit, for the failure message: the relay's queues and its spool files."""
+    settings = settings_of(up.config)
+    asker = next(node for node in cluster.nodes if node.alive)
+    listing = cluster.ctl(asker, "list_queues", "name", "messages", "consumers", "--no-table-headers")
+    queues = [line for line in listing.splitlines() if line.startswith(f"{settings.broker.prefix}.")]
+    spools = {}
+    for path in settings.ingress.spool_path.parent.glob(f"{settings.ingress.spool_path.stem}*.db"):
+        with sqlite3.connect(path) as db:
+            spools[path.name] = db.execute("SELECT count(*), sum(maybe_sent) FROM spool").fetchone()
+    return f"queues (name, messages, consumers): {queues}; spool files (entries, marked): {spools}"
+
+
 async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_rejoins(
     rabbit_cluster: RabbitCluster, deployment: Deployment
 ) -> None:
@@ -72,7 +86,10 @@ async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_re
     report("leader SIGKILL", submits, clock, fault_time)
     assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
     assert len(set(submits.accepted.values())) == len(submits.accepted), "a retry got a second message id"
-    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert not lost, (
+        f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered; "
+        f"{whereabouts(rabbit_cluster, deployment)}"
+    )
     assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
     # The restarted node is back in the cluster and holds a replica again.
     members = rabbit_cluster.ctl(leader, "list_queues", "name", "members", "--no-table-headers")
@@ -103,7 +120,10 @@ async def test_loss_of_two_nodes_keeps_accepting_into_the_spool_and_forwards_whe
     lost = await delivered(deployment, clock, submits)
     report("two of three nodes down", submits, clock, fault_time)
     assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
-    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert not lost, (
+        f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered; "
+        f"{whereabouts(rabbit_cluster, deployment)}"
+    )
     assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
 
 
@@ -149,5 +169,8 @@ async def test_sigkill_of_a_workers_node_hands_its_unacked_jobs_on_and_marks_wha
     lost = await delivered(deployment, clock, submits)
     report("worker's node SIGKILL", submits, clock, fault_time)
     assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
-    assert not lost, f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered"
+    assert not lost, (
+        f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered; "
+        f"{whereabouts(rabbit_cluster, deployment)}"
+    )
     assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
