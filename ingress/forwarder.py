@@ -15,6 +15,7 @@ import contextlib
 from pathlib import Path
 
 from ingress.broker_link import BrokerLink
+from ingress.detours import Detours
 from ingress.metrics import FORWARDED, SPOOL_BACKLOG
 from ingress.spool import Spool, SpoolLock, spool_files
 from shared.broker import Fate
@@ -29,9 +30,10 @@ ORPHAN_SCAN_INTERVAL_S = 5.0
 
 
 class Forwarder:
-    def __init__(self, *, spool: Spool, link: BrokerLink, spool_base: Path) -> None:
+    def __init__(self, *, spool: Spool, link: BrokerLink, spool_base: Path, detours: Detours) -> None:
         self._spool = spool
         self._link = link
+        self._detours = detours
         self._spool_base = spool_base
         self._tasks: list[asyncio.Task[None]] = []
         self.orphans_drained = 0
@@ -58,7 +60,7 @@ class Forwarder:
                 await asyncio.sleep(0.1)
                 continue
             spool.changed.clear()
-            forwarded, failed = await forward_batch(spool, self._link)
+            forwarded, failed = await forward_batch(spool, self._link, self._detours)
             failures = failures + 1 if failed else 0
             if failed:
                 # A broker that refuses (say, an unroutable site) is asked again, less and less often.
@@ -91,7 +93,7 @@ class Forwarder:
                     if orphan.backlog:
                         log.info("draining orphaned spool", file=str(path), backlog=orphan.backlog)
                     while orphan.backlog and self._link.available:
-                        forwarded, failed = await forward_batch(orphan, self._link)
+                        forwarded, failed = await forward_batch(orphan, self._link, self._detours)
                         self.orphans_drained += forwarded
                         if failed or not forwarded:
                             break
@@ -101,9 +103,10 @@ class Forwarder:
                 lock.release()
 
 
-async def forward_batch(spool: Spool, link: BrokerLink) -> tuple[int, int]:
+async def forward_batch(spool: Spool, link: BrokerLink, detours: Detours | None = None) -> tuple[int, int]:
     """Publish the oldest forwardable entries (verdicts awaited in parallel, order kept on the channel);
-    delete the confirmed. Returns how many were confirmed and how many were not."""
+    delete the confirmed. Returns how many were confirmed and how many were not. With `detours`, an
+    entry its site's queue keeps refusing goes to another site's queue (`ingress.detours`)."""
     entries = await spool.forwardable(BATCH)
     if not entries:
         return 0, 0
@@ -112,7 +115,9 @@ async def forward_batch(spool: Spool, link: BrokerLink) -> tuple[int, int]:
         *(
             link.publish_job(
                 body=s.entry.body,
-                site=s.entry.routing_key,
+                site=detours.routing_key(s.entry.message_id, s.entry.routing_key)
+                if detours is not None
+                else s.entry.routing_key,
                 message_id=s.entry.message_id,
                 headers=s.entry.forward_headers(),
             )
@@ -126,6 +131,9 @@ async def forward_batch(spool: Spool, link: BrokerLink) -> tuple[int, int]:
             for s, v in zip(entries, verdicts, strict=True)
         ]
     )
+    if detours is not None:
+        for s, v in zip(entries, verdicts, strict=True):
+            detours.settle(s.entry.message_id, v)
     confirmed = sum(1 for v in verdicts if v.confirmed)
     FORWARDED.inc(confirmed)
     SPOOL_BACKLOG.set(spool.backlog)

@@ -18,6 +18,11 @@ PUBLISH_SECONDS = Histogram(
 SPOOL_BACKLOG = Gauge("relay_ingress_spool_backlog", "Messages in the local spool waiting for the broker.")
 SPOOLED = Counter("relay_ingress_spooled_total", "Messages written to the local spool.")
 FORWARDED = Counter("relay_ingress_forwarded_total", "Spooled messages the broker has since confirmed.")
+DETOURED = Counter(
+    "relay_ingress_detoured_total",
+    "Spooled messages forwarded to another site's queue because their own site's queue kept refusing them.",
+    ["from_site", "to_site"],
+)
 STORE_WRITES = Counter(
     "relay_ingress_store_writes_total", "Group commits of messages rows, by result (ok, failed).", ["result"]
 )

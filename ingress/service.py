@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ingress.auth import KeyCache
 from ingress.broker_link import BrokerLink
 from ingress.bundler import Bundler
+from ingress.detours import Detours
 from ingress.forwarder import Forwarder
 from ingress.idempotency import IdempotencyGuard
 from ingress.metrics import PUBLISH_SECONDS, SPOOL_BACKLOG, SPOOLED, SUBMITS
@@ -116,7 +117,10 @@ class Ingress:
             self.link.on_ready(self.recorder.start)
         await self.link.start()
         self.forwarder = Forwarder(
-            spool=self.spool, link=self.link, spool_base=self.settings.ingress.spool_path
+            spool=self.spool,
+            link=self.link,
+            spool_base=self.settings.ingress.spool_path,
+            detours=Detours(sites=list(self.settings.sites), after_s=self.settings.ingress.detour_after_s),
         )
         self.forwarder.start()
         self._purger = asyncio.create_task(self._purge_idempotency_keys(), name="idempotency-purge")

@@ -108,6 +108,7 @@ class Fate(enum.Enum):
 class Verdict:
     fate: Fate
     reason: str = ""
+    refused: bool = False  # the broker answered no (a nack, or returned as unroutable), not silence
 
     @property
     def confirmed(self) -> bool:
@@ -223,10 +224,10 @@ class ConfirmedPublisher:
                 wait=False,
             )
         except PublishError as exc:  # returned: routed to no queue
-            return Verdict(Fate.NOT_TAKEN, f"unroutable to {routing_key!r}: {exc!r}")
+            return Verdict(Fate.NOT_TAKEN, f"unroutable to {routing_key!r}: {exc!r}", refused=True)
         except DeliveryError as exc:  # nacked: the broker does not promise it has the message
             self._renew_after_nack(channel)
-            return Verdict(Fate.UNKNOWN, f"nacked: {exc!r}")
+            return Verdict(Fate.UNKNOWN, f"nacked: {exc!r}", refused=True)
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise

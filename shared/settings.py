@@ -153,6 +153,12 @@ class IngressSettings(_Section):
         description="How long a submit waits for its store row before it answers without it "
         "(the row is written later).",
     )
+    detour_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a site's queue may refuse (nack) a spooled message before the message is "
+        "forwarded to another site's queue instead.",
+    )
     blocked_number_types: list[NumberType] = Field(
         default_factory=lambda: [
             NumberType.PREMIUM_RATE,

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ingress.detours import Detours
 from ingress.forwarder import Forwarder, forward_batch
 from ingress.spool import Spool, SpoolEntry
 from shared.broker import CONFIRMED, Fate, Verdict
@@ -126,7 +127,12 @@ async def test_a_forward_is_awaited_not_repeated_and_marked_when_its_connection_
 ) -> None:
     link = Link(answer=None)
     await spool.append([entry("m0")])
-    forwarder = Forwarder(spool=spool, link=link, spool_base=tmp_path / "spool.db")  # type: ignore[arg-type]
+    forwarder = Forwarder(
+        spool=spool,
+        link=link,  # type: ignore[arg-type]
+        spool_base=tmp_path / "spool.db",
+        detours=Detours(sites=["a", "b"], after_s=30.0),
+    )
     forwarder.start()
     try:
         await until(lambda: link.verdicts)
