@@ -116,7 +116,10 @@ class Ingress:
             self.link.on_ready(self.recorder.start)
         await self.link.start()
         self.forwarder = Forwarder(
-            spool=self.spool, link=self.link, spool_base=self.settings.ingress.spool_path
+            spool=self.spool,
+            link=self.link,
+            spool_base=self.settings.ingress.spool_path,
+            peers=self.settings.ingress.peer_spool_paths,
         )
         self.forwarder.start()
         self._purger = asyncio.create_task(self._purge_idempotency_keys(), name="idempotency-purge")

@@ -126,6 +126,12 @@ class IngressSettings(_Section):
         default_factory=default_spool_path,
         description="Local SQLite file that keeps submits the broker did not confirm.",
     )
+    peer_spool_paths: list[Path] = Field(
+        default_factory=list,
+        description="The `spool_path` of other ingress replicas whose files this one can read (on this "
+        "machine or a shared volume): it drains a peer's spool files whenever no live process holds their "
+        "lock, as it drains its own siblings.",
+    )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
     max_segments: int = Field(10, ge=1, le=255, description="Most SMS segments one message may take.")
     max_batch: int = Field(1000, ge=1, le=10_000, description="Most messages in one batch submit.")
