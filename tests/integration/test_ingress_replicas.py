@@ -47,12 +47,15 @@ from tests.integration.ops_support import scratch_postgres
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 COUNT = int(RATE_PER_S * 15)
-SLOW_CONFIRMS_AT_S = 4.0
-KILL_AT_S = 8.0
 CONFIRM_TIMEOUT_S = 2.0
-# Longer than the confirm timeout: replica B spools what it publishes, held until a verdict that never
-# comes before it dies.
-CONFIRM_DELAY_S = 3 * CONFIRM_TIMEOUT_S
+SLOW_CONFIRMS_AT_S = 4.0
+# From then on B's confirms come later than its confirm timeout: the submits of the first confirm timeout
+# are spooled (held, marked) once it runs out, those behind them are spooled at once, and the submits of
+# the last confirm timeout before the kill are still waiting for their confirm: their Idempotency-Key
+# claims are left pending, their messages published.
+KILL_AT_S = SLOW_CONFIRMS_AT_S + 1.5 * CONFIRM_TIMEOUT_S
+CONFIRM_DELAY_S = 3 * CONFIRM_TIMEOUT_S  # no confirm reaches B before it dies
+TAKEN_OVER = "claim taken over after its lease"
 RETRY_ANSWERED_WITHIN_S = 60.0
 READY_WITHIN_S = 60.0
 DRAINED_WITHIN_S = 30.0
@@ -217,16 +220,18 @@ async def test_sigkill_of_one_of_two_replicas_loses_nothing_and_its_retries_keep
 
     ids = set(submits.accepted.values())
     references = {ref for sim in up.simulators.values() for ref in sim.references()}
+    logs = (up.run_dir / "logs" / "ingress.log").read_text(errors="replace")  # replica A's
     print(
         f"B died with {left_by_b.backlog} spooled ({left_by_b.marked} marked); {len(submits.retried_for_s)} "
         f"retried, answered after at most {max(submits.retried_for_s.values(), default=0.0):.1f} s; "
         f"reports folded by B {b_recorded:.0f} (before its kill), by A {a_recorded:.0f}; "
-        f"{sum(map(len, watch.seen.values()))} statuses read"
+        f"{sum(map(len, watch.seen.values()))} statuses read; {logs.count(TAKEN_OVER)} claims taken over"
     )
     assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
     slow = {k: round(s, 1) for k, s in submits.retried_for_s.items() if s > RETRY_ANSWERED_WITHIN_S}
     assert not slow, f"retries answered after more than {RETRY_ANSWERED_WITHIN_S} s: {slow}"
     assert submits.retried_for_s, "the kill should have left requests without an answer"
+    assert TAKEN_OVER in logs, "no retry took over a claim the dead replica left pending"
     assert len(ids) == len(submits.accepted), "two Idempotency-Keys were given one message id"
     assert not references - ids, f"{len(references - ids)} messages went out under ids no client was given"
     assert not lost, f"{len(lost)} of {len(ids)} accepted messages never reached a platform"
