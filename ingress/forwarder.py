@@ -5,13 +5,16 @@ it takes instead of publishing again while the first confirm may still come. An 
 before its forward leaves: one forwarded again (the connection was lost before the verdict, the process
 died) carries the header `x-relay-possible-duplicate`, under the same message id. Entries whose bundle
 publish is still in flight stay where they are, and so does everything behind them. Spool files of dead
-ingress processes (their lock is free) are drained the same way.
+ingress processes (their lock is free) are drained the same way: those beside this process's own file
+(the other processes of one replica) and those of the peer replicas named in `ingress.peer_spool_paths`.
+`relay spool drain` drains one such file from any machine (`drain_file`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ingress.broker_link import BrokerLink
@@ -30,11 +33,20 @@ ORPHAN_SCAN_INTERVAL_S = 5.0
 
 
 class Forwarder:
-    def __init__(self, *, spool: Spool, link: BrokerLink, spool_base: Path, detours: Detours) -> None:
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        link: BrokerLink,
+        spool_base: Path,
+        detours: Detours,
+        peers: Sequence[Path] = (),
+    ) -> None:
         self._spool = spool
         self._link = link
         self._detours = detours
         self._spool_base = spool_base
+        self._peers = list(peers)
         self._tasks: list[asyncio.Task[None]] = []
         self.orphans_drained = 0
 
@@ -81,26 +93,56 @@ class Forwarder:
     async def _drain_orphans(self) -> None:
         if not self._link.available:
             return
-        for path in spool_files(self._spool_base):
-            if path.resolve() == self._spool.path.resolve():
+        own = self._spool.path.resolve()
+        for path in orphan_candidates(self._spool_base, self._peers):
+            if path.resolve() == own:
                 continue
             lock = SpoolLock.try_acquire(path)
             if lock is None:  # a live ingress process owns it
                 continue
             try:
-                orphan = await Spool(path=path).open()
-                try:
-                    if orphan.backlog:
-                        log.info("draining orphaned spool", file=str(path), backlog=orphan.backlog)
-                    while orphan.backlog and self._link.available:
-                        forwarded, failed = await forward_batch(orphan, self._link, self._detours)
-                        self.orphans_drained += forwarded
-                        if failed or not forwarded:
-                            break
-                finally:
-                    await orphan.close()
+                self.orphans_drained += await drain_file(path, self._link, detours=self._detours)
             finally:
                 lock.release()
+
+
+def orphan_candidates(base: Path, peers: Sequence[Path]) -> list[Path]:
+    """Every spool file beside this replica's own and beside each peer replica's `spool_path`."""
+    seen: set[Path] = set()
+    found: list[Path] = []
+    for spool_base in (base, *peers):
+        for path in spool_files(spool_base):
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                found.append(path)
+    return found
+
+
+async def drain_file(
+    path: Path,
+    link: BrokerLink,
+    *,
+    detours: Detours | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Forward a spool file whose lock the caller holds, batch by batch, until it is empty, the broker
+    is away, or a batch is not wholly confirmed; returns how many entries were confirmed. `progress` gets
+    (confirmed so far, backlog left) after each batch."""
+    drained = 0
+    orphan = await Spool(path=path).open()
+    try:
+        if orphan.backlog:
+            log.info("draining orphaned spool", file=str(path), backlog=orphan.backlog)
+        while orphan.backlog and link.available:
+            forwarded, failed = await forward_batch(orphan, link, detours)
+            drained += forwarded
+            if progress is not None:
+                progress(drained, orphan.backlog)
+            if failed or not forwarded:
+                break
+    finally:
+        await orphan.close()
+    return drained
 
 
 async def forward_batch(spool: Spool, link: BrokerLink, detours: Detours | None = None) -> tuple[int, int]:

@@ -2,13 +2,17 @@
 
 Concurrent repeats in this process wait on the first one's future; repeats in another process sharing
 the store see its claim row and wait for the answer to appear. The claim records the message ids the
-request publishes under; a claim whose request never answered (its process died) is taken over after
-`ingress.idempotency_lease_s` by a repeat of the same request, which publishes under the same ids.
+request publishes under. Its lease (`ingress.idempotency_lease_s`) is renewed while the request runs; a
+claim whose request never answered (its process died) runs out a lease after its last renewal and is
+taken over by a repeat of the same request, which publishes under the same ids. A repeat waits up to
+`OTHER_PROCESS_WAIT_S` for the first request's answer or for its lease to run out, so with a lease no
+longer than that wait a repeat of a request whose replica died gets its answer instead of a 409.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ log = get_logger("ingress.idempotency")
 MAX_KEY_CHARS = 255
 OTHER_PROCESS_WAIT_S = 10.0
 POLL_INTERVAL_S = 0.05
+RENEWALS_PER_LEASE = 3
 
 
 class IdempotencyConflict(PermanentError):
@@ -108,12 +113,15 @@ class IdempotencyGuard:
                 tenant=tenant,
                 message_ids=claim.message_ids,
             )
+        renewing = asyncio.create_task(self._renew(tenant=tenant, key=key), name="idempotency-renew")
         try:
             answer = await produce(claim.message_ids, claim.resumed)
         except BaseException:
+            await _stopped(renewing)
             # Some of its messages may be out: a repeat goes on under the same ids at once.
             await self._in_store(repo.end_lease, tenant=tenant, key=key, lease_s=self._lease_s)
             raise
+        await _stopped(renewing)
         if 200 <= answer.status_code < 300:
             # If this fails the claim stays pending: a repeat after the lease sends the messages again
             # under the same ids rather than answering without knowing they are out.
@@ -159,6 +167,13 @@ class IdempotencyGuard:
                 raise IdempotencyConflict("a request with this Idempotency-Key is still being processed")
             await asyncio.sleep(POLL_INTERVAL_S)
 
+    async def _renew(self, *, tenant: str, key: str) -> None:
+        """While the request runs its claim's lease is renewed, so the lease can be short: only a claim
+        whose process died (or lost the store) runs out, and a repeat takes it over within seconds."""
+        while True:
+            await asyncio.sleep(self._lease_s / RENEWALS_PER_LEASE)
+            await self._in_store(repo.renew, tenant=tenant, key=key)
+
     async def _in_store(self, change: Callable[..., Awaitable[None]], **arguments: Any) -> None:
         """Best effort: when the store fails the claim stays pending until its lease ends."""
         try:
@@ -166,3 +181,9 @@ class IdempotencyGuard:
                 await change(session, **arguments)
         except Exception as exc:
             log.warning("Idempotency-Key claim not updated", error=repr(exc), change=change.__name__)
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

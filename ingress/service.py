@@ -121,6 +121,7 @@ class Ingress:
             link=self.link,
             spool_base=self.settings.ingress.spool_path,
             detours=Detours(sites=list(self.settings.sites), after_s=self.settings.ingress.detour_after_s),
+            peers=self.settings.ingress.peer_spool_paths,
         )
         self.forwarder.start()
         self._purger = asyncio.create_task(self._purge_idempotency_keys(), name="idempotency-purge")

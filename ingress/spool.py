@@ -32,7 +32,7 @@ import orjson
 
 from shared.broker import Fate, Verdict
 from shared.envelope import H_POSSIBLE_DUPLICATE
-from shared.errors import ConfigError
+from shared.errors import ConfigError, NotFound
 from shared.logs import get_logger
 from shared.store.engine import make_durable
 
@@ -336,3 +336,43 @@ class Spool:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolSummary:
+    path: Path
+    backlog: int
+    marked: int  # entries a copy of which may be queued already: forwarded as possible duplicates
+    oldest_at: float | None  # when the oldest entry was spooled (epoch seconds)
+    by_site: dict[str, int]
+
+
+def summarize(path: Path) -> SpoolSummary:
+    """What a spool file holds, read without creating anything; `NotFound` when there is no file and
+    `ConfigError` when the file is not a spool."""
+    if not path.is_file():
+        raise NotFound(f"there is no spool file at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open {path} as a spool: {exc}") from None
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(spool)")}
+        if not columns:
+            raise ConfigError(f"{path} is not a spool file (it has no spool table)")
+        marked = "coalesce(sum(maybe_sent), 0)" if "maybe_sent" in columns else "0"
+        count, oldest, marked_count = db.execute(
+            f"SELECT count(*), min(spooled_at), {marked} FROM spool"
+        ).fetchone()
+        sites = db.execute("SELECT routing_key, count(*) FROM spool GROUP BY routing_key").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path} is not a spool file: {exc}") from None
+    finally:
+        db.close()
+    return SpoolSummary(
+        path=path,
+        backlog=int(count),
+        marked=int(marked_count),
+        oldest_at=float(oldest) if oldest is not None else None,
+        by_site={str(site): int(n) for site, n in sites},
+    )

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 from sqlalchemy.engine import make_url
 
-from ops import output
+from ops import output, spool_cli
 from ops.context import check_site, settings
 from ops.store_access import open_store, run
 from shared.config_file import sqlite_file
@@ -200,3 +200,4 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
     app.command("platform-sim")(platform_sim)
     app.command("smsc-sim")(smsc_sim)
+    spool_cli.register(app)

@@ -61,10 +61,13 @@ def _rebased_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(store, dict) and isinstance(store.get("url"), str):
         store["url"] = _rebased_sqlite_url(store["url"], base)
     ingress = data.get("ingress")
-    if isinstance(ingress, dict) and isinstance(ingress.get("spool_path"), str):
-        spool_path = Path(ingress["spool_path"])
-        if not spool_path.is_absolute():
-            ingress["spool_path"] = str(base / spool_path)
+    if not isinstance(ingress, dict):
+        return data
+    if isinstance(ingress.get("spool_path"), str):
+        ingress["spool_path"] = str(base / Path(ingress["spool_path"]))
+    peers = ingress.get("peer_spool_paths")
+    if isinstance(peers, list):
+        ingress["peer_spool_paths"] = [str(base / Path(p)) if isinstance(p, str) else p for p in peers]
     return data
 
 

@@ -126,6 +126,12 @@ class IngressSettings(_Section):
         default_factory=default_spool_path,
         description="Local SQLite file that keeps submits the broker did not confirm.",
     )
+    peer_spool_paths: list[Path] = Field(
+        default_factory=list,
+        description="The `spool_path` of other ingress replicas whose files this one can read (on this "
+        "machine or a shared volume): it drains a peer's spool files whenever no live process holds their "
+        "lock, as it drains its own siblings.",
+    )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
     max_segments: int = Field(10, ge=1, le=255, description="Most SMS segments one message may take.")
     max_batch: int = Field(1000, ge=1, le=10_000, description="Most messages in one batch submit.")
@@ -139,11 +145,13 @@ class IngressSettings(_Section):
     max_validity_s: int = Field(7 * 86_400, ge=1, description="Longest validity a client may ask for.")
     idempotency_ttl_s: int = Field(86_400, ge=1, description="How long an Idempotency-Key is remembered.")
     idempotency_lease_s: float = Field(
-        30.0,
+        8.0,
         gt=0,
-        description="How long a request holds its Idempotency-Key before a repeat of it may take over "
-        "(its process died before answering); the repeat publishes under the same message ids. "
-        "Keep it longer than a submit can take.",
+        description="How long an Idempotency-Key claim outlives its request's last sign of life: the "
+        "process renews it while the request runs, and a repeat of a request whose process died takes it "
+        "over this long after the last renewal, publishing under the same message ids. A repeat waits up "
+        "to 10 s for the first answer or the takeover: with a lease shorter than that it is answered, not "
+        "refused.",
     )
     default_region: str = Field("NL", description="Region for numbers given without a country code.")
     recorder: bool = Field(True, description="Fold worker events and dead letters into the store.")

@@ -11,21 +11,25 @@ import itertools
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
 from ops.drill_traffic import drill_number, message_id_from, submit_body
 from ops.harness.deployment import Deployment
 from ops.harness.simulators import SimulatorAdmin
+from shared.settings import StoreSettings
+from shared.store.engine import make_engine
 
 RATE_PER_S = 40.0
 DELIVERED_WITHIN_S = 120.0
 RETRY_AFTER_S = 0.5
 RETRY_FOR_S = 120.0
 POLL_INTERVAL_S = 0.1
+MARKED_ATTEMPTS = "SELECT count(*) FROM attempts WHERE possible_duplicate OR outcome = 'ambiguous'"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -33,6 +37,8 @@ class Submits:
     accepted: dict[str, str] = field(default_factory=dict)  # Idempotency-Key -> message id of the 202
     failures: list[tuple[float, str]] = field(default_factory=list)  # (when, what) of each non-202
     gave_up: list[str] = field(default_factory=list)  # keys with no 202 after RETRY_FOR_S
+    # Idempotency-Key -> seconds from its first answer that was not a 202 (or none) to its 202
+    retried_for_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def error_window_s(self) -> float:
@@ -43,10 +49,18 @@ class Submits:
 
 
 async def submit_stream(
-    *, api_url: str, key: str, count: int, rate_per_s: float, submits: Submits | None = None
+    *,
+    api_url: str | Sequence[str],
+    key: str,
+    count: int,
+    rate_per_s: float,
+    submits: Submits | None = None,
 ) -> Submits:
-    """`count` submits at `rate_per_s`, each retried with its own Idempotency-Key until answered 202."""
+    """`count` submits at `rate_per_s`, each retried with its own Idempotency-Key until answered 202.
+    With several API URLs (replicas of the ingress) the submits take turns, and each retry goes to the
+    next replica after the one that did not answer 202."""
     submits = submits or Submits()
+    urls = [api_url] if isinstance(api_url, str) else list(api_url)
     run = uuid.uuid4().hex[:8]
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=10.0) as client:
 
@@ -54,18 +68,25 @@ async def submit_stream(
             idempotency_key = f"{run}-{index}"
             body = submit_body(to=drill_number(index), sender="CLUSTER", text=f"cluster fault {index}")
             deadline = time.monotonic() + RETRY_FOR_S
-            while time.monotonic() < deadline:
+            first_failure: float | None = None
+            for attempt in itertools.count():
+                if time.monotonic() >= deadline:
+                    break
+                url = urls[(index + attempt) % len(urls)]
                 try:
                     response = await client.post(
-                        f"{api_url}/v1/messages", json=body, headers={"Idempotency-Key": idempotency_key}
+                        f"{url}/v1/messages", json=body, headers={"Idempotency-Key": idempotency_key}
                     )
                     message_id = message_id_from(response.json()) if response.content else None
                     if response.status_code == 202 and message_id is not None:
                         submits.accepted[idempotency_key] = message_id
+                        if first_failure is not None:
+                            submits.retried_for_s[idempotency_key] = time.monotonic() - first_failure
                         return
                     submits.failures.append((time.time(), f"HTTP {response.status_code}"))
                 except (httpx.HTTPError, ValueError) as exc:
                     submits.failures.append((time.time(), type(exc).__name__))
+                first_failure = first_failure if first_failure is not None else time.monotonic()
                 await asyncio.sleep(RETRY_AFTER_S)
             submits.gave_up.append(idempotency_key)
 
@@ -115,10 +136,18 @@ def duplicates_at_platforms(sims: dict[str, SimulatorAdmin]) -> int:
 def marked_attempts(store: Path) -> int:
     """Attempts the workers recorded as maybe sent before: marked possible duplicates, or ambiguous."""
     with sqlite3.connect(store) as db:
-        row = db.execute(
-            "SELECT count(*) FROM attempts WHERE possible_duplicate OR outcome = 'ambiguous'"
-        ).fetchone()
+        row = db.execute(MARKED_ATTEMPTS).fetchone()
     return int(row[0])
+
+
+async def marked_attempts_at(store_url: str) -> int:
+    """`marked_attempts` of any store, by its SQLAlchemy URL (a PostgreSQL one several replicas share)."""
+    engine = make_engine(StoreSettings(url=store_url))
+    try:
+        async with engine.connect() as connection:
+            return int((await connection.execute(text(MARKED_ATTEMPTS))).scalar_one())
+    finally:
+        await engine.dispose()
 
 
 async def delivered(up: Deployment, clock: ReceiptClock, submits: Submits) -> list[str]:

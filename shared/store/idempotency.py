@@ -3,7 +3,8 @@
 A request claims its key with an insert before it publishes anything, so of two concurrent requests
 with one key (in this process or another one sharing the store) exactly one publishes. The claim records
 the message ids the request publishes under. A claim whose request never answered (its process died, or it
-failed not knowing what it had published) is taken over after a lease by a repeat of the same request,
+failed not knowing what it had published) is taken over a lease after its last renewal (`renew`, while
+the request runs) by a repeat of the same request,
 which publishes under the same ids: whatever the first one published and the repeat's copy are one message
 to the store, the workers and the platforms.
 """
@@ -147,6 +148,17 @@ async def complete(
     )
 
 
+async def renew(session: AsyncSession, *, tenant: str, key: str) -> None:
+    """The request holding this pending claim is still running: its lease starts again."""
+    await session.execute(
+        update(IdempotencyKey)
+        .where(
+            IdempotencyKey.tenant == tenant, IdempotencyKey.key == key, IdempotencyKey.status_code == PENDING
+        )
+        .values(created_at=utcnow())
+    )
+
+
 async def end_lease(session: AsyncSession, *, tenant: str, key: str, lease_s: float) -> None:
     """Let a repeat of a request that failed not knowing what it published take over its claim at once."""
     await session.execute(
@@ -184,4 +196,5 @@ __all__ = [
     "lookup",
     "purge_expired",
     "release",
+    "renew",
 ]

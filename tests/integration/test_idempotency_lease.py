@@ -117,6 +117,36 @@ async def test_a_stuck_claim_blocks_repeats_only_for_its_lease_then_they_reuse_i
         await guard(sessions).run(tenant="t", key="k-1", digest="e" * 64, message_count=1, produce=produce)
 
 
+async def test_a_running_request_keeps_its_claim_past_the_lease_and_a_dead_ones_is_taken_within_the_wait(
+    sessions,
+):
+    """The lease is renewed while the request runs: a slow live one is waited for, not taken over; a
+    repeat of one whose process died is answered within its wait, not refused."""
+    slow_ids: list[list[str]] = []
+
+    async def slow(message_ids: list[str], resent: bool) -> Answer:
+        slow_ids.append(message_ids)
+        await asyncio.sleep(3 * LEASE_S)
+        return Answer(status_code=202, body={"id": message_ids[0], "status": "accepted"})
+
+    first = asyncio.create_task(
+        guard(sessions).run(tenant="t", key="k-7", digest=DIGEST, message_count=1, produce=slow)
+    )
+    await asyncio.sleep(0.2)
+    produce = Producer()
+    repeat = await guard(sessions, wait_s=5 * LEASE_S).run(
+        tenant="t", key="k-7", digest=DIGEST, message_count=1, produce=produce
+    )
+    assert produce.calls == [] and repeat.replayed
+    assert (await first).body == repeat.body == {"id": slow_ids[0][0], "status": "accepted"}
+
+    died_ids = await claimed_by_a_process_that_died(sessions, "k-8")
+    answer = await guard(sessions, wait_s=LEASE_S + 0.5).run(
+        tenant="t", key="k-8", digest=DIGEST, message_count=1, produce=produce
+    )
+    assert produce.calls == [died_ids] and answer.body["id"] == died_ids[0]
+
+
 async def test_only_a_repeat_of_the_same_request_takes_a_stuck_claim_over(sessions):
     await claimed_by_a_process_that_died(sessions, "k-2")
     await asyncio.sleep(LEASE_S + 0.1)

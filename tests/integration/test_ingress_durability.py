@@ -200,6 +200,43 @@ async def test_an_orphaned_spool_file_is_drained_in_order(
     await reopened.close()
 
 
+async def test_a_peer_replicas_spool_is_drained_once_no_live_process_holds_it(
+    broker_cleanup, settings_factory, store_url, broker_url, tmp_path
+):
+    """Replicas with spool files of their own elsewhere (`ingress.peer_spool_paths`): the survivor drains
+    the dead one's file, and leaves it alone while its owner lives."""
+    from ingress.spool import Spool, SpoolEntry, SpoolLock, spool_file
+    from shared.envelope import encode_job
+    from shared.model import Job
+
+    peer = tmp_path / "replica-b" / "spool.db"
+    peer.parent.mkdir()
+    settings = settings_factory(
+        routing={"policy": "primary", "primary": "a"}, ingress={"peer_spool_paths": [str(peer)]}
+    )
+    headers = {H_ATTEMPT: 0, H_SITE_ATTEMPT: 0, H_SITE: "a", H_ORIGIN: "a"}
+    jobs = [Job(id=f"{n:032x}", tenant="t", to="+31612345678", sender="S", body=f"m{n}") for n in range(6)]
+    # The peer ran two processes: its own file and a sibling, both left behind.
+    for path, part in ((peer, jobs[:3]), (spool_file(peer, 1), jobs[3:])):
+        left = await Spool(path=path).open()
+        await left.append(
+            [SpoolEntry(message_id=j.id, routing_key="a", headers=headers, body=encode_job(j)) for j in part]
+        )
+        await left.close()
+    owner = SpoolLock.try_acquire(peer)  # the peer is alive at first
+    assert owner is not None
+    async with api_for(settings) as api:
+        await wait_until(lambda: api.ingress.forwarder.orphans_drained == 3, 15)
+        await asyncio.sleep(1.0)
+        assert api.ingress.forwarder.orphans_drained == 3, "a file whose owner lives was drained"
+        owner.release()  # the peer dies
+        await wait_until(lambda: api.ingress.forwarder.orphans_drained == 6, 15)
+    got = await drain(broker_url, site_queue(settings.broker.prefix, "a"), expect=6, timeout_s=5)
+    assert sorted(item.job.id for item in got) == sorted(j.id for j in jobs)
+    first = [j.id for j in jobs[:3]]
+    assert [item.job.id for item in got if item.job.id in first] == first  # one file, in order of arrival
+
+
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl", "-q", *args], check=True, timeout=120)
 

@@ -53,6 +53,7 @@ def _sample(key: str, default: str) -> str | None:
         "sites.<name>.max_segments": "5",
         "sites.<name>.long_messages": "message-payload",
         "ingress.blocked_number_types": '["voip"]',
+        "ingress.peer_spool_paths": '["/var/lib/relay-b/spool.db"]',
     }
     if key in special:
         return special[key]
@@ -104,7 +105,9 @@ def test_each_environment_variable_sets_its_key(entry: config_reference.Entry, m
     monkeypatch.setenv(entry.env.replace("<NAME>", "A"), value)
     changed = _resolve(load_settings(), entry.key)
     assert changed != default
-    if isinstance(changed, bool | int | float | list | dict):
+    if isinstance(changed, list) and changed and isinstance(changed[0], Path):
+        assert [str(p) for p in changed] == json.loads(value)
+    elif isinstance(changed, bool | int | float | list | dict):
         assert changed == json.loads(value)
     else:
         assert str(getattr(changed, "value", changed)) == value

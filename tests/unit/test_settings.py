@@ -152,7 +152,7 @@ def test_relative_paths_in_a_config_file_are_taken_from_its_folder(
     etc.mkdir()
     (etc / "relay.toml").write_text(
         '[store]\nurl = "sqlite+aiosqlite:///state/relay.db?timeout=3"\n'
-        '[ingress]\nspool_path = "spool/s.db"\n'
+        '[ingress]\nspool_path = "spool/s.db"\npeer_spool_paths = ["spool/b.db", "/mnt/c/spool.db"]\n'
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -166,6 +166,7 @@ def test_relative_paths_in_a_config_file_are_taken_from_its_folder(
     assert settings.store.url == f"sqlite+aiosqlite:///{folder}/state/relay.db?timeout=3"
     assert sqlite_file(settings.store.url) == folder / "state" / "relay.db"
     assert settings.ingress.spool_path == folder / "spool" / "s.db"
+    assert settings.ingress.peer_spool_paths == [folder / "spool" / "b.db", Path("/mnt/c/spool.db")]
 
 
 def test_absolute_paths_and_other_databases_in_a_config_file_stay_as_written(
