@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -17,6 +18,12 @@ from pydantic import TypeAdapter, ValidationError
 from shared.errors import EnvelopeError
 
 VERSION = 1
+
+
+class CallbackDeadReason(StrEnum):
+    ATTEMPTS_EXHAUSTED = "attempts-exhausted"  # every try failed (no answer, or not 2xx)
+    ADDRESS_REFUSED = "address-refused"  # its host resolves where callbacks may not go (at send time)
+    REDELIVERY_LIMIT = "redelivery-limit"  # the broker redelivered it past its limit without an outcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
