@@ -53,6 +53,7 @@ def _sample(key: str, default: str) -> str | None:
         "sites.<name>.max_segments": "5",
         "sites.<name>.long_messages": "message-payload",
         "ingress.blocked_number_types": '["voip"]',
+        "callbacks.allow_networks": '["127.0.0.0/8", "::1/128"]',
     }
     if key in special:
         return special[key]
