@@ -56,7 +56,9 @@ RECORDER_BATCHES = Counter(
     ["result"],
 )
 RECORDER_RECORDS = Counter(
-    "relay_ingress_recorder_records_total", "Reports the recorder folded, by kind (attempt, dead).", ["kind"]
+    "relay_ingress_recorder_records_total",
+    "Reports the recorder folded, by kind (attempt, dead), and callbacks it published (callback).",
+    ["kind"],
 )
 RECORDER_MALFORMED = Counter(
     "relay_ingress_recorder_malformed_total", "Reports the recorder could not read (logged and dropped)."

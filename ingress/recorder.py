@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from aio_pika.exceptions import ChannelInvalidStateError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ingress.callback_jobs import callback_jobs, publish_callbacks
 from ingress.metrics import (
     POSSIBLE_DUPLICATES,
     RECORDER_BATCHES,
@@ -30,6 +31,7 @@ from ingress.metrics import (
     RECORDER_REFUSED,
 )
 from ingress.parked import parked_reports
+from shared.broker import ConfirmedPublisher
 from shared.envelope import decode_dead, decode_events
 from shared.errors import EnvelopeError
 from shared.logs import get_logger
@@ -53,10 +55,21 @@ DEAD = "dead"
 PARKED = "parked"
 
 
+CALLBACK_CONFIRM_TIMEOUT_S = 10.0
+
+
 class Recorder:
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], prefix: str) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        prefix: str,
+        confirm_timeout_s: float = CALLBACK_CONFIRM_TIMEOUT_S,
+    ) -> None:
         self._sessions = sessions
         self._prefix = prefix
+        self._confirm_timeout_s = confirm_timeout_s
+        self._publisher: ConfirmedPublisher | None = None
         self._buffer: list[tuple[str, AbstractIncomingMessage]] = []
         self._wake = asyncio.Event()
         self._channel: AbstractChannel | None = None
@@ -64,6 +77,8 @@ class Recorder:
         self.batches = 0
 
     async def start(self, connection: AbstractRobustConnection) -> None:
+        # Callbacks of the changes a batch makes are confirmed before the batch commits and is acked.
+        self._publisher = await ConfirmedPublisher.open(connection, confirm_timeout_s=self._confirm_timeout_s)
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH_COUNT)
         p = self._prefix
@@ -82,6 +97,9 @@ class Recorder:
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()  # unacked deliveries go back to their queues
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                await self._publisher.channel.close()
 
     def _receiver(self, kind: str):  # type: ignore[no-untyped-def]
         async def receive(message: AbstractIncomingMessage) -> None:
@@ -162,10 +180,18 @@ class Recorder:
         dead = [d for r in reports for d in r.dead]
         async with self._sessions.begin() as session:
             result = await fold(session, events=events, dead=dead, fit=fit)
+            callbacks = callback_jobs(result.changes)
+            if callbacks:
+                if self._publisher is None:
+                    raise RuntimeError("the recorder has no channel to publish callbacks on")
+                await publish_callbacks(
+                    self._publisher, self._prefix, callbacks, timeout_s=self._confirm_timeout_s
+                )
         self.batches += 1
         RECORDER_BATCHES.labels("ok").inc()
         RECORDER_RECORDS.labels("attempt").inc(result.attempts_added)
         RECORDER_RECORDS.labels("dead").inc(result.dead_added)
+        RECORDER_RECORDS.labels("callback").inc(len(callbacks))
         POSSIBLE_DUPLICATES.inc(result.possible_duplicates_added)
 
 

@@ -19,6 +19,14 @@ class SubmitRequest(BaseModel):
     body: str = Field(..., description="Text; GSM-7 or UCS-2, at most ingress.max_segments segments.")
     reference: str | None = Field(None, max_length=128, description="The client's own reference.")
     validity_s: int | None = Field(None, ge=1, description="Seconds the message may wait to be delivered.")
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="http(s) URL the relay POSTs each status change of this message to, signed "
+        "(default: the tenant's). Hosts resolving to loopback, link-local or private addresses are "
+        "refused (422) unless callbacks.allow_networks allows them.",
+        examples=["https://example.com/sms-status"],
+    )
 
 
 class BatchRequest(BaseModel):

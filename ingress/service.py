@@ -94,7 +94,11 @@ class Ingress:
             bundle_max=settings.ingress.bundle_max,
             in_flight_max=BUNDLES_IN_FLIGHT_MAX,
         )
-        self.recorder = Recorder(sessions=self.sessions, prefix=settings.broker.prefix)
+        self.recorder = Recorder(
+            sessions=self.sessions,
+            prefix=settings.broker.prefix,
+            confirm_timeout_s=settings.callbacks.confirm_timeout_s,
+        )
         self.guard = TenantGuard(
             settings=settings.guard, sessions=self.sessions, prefix=settings.broker.prefix
         )
@@ -177,6 +181,7 @@ class Ingress:
                 expires_at=now + m.validity_s,
                 segments=m.segments,
                 encoding=m.encoding,
+                callback_url=m.callback_url,
             )
             jobs.append((job, self.router.next_site(m.segments)))
         stored = self.store_writer.add([row_for_job(j, site=s) for j, s in jobs])

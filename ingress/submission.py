@@ -14,6 +14,7 @@ import orjson
 
 from ingress import problems
 from ingress.auth import authenticate
+from ingress.callback_check import CallbackCheck
 from ingress.idempotency import MAX_KEY_CHARS, Answer, IdempotencyConflict, Produce, request_hash
 from ingress.metrics import SUBMITS
 from ingress.problems import PROBLEM_TYPE, ProblemError
@@ -79,6 +80,7 @@ class Submissions:
     def __init__(self, *, ingress: Ingress) -> None:
         self._ingress = ingress
         self._limits = submit_limits(ingress.settings)
+        self._callbacks = CallbackCheck(ingress.settings.callbacks)
 
     async def handle(self, request: IncomingSubmit) -> Reply:
         tenant: str | None = None
@@ -168,6 +170,7 @@ class Submissions:
         async def produce(message_ids: list[str], resent: bool) -> Answer:
             try:
                 message = validate_message(payload, self._limits)
+                await self._check_callback(message.callback_url, "")
             except ValidationFailed as exc:
                 SUBMITS.labels("invalid").inc()
                 return Answer(status_code=422, body=problems.invalid(exc.errors).body)
@@ -198,10 +201,11 @@ class Submissions:
             results: list[dict[str, Any]] = []
             all_errors: list[dict[str, str]] = []
             for index, item in enumerate(items):
+                prefix = f"messages[{index}]."
                 try:
-                    valid.append(
-                        (index, validate_message(item, self._limits, field_prefix=f"messages[{index}]."))
-                    )
+                    message = validate_message(item, self._limits, field_prefix=prefix)
+                    await self._check_callback(message.callback_url, prefix)
+                    valid.append((index, message))
                 except ValidationFailed as exc:
                     results.append({"index": index, "status": "rejected", "errors": exc.errors})
                     all_errors.extend(exc.errors)
@@ -223,6 +227,11 @@ class Submissions:
             return Answer(status_code=202, body=body)
 
         return produce
+
+    async def _check_callback(self, url: str | None, prefix: str) -> None:
+        errors = await self._callbacks.errors(url, field_prefix=prefix)
+        if errors:
+            raise ValidationFailed(errors)
 
     def _reply(self, answer: Answer, *, location: bool) -> Reply:
         headers: dict[str, str] = {}

@@ -10,6 +10,7 @@ import phonenumbers
 
 from ingress.content_checks import number_kind_problem, number_text_problem, text_problems
 from ingress.segments import count_segments
+from shared.callbacks.guard import CallbackRefused, parse_url
 from shared.errors import ValidationFailed
 from shared.settings import IngressSettings
 
@@ -17,7 +18,7 @@ _ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9 .\-]{1,11}$")
 _NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,16}$")
 MAX_REFERENCE_CHARS = 128
 NUL = "\x00"  # no SMS needs one, and PostgreSQL's text cannot hold it
-FIELDS = frozenset({"to", "from", "body", "reference", "validity_s"})
+FIELDS = frozenset({"to", "from", "body", "reference", "validity_s", "callback_url"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +30,8 @@ class ValidMessage:
     validity_s: int
     segments: int
     encoding: str
+    # Checked here for its form only; where its host resolves is checked by `ingress.callback_check`.
+    callback_url: str | None = None
 
 
 def _error(field: str, message: str, prefix: str) -> dict[str, str]:
@@ -69,6 +72,13 @@ def validate_message(item: Any, settings: IngressSettings, *, field_prefix: str 
             _error("validity_s", f"must be an integer from 1 to {settings.max_validity_s}", field_prefix)
         )
 
+    callback_url = item.get("callback_url")
+    if callback_url is not None:
+        try:
+            parse_url(callback_url)
+        except CallbackRefused as exc:
+            errors.append(_error("callback_url", str(exc), field_prefix))
+
     errors.extend(text_problems(item, field_prefix, errors))
     if errors:
         raise ValidationFailed(errors)
@@ -81,6 +91,7 @@ def validate_message(item: Any, settings: IngressSettings, *, field_prefix: str 
         validity_s=validity_s,
         segments=segments,
         encoding=encoding,
+        callback_url=callback_url,
     )
 
 

@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from shared.settings import StoreSettings
+from shared.store.callbacks import CallbackDeadLetter, TenantCallback  # noqa: F401  (their tables too)
 from shared.store.engine import is_sqlite, make_engine
 from shared.store.models import Base
 from shared.store.tenant_limits import TenantLimit  # noqa: F401  (its table is part of the schema)

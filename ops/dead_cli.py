@@ -12,8 +12,9 @@ import sys
 
 import typer
 
-from ops import output
+from ops import dead_callbacks_cli, output
 from ops.context import settings
+from ops.dead_callbacks_cli import KIND_OPTION, check_kind
 from ops.dead_filters import (
     REASON_OPTION,
     REVEAL_OPTION,
@@ -45,10 +46,14 @@ def list_command(
     since: str | None = SINCE_OPTION,
     limit: int = typer.Option(50, "--limit", metavar="N", help="Most rows to show, newest first."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line, no foot."),
+    kind: str = KIND_OPTION,
 ) -> None:
     """Dead letters, newest first, with the counts by reason at the foot."""
     if limit < 1:
         raise ValidationFailed([{"field": "--limit", "message": "must be 1 or more"}])
+    if check_kind(kind, **{"--site": site, "--reason": reason, "--since": since}):
+        dead_callbacks_cli.list_callbacks(tenant=tenant, limit=limit, as_json=as_json)
+        return
     dead_filter = make_filter(site=site, reason=reason, tenant=tenant, since=since)
     rows, counts = run(_list(settings(), dead_filter, limit))
     if as_json:
@@ -74,11 +79,15 @@ async def _list(
 
 @dead_app.command("show")
 def show_command(
-    message_id: str = typer.Argument(..., metavar="ID", help="The message id."),
+    message_id: str = typer.Argument(..., metavar="ID", help="The message id (a callback's event id)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
     reveal: bool = REVEAL_OPTION,
+    kind: str = KIND_OPTION,
 ) -> None:
     """One dead letter: the message (masked unless --reveal), every attempt, and the reason."""
+    if check_kind(kind):
+        dead_callbacks_cli.show_callback(message_id, as_json=as_json)
+        return
     detail = run(_show(settings(), message_id))
     data = detail_dict(detail, reveal=reveal)
     if as_json:

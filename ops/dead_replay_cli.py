@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ops import output
+from ops import dead_callbacks_cli, output
 from ops.context import check_site, settings
 from ops.dead_filters import (
     REASON_OPTION,
@@ -63,9 +63,18 @@ def replay_command(
         min=0.1,
         help="How long to wait for the broker's confirm of each replay.",
     ),
+    kind: str = dead_callbacks_cli.KIND_OPTION,
 ) -> None:
-    """Publish dead letters again (confirmed) to their site's queue, or to --to-site."""
+    """Publish dead letters again (confirmed) to their site's queue, or to --to-site; with --kind
+    callback, dead callbacks to the callback workers."""
     ids = list(dict.fromkeys(message_ids or []))
+    if dead_callbacks_cli.check_kind(
+        kind, **{"--site": site, "--reason": reason, "--since": since, "--to-site": to_site}
+    ):
+        dead_callbacks_cli.replay_callbacks(
+            ids, all_matching=all_matching, tenant=tenant, force=force, dry_run=dry_run
+        )
+        return
     if bool(ids) == all_matching:
         raise PermanentError("name the ids to replay, or give --all (with filters), not both")
     if ids and any(v is not None for v in (site, reason, tenant, since)):

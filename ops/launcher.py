@@ -38,6 +38,7 @@ log = get_logger("relay.up")
 DEMO_TENANT = "demo"
 DEFAULT_RUN_DIR = Path(".run")
 MIGRATE_TIMEOUT_S = 120.0
+LOOPBACK_CALLBACKS = (("RELAY_CALLBACKS__ALLOW_NETWORKS", '["127.0.0.0/8", "::1/128"]'),)
 STOP_MARGIN_S = 5.0  # on top of the workers' own grace time
 
 
@@ -94,7 +95,10 @@ def plan_children(
         )
         for sim in simulators
     ]
-    children.append(ChildSpec(name="ingress", args=(*relay, "ingress")))
+    # Everything `relay up` runs is on this machine: callbacks may go to loopback unless the
+    # configuration names the networks they may reach.
+    loopback = () if config.callbacks.allow_networks else LOOPBACK_CALLBACKS
+    children.append(ChildSpec(name="ingress", args=(*relay, "ingress"), env=loopback))
     index = 0
     for site in config.site_names:
         for n in range(1, workers_per_site + 1):
@@ -106,6 +110,7 @@ def plan_children(
                     args=(*relay, "worker", "--site", site, "--metrics-port", str(metrics_port)),
                 )
             )
+    children.append(ChildSpec(name="callbacks-1", args=(*relay, "callbacks"), env=loopback))
     return children
 
 

@@ -19,6 +19,7 @@ from ops.store_access import open_store, run
 from shared.config_file import sqlite_file
 from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
+from shared.store.callbacks import signing_secret
 from shared.store.migrate import upgrade
 from simulator.cli import platform_sim
 from simulator.smsc.cli import smsc_sim
@@ -103,6 +104,43 @@ def keys_revoke(
     """Revoke a key (the ingress stops taking it within seconds)."""
     info = _with_store(lambda sessions: revoke_key(sessions, key_or_prefix))
     typer.echo(f"revoked {info.prefix}... of tenant {info.tenant}")
+
+
+@keys_app.command("secret")
+def keys_secret(
+    tenant: str = typer.Option(..., "--tenant", metavar="TENANT", help="Tenant whose callbacks it signs."),
+    rotate: bool = typer.Option(
+        False,
+        "--rotate",
+        help="Replace it; the old one keeps signing beside it for callbacks.secret_overlap_s.",
+    ),
+) -> None:
+    """The tenant's callback signing secret, as the last line (made the first time it is asked for)."""
+    overlap_s = settings().callbacks.secret_overlap_s
+
+    async def secret(sessions: Any) -> str:
+        async with sessions.begin() as session:
+            return await signing_secret(session, tenant=tenant, rotate=rotate, overlap_s=overlap_s)
+
+    value = _with_store(secret)
+    if rotate:
+        typer.echo(f"rotated; the previous secret signs beside this one for {overlap_s} s")
+    typer.echo(value)
+
+
+def callbacks_command() -> None:
+    """Run a callback worker until SIGTERM: POST each status change to its customer's endpoint, signed."""
+    from workers.callbacks.runtime import CallbackWorker
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        worker = await CallbackWorker.start(settings=settings(), stop=stop)
+        await worker.run()
+
+    _run(serve())
 
 
 def ingress_command(
@@ -198,6 +236,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.command("ingress")(ingress_command)
     app.command("worker")(worker)
+    app.command("callbacks")(callbacks_command)
     app.command("platform-sim")(platform_sim)
     app.command("smsc-sim")(smsc_sim)
     spool_cli.register(app)

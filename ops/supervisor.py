@@ -54,6 +54,7 @@ def _die_with_parent() -> None:
 class ChildSpec:
     name: str  # also the log file's name: <log_dir>/<name>.log
     args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()  # set in the child's environment, over the supervisor's own
 
 
 @dataclass(slots=True, kw_only=True)
@@ -123,6 +124,7 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                env={**os.environ, **dict(child.spec.env)} if child.spec.env else None,
             )
 
     async def _keep_running(self, child: _Child) -> None:

@@ -1,4 +1,5 @@
-"""`relay tenants`: each tenant's limits (rate, burst, open submits, queued messages) and current use.
+"""`relay tenants`: each tenant's limits (rate, burst, open submits, queued messages) and current use,
+and its default callback URL.
 
 Running ingress processes read the limits again every `guard.limits_refresh_s` (at most 5 s).
 """
@@ -13,9 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ingress.callback_check import CallbackCheck
 from ingress.tenant_guard import Policy, policy_of
 from ops.context import settings
 from ops.store_access import open_store, run
+from shared.errors import ValidationFailed
+from shared.store.callbacks import set_default_url
 from shared.store.tenant_limits import (
     USE_WINDOW_S,
     Limits,
@@ -87,6 +91,30 @@ def tenants_limit(
         f"queued {_cap(policy.max_queued)} (running ingress processes take it within "
         f"{settings().guard.limits_refresh_s:g} s)"
     )
+
+
+@tenants_app.command("callback")
+def tenants_callback(
+    tenant: str = typer.Argument(..., help="The tenant, as its API keys name it."),
+    url: str | None = typer.Option(
+        None, "--url", help="Default callback URL of the tenant's messages that name none."
+    ),
+    clear: bool = typer.Option(False, "--clear", help="No default callback URL any more."),
+) -> None:
+    """Set (or clear) a tenant's default callback URL; checked as a submit checks callback_url."""
+    if (url is None) == clear:
+        raise typer.BadParameter("give --url URL or --clear")
+    if url is not None:
+        why = run(CallbackCheck(settings().callbacks).errors(url))
+        if why:
+            raise ValidationFailed([{"field": "--url", "message": why[0]["message"]}])
+
+    async def change() -> None:
+        async with open_store(settings().store) as sessions, sessions.begin() as session:
+            await set_default_url(session, tenant=tenant, url=url)
+
+    run(change())
+    typer.echo(f"tenant {tenant}: default callback URL {url or 'none'}")
 
 
 @tenants_app.command("list")

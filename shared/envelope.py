@@ -49,6 +49,8 @@ H_REPLAY = "x-relay-replay"  # replays: how many times an operator replayed it
 # The job may already have been sent once (its publish was repeated without knowing whether the first
 # landed): the worker marks its next attempt as a possible duplicate.
 H_POSSIBLE_DUPLICATE = "x-relay-possible-duplicate"
+# Callbacks: tries made so far (a deferral because its host was busy is not one).
+H_CALLBACK_ATTEMPT = "x-relay-callback-attempt"
 
 
 def encode_job(job: Job) -> bytes:

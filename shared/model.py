@@ -94,6 +94,8 @@ class Job:
     expires_at: float = 0.0
     segments: int = 1
     encoding: str = "gsm7"
+    # Where the customer wants its status changes POSTed (checked at submit); None: the tenant's default.
+    callback_url: str | None = None
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else time.time()) >= self.expires_at

@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shared.callback_settings import CallbackSettings
 from shared.config_file import (
     ConfigFileSource,
     config_file,
@@ -294,6 +295,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingress: IngressSettings = Field(default_factory=IngressSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     # No default site: a site is a real platform somewhere (`relay up` runs simulated ones when none is).
     sites: dict[str, SiteSettings] = Field(default_factory=dict)

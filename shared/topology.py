@@ -8,6 +8,10 @@
 <prefix>.parked          fanout exchange + quorum queue: whatever the other queues redelivered more than
                          `broker.delivery_limit` times; the recorder turns it into store rows
 <prefix>.heartbeat       fanout exchange; workers' transient state for `relay status`
+<prefix>.callbacks       direct exchange + quorum queue (key "callback"): callbacks to customers
+<prefix>.callbacks.delay.<n>s  quorum queue; its TTL dead-letters callbacks back to <prefix>.callbacks
+<prefix>.callbacks.parked  quorum queue (key "parked"): callbacks redelivered past the delivery limit;
+                         the callback worker makes them dead callbacks
 
 Every quorum queue names its delivery limit and its dead-letter target: RabbitMQ 4 gives a quorum queue
 without them a limit of 20 deliveries and then drops the message. Every quorum queue asks for
@@ -92,6 +96,26 @@ def heartbeat_exchange(prefix: str) -> str:
     return f"{prefix}.heartbeat"
 
 
+CALLBACK_KEY = "callback"
+PARKED_CALLBACK_KEY = "parked"
+
+
+def callbacks_exchange(prefix: str) -> str:
+    return f"{prefix}.callbacks"
+
+
+def callbacks_queue(prefix: str) -> str:
+    return f"{prefix}.callbacks"
+
+
+def callback_delay_queue(prefix: str, delay_s: int) -> str:
+    return f"{prefix}.callbacks.delay.{delay_s}s"
+
+
+def parked_callbacks_queue(prefix: str) -> str:
+    return f"{prefix}.callbacks.parked"
+
+
 def broker_major(version: str) -> int:
     """The major version of a RabbitMQ version string (``"3.10.8"`` -> 3); 3 when unreadable."""
     head = version.split(".", 1)[0]
@@ -113,6 +137,7 @@ class Topology:
     retry_delays_s: tuple[int, ...]
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     quorum_group_size: int = 3
+    callback_delays_s: tuple[int, ...] = ()  # the distinct delays of callbacks' retries
 
     def delay_queue_for(self, site: str, attempt: int) -> str:
         """Delay queue of the n-th retry (1-based): the tiers in order, then the last one."""
@@ -127,6 +152,7 @@ class Topology:
             (dead_exchange(p), ExchangeType.FANOUT),
             (parked_exchange(p), ExchangeType.FANOUT),
             (heartbeat_exchange(p), ExchangeType.FANOUT),
+            (callbacks_exchange(p), ExchangeType.DIRECT),
         ]
 
     def queues(self, *, broker_major: int = 3) -> list[QueueSpec]:
@@ -148,6 +174,7 @@ class Topology:
                 exchange=parked_exchange(p),
             ),
         ]
+        specs += self._callback_queues(quorum, limited, broker_major)
         for site in self.sites:
             specs.append(
                 QueueSpec(
@@ -175,6 +202,38 @@ class Topology:
                         },
                     )
                 )
+        return specs
+
+    def _callback_queues(
+        self, quorum: dict[str, Any], limited: dict[str, Any], broker_major: int
+    ) -> list[QueueSpec]:
+        p = self.prefix
+        exchange = callbacks_exchange(p)
+        back = {"x-dead-letter-exchange": exchange, "x-dead-letter-routing-key": CALLBACK_KEY}
+        parks = {**back, "x-dead-letter-routing-key": PARKED_CALLBACK_KEY}
+        specs = [
+            QueueSpec(
+                name=callbacks_queue(p),
+                arguments={**limited, **parks},
+                exchange=exchange,
+                routing_key=CALLBACK_KEY,
+            ),
+            QueueSpec(
+                name=parked_callbacks_queue(p),
+                arguments={**quorum, "x-delivery-limit": -1}
+                if broker_major >= _UNLIMITED_FROM_MAJOR
+                else quorum,
+                exchange=exchange,
+                routing_key=PARKED_CALLBACK_KEY,
+            ),
+        ]
+        for delay_s in self.callback_delays_s:
+            specs.append(
+                QueueSpec(
+                    name=callback_delay_queue(p, delay_s),
+                    arguments={**limited, "x-message-ttl": delay_s * 1000, **back},
+                )
+            )
         return specs
 
 
@@ -210,4 +269,5 @@ def topology_from(settings: Settings) -> Topology:
         retry_delays_s=tuple(settings.worker.retry_delays_s),
         delivery_limit=settings.broker.delivery_limit,
         quorum_group_size=settings.broker.quorum_group_size,
+        callback_delays_s=tuple(sorted(set(settings.callbacks.retry_delays_s))),
     )

@@ -31,6 +31,7 @@ SUBMIT_COLUMNS = (
     "site",
     "accepted_at",
     "expires_at",
+    "callback_url",
 )
 
 
@@ -57,6 +58,7 @@ def row_for_job(job: Job, *, site: str, status: Status = Status.ACCEPTED) -> dic
         "accepted_at": accepted_at,
         "updated_at": accepted_at,
         "expires_at": utc(job.expires_at),
+        "callback_url": job.callback_url,
     }
 
 

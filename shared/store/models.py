@@ -75,6 +75,8 @@ class Message(Base):
     accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+    # The message's own callback URL (None: the tenant's default, `tenant_callbacks`, if any).
+    callback_url: Mapped[str | None] = mapped_column(String(2048), default=None)
 
     __table_args__ = (
         Index("ix_messages_tenant_accepted", "tenant", "accepted_at"),

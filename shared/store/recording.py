@@ -23,7 +23,7 @@ ORM's unit of work cost about a fifth of the ingress's CPU in the end-to-end ben
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any, cast
@@ -35,6 +35,14 @@ from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
 from shared.store.messages import MESSAGES, SUBMIT_COLUMNS, row_for_job, utc
 from shared.store.models import Attempt, DeadLetter, utcnow
 from shared.store.refusals import fitted
+from shared.store.status_changes import (
+    StatusChange,
+    Stored,
+    applied_changes,
+    filled,
+    read_stored,
+    with_default_urls,
+)
 from shared.store.upsert import dialect_insert
 
 _RANK = {
@@ -97,6 +105,8 @@ class FoldResult:
     possible_duplicates_added: int = 0
     dead_added: int = 0
     placeholders: int = 0
+    # The status changes this fold made, in message id order (callbacks are published from them).
+    changes: list[StatusChange] = field(default_factory=list)
 
 
 ATTEMPTS = cast(Table, Attempt.__table__)
@@ -125,10 +135,14 @@ class _Change:
     status: str | None = None
     attempts: int = 0
     ambiguous: int = 0
+    status_at: float = 0.0
+    status_site: str = ""
+    error: tuple[str, str] | None = None  # (code, the platform's text) of the report that set the status
 
-    def rise_to(self, status: Status) -> None:
+    def rise_to(self, status: Status, *, at: float, site: str, error: tuple[str, str] | None) -> None:
         if _RANK[status] > self.rank:
             self.rank, self.status = _RANK[status], status.value
+            self.status_at, self.status_site, self.error = at, site, error
 
 
 @cache
@@ -209,21 +223,29 @@ def _placeholder(message_id: str, change: _Change, now: datetime) -> dict[str, A
         "accepted_at": utc(change.at_s),
         "updated_at": now,
         "expires_at": utc(change.at_s),
+        "callback_url": None,
     }
 
 
-def _changes_of(events: list[AttemptRecord], dead: list[DeadReport]) -> dict[str, _Change]:
+def _changes_of(events: list[AttemptRecord], dead: list[DeadReport], now_s: float) -> dict[str, _Change]:
     changes: dict[str, _Change] = {}
     for report in dead:
         change = changes.setdefault(report.job.id, _Change(site=report.site, at_s=report.job.accepted_at))
         change.job = change.job or report.job
-        change.rise_to(_STATUS_OF_REASON[report.reason])
+        error = (report.reason.value, report.detail)
+        change.rise_to(_STATUS_OF_REASON[report.reason], at=now_s, site=report.site, error=error)
         change.attempts = max(change.attempts, report.attempts)
     for record in events:
         change = changes.setdefault(record.message_id, _Change(site=record.site, at_s=record.at))
         change.job = change.job or record.job
         if record.status is not None:
-            change.rise_to(record.status)
+            failed = record.outcome is not Outcome.ACCEPTED
+            change.rise_to(
+                record.status,
+                at=record.at,
+                site=record.site,
+                error=(record.outcome.value, record.detail) if failed else None,
+            )
     return changes
 
 
@@ -233,12 +255,12 @@ async def fold(
     """Apply one batch of reports inside the caller's transaction. With `fit`, every row written is cut
     to its columns first (`shared.store.refusals.fitted`): the last try of a report the store refused."""
     result = FoldResult()
-    changes = _changes_of(events, dead)
+    now = utcnow()
+    changes = _changes_of(events, dead, now.timestamp())
     if not changes:
         return result
     keep: Fit = fitted if fit else _as_given
-    now = utcnow()
-    await _make_rows(session, changes, keep, result, now)
+    stored = await _make_rows(session, changes, keep, result, now)
     if events:
         await _fold_events(session, events, changes, keep, result)
     if dead:
@@ -258,32 +280,37 @@ async def fold(
     ]
     if updates:
         await session.execute(_UPDATE_MESSAGES, updates)
+    applied = applied_changes(sorted(changes.items()), stored, status_rank)
+    result.changes = await with_default_urls(session, applied) if applied else applied
     return result
 
 
 async def _make_rows(
     session: AsyncSession, changes: dict[str, _Change], keep: Fit, result: FoldResult, now: datetime
-) -> None:
+) -> dict[str, Stored]:
     """A row for every message of the batch: new ones from their job (or as placeholders), placeholders
-    already there filled in from a job."""
-    found = await session.execute(select(MESSAGES.c.id, MESSAGES.c.tenant).where(MESSAGES.c.id.in_(changes)))
-    tenants = dict(found.all())
+    already there filled in from a job. Returns what each row held before this fold."""
+    stored = await read_stored(session, changes)
     new_rows: list[dict[str, Any]] = []
     fills: list[dict[str, Any]] = []
     for message_id, change in sorted(changes.items()):
-        if message_id not in tenants:
+        if message_id not in stored:
             if change.job is not None:
                 new_rows.append(keep(MESSAGES, row_for_job(change.job, site=change.site)))
+                stored[message_id] = Stored.of_job(change.job)
             else:
                 new_rows.append(keep(MESSAGES, _placeholder(message_id, change, now)))
+                stored[message_id] = Stored(tenant=UNKNOWN_TENANT, status=Status.ACCEPTED.value)
                 result.placeholders += 1
-        elif tenants[message_id] == UNKNOWN_TENANT and change.job is not None:
+        elif stored[message_id].tenant == UNKNOWN_TENANT and change.job is not None:
             row = keep(MESSAGES, row_for_job(change.job, site=change.site))
             fills.append({"b_id": message_id, **{f"b_{name}": row[name] for name in _JOB_COLUMNS}})
+            stored[message_id] = filled(stored[message_id], change.job)
     if new_rows:
         await session.execute(_insert_new_messages(session.get_bind().dialect.name), new_rows)
     if fills:
         await session.execute(_FILL_PLACEHOLDERS, fills)
+    return stored
 
 
 async def _fold_events(

@@ -50,6 +50,7 @@ def test_relay_up_serves_a_message_end_to_end_and_stops_every_child(
             "ingress",
             "worker-a-1",
             "worker-b-1",
+            "callbacks-1",
         }
         assert (up.run_dir / "demo-key").read_text().strip() == up.key
         assert set(up.simulators) == {"a", "b"}, "the run file names both sites' simulators"

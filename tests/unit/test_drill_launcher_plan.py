@@ -157,8 +157,11 @@ def test_plan_starts_simulators_first_then_ingress_then_workers_with_metrics_por
         "worker-a-2",
         "worker-b-1",
         "worker-b-2",
+        "callbacks-1",
     ]
     by_name = {s.name: s.args for s in specs}
+    # Everything relay up runs is on this machine: its callbacks may go to loopback.
+    assert dict(next(s for s in specs if s.name == "callbacks-1").env)["RELAY_CALLBACKS__ALLOW_NETWORKS"]
     assert by_name["platform-sim-b"] == (
         "relay", "platform-sim", "--host", "127.0.0.1", "--port", "7002", "--admin-port", "7102"
     )  # fmt: skip
@@ -168,7 +171,7 @@ def test_plan_starts_simulators_first_then_ingress_then_workers_with_metrics_por
 
 def test_no_sims_and_no_metrics() -> None:
     specs = plan_children(two_sites(), relay=RELAY, simulators=[], workers_per_site=1, metrics_base_port=0)
-    assert [s.name for s in specs] == ["ingress", "worker-a-1", "worker-b-1"]
+    assert [s.name for s in specs] == ["ingress", "worker-a-1", "worker-b-1", "callbacks-1"]
     assert specs[1].args[-1] == "0"
 
 

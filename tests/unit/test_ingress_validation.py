@@ -14,6 +14,9 @@ from ingress.idempotency import MAX_KEY_CHARS, request_hash
 from ingress.routing import Router
 from ingress.segments import count_segments
 from ingress.validation import validate_message
+from shared.callbacks.guard import MAX_URL_CHARS
+from shared.callbacks.signing import new_secret
+from shared.callbacks.wire import CallbackDeadReason, event_id
 from shared.errors import ConfigError, PermanentError, ValidationFailed
 from shared.model import DeadReason, Outcome, Status, new_message_ids
 from shared.settings import IngressSettings, RoutingSettings, Settings, SiteSettings, StoreSettings
@@ -215,6 +218,17 @@ async def test_every_text_column_holds_the_longest_value_validation_lets_through
         ("tenant_accounts", "tenant"): tenant,
         ("tenant_accounts", "account_sid"): len(new_account_sid()),
         ("tenant_limits", "tenant"): tenant,
+        ("messages", "callback_url"): MAX_URL_CHARS,
+        ("tenant_callbacks", "tenant"): tenant,
+        ("tenant_callbacks", "callback_url"): MAX_URL_CHARS,
+        ("tenant_callbacks", "secret"): len(new_secret()),
+        ("tenant_callbacks", "previous_secret"): len(new_secret()),
+        ("callback_dead_letters", "event_id"): len(event_id(new_message_ids(1)[0], "delivered")),
+        ("callback_dead_letters", "message_id"): message_id,
+        ("callback_dead_letters", "tenant"): tenant,
+        ("callback_dead_letters", "url"): MAX_URL_CHARS,
+        ("callback_dead_letters", "status"): status,
+        ("callback_dead_letters", "reason"): max(len(r.value) for r in CallbackDeadReason),
     }
     widths = {
         (table.name, column.name): column.type.length

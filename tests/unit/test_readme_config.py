@@ -54,6 +54,7 @@ def _sample(key: str, default: str) -> str | None:
         "sites.<name>.long_messages": "message-payload",
         "ingress.blocked_number_types": '["voip"]',
         "ingress.peer_spool_paths": '["/var/lib/relay-b/spool.db"]',
+        "callbacks.allow_networks": '["127.0.0.0/8", "::1/128"]',
     }
     if key in special:
         return special[key]

@@ -22,21 +22,30 @@ def test_names_start_with_prefix_and_delay_queues_lead_back_to_their_site() -> N
 
 
 def test_every_quorum_queue_names_its_delivery_limit_and_where_its_dead_letters_go() -> None:
-    topology = Topology(prefix="relay", sites=("a", "b"), retry_delays_s=(1, 5), delivery_limit=7)
+    topology = Topology(
+        prefix="relay", sites=("a", "b"), retry_delays_s=(1, 5), delivery_limit=7, callback_delays_s=(10, 60)
+    )
     for major in (3, 4):
         specs = {spec.name: spec.arguments for spec in topology.queues(broker_major=major)}
         assert all(args["x-queue-type"] == "quorum" for args in specs.values())
-        parked = specs.pop("relay.parked")
+        last_stops = [specs.pop("relay.parked"), specs.pop("relay.callbacks.parked")]
         for name, args in specs.items():
             assert args["x-delivery-limit"] == 7, name
             assert args["x-dead-letter-strategy"] == "at-least-once", name
             assert args["x-overflow"] == "reject-publish", name
-            expected = "relay.jobs" if ".delay." in name else "relay.parked"
+            if name.startswith("relay.callbacks"):
+                expected = "relay.callbacks"
+                key = "callback" if ".delay." in name else "parked"
+                assert args["x-dead-letter-routing-key"] == key, name
+            else:
+                expected = "relay.jobs" if ".delay." in name else "relay.parked"
             assert args["x-dead-letter-exchange"] == expected, name
-        # The last stop has no limit: 3.x has none unless one is set (and would read -1 as none at
+        assert specs["relay.callbacks.delay.60s"]["x-message-ttl"] == 60_000
+        # The last stops have no limit: 3.x has none unless one is set (and would read -1 as none at
         # all), 4.x reads -1 as none.
-        assert "x-dead-letter-exchange" not in parked
-        assert parked.get("x-delivery-limit") == (-1 if major == 4 else None)
+        for parked in last_stops:
+            assert "x-dead-letter-exchange" not in parked
+            assert parked.get("x-delivery-limit") == (-1 if major == 4 else None)
     assert broker_major("3.10.8") == 3 and broker_major("4.1.0") == 4 and broker_major("") == 3
 
 
