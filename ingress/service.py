@@ -128,7 +128,10 @@ class Ingress:
             peers=self.settings.ingress.peer_spool_paths,
         )
         self.forwarder.start()
-        self._purger = asyncio.create_task(self._purge_idempotency_keys(), name="idempotency-purge")
+        self._purger = asyncio.create_task(
+            purge_idempotency_keys(self.sessions, ttl_s=self.settings.ingress.idempotency_ttl_s),
+            name="idempotency-purge",
+        )
         log.info("ingress started", spool=str(self.spool.path), broker_ready=self.link.available)
 
     async def stop(self) -> None:
@@ -288,18 +291,6 @@ class Ingress:
                 error=repr(exc),
             )
 
-    async def _purge_idempotency_keys(self) -> None:
-        ttl_s = self.settings.ingress.idempotency_ttl_s
-        while True:
-            try:
-                async with self.sessions.begin() as session:
-                    purged = await purge_expired(session, ttl_s=ttl_s)
-                if purged:
-                    log.info("expired idempotency keys purged", count=purged)
-            except Exception as exc:
-                log.warning("purging idempotency keys failed", error=repr(exc))
-            await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL_S)
-
     async def store_ok(self) -> bool:
         ok, checked_at = self._store_ok
         now = time.monotonic()
@@ -358,3 +349,16 @@ async def running(settings: Settings):  # type: ignore[no-untyped-def]
         yield ingress
     finally:
         await ingress.stop()
+
+
+async def purge_idempotency_keys(sessions: async_sessionmaker[AsyncSession], *, ttl_s: int) -> None:
+    """Delete expired Idempotency-Keys every `IDEMPOTENCY_PURGE_INTERVAL_S`, for ever."""
+    while True:
+        try:
+            async with sessions.begin() as session:
+                purged = await purge_expired(session, ttl_s=ttl_s)
+            if purged:
+                log.info("expired idempotency keys purged", count=purged)
+        except Exception as exc:
+            log.warning("purging idempotency keys failed", error=repr(exc))
+        await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL_S)
