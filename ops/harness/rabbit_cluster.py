@@ -75,7 +75,11 @@ class RabbitNode:
         try:
             pid = int(self.pid_file.read_text().strip())
             process = psutil.Process(pid)
-            if process.status() == psutil.STATUS_ZOMBIE or self.name not in " ".join(process.cmdline()):
+            # The VM's command line does not name the node (it names itself at boot); its environment does.
+            if (
+                process.status() == psutil.STATUS_ZOMBIE
+                or process.environ().get("RABBITMQ_NODENAME") != self.name
+            ):
                 return None
         except (OSError, ValueError, psutil.Error):
             return None
