@@ -224,11 +224,16 @@ class RabbitCluster:
             except subprocess.TimeoutExpired:
                 return False
             return True
-        # Started by another process: not this one's child to reap, only to watch.
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).wait(timeout=timeout_s)
-            return True
-        return not psutil.pid_exists(pid)
+        # Started by another process: not this one's child to reap, only to watch (a zombie has ended).
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.NoSuchProcess:
+                return True
+            time.sleep(0.2)
+        return False
 
     def _env(self, node: RabbitNode) -> dict[str, str]:
         root = self.root
