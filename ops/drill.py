@@ -74,7 +74,7 @@ async def _drill(plan: DrillPlan, target: DrillTarget, *, as_json: bool) -> int:
             Console(stderr=True).print(f"relay drill: {exc}")
             return EXIT_USAGE
     if as_json:
-        run = {"messages": plan.messages, **drill.pace.as_dict()}
+        run = {"messages": plan.messages, **drill.pace.as_dict(), "fault_notes": drill.fault_notes}
         typer.echo(json.dumps(verdict.as_dict() | {"run": run}))
     else:
         render(verdict, console, pace=drill.pace)
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
     @app.command("drill")
     def drill(
         site: str = typer.Option("a", "--site", help="Site to inject the fault at."),
-        fault: str = typer.Option(DEFAULT_FAULT, "--fault", help="down | blackhole | error | kill-worker"),
+        fault: str = typer.Option(DEFAULT_FAULT, "--fault", help=" | ".join(FAULTS)),
         messages: int = typer.Option(2000, "--messages", min=3, max=100_000, help="Test messages to send."),
         rate: float = typer.Option(100.0, "--rate", min=1.0, max=10_000.0, help="Messages per second."),
         settle_timeout_s: float = typer.Option(
@@ -116,17 +116,16 @@ def register(app: typer.Typer) -> None:
         """Failover drill: traffic, a fault at one site, a verdict. Exit 0 only if nothing was lost.
 
         Faults: down (refused connections, the default), blackhole (no answer), error (500s, or binds
-        refused by a simulated SMSC: nothing taken), kill-worker.
-
-        kill-worker SIGKILLs the site's workers on this host; `relay up` restarts them.
+        refused by a simulated SMSC: nothing taken), kill-worker (SIGKILLs the site's workers on this
+        host; `relay up` restarts them), broker-node (SIGKILLs the broker node on this host that leads the
+        site's queue, found through broker.management_url, and starts it again; needs a cluster).
 
         The fault begins after a third of the messages and ends after two thirds; the last third follows.
 
         Failover gap: the longest hold-up of a message by the fault, acceptance to first receipt anywhere.
 
-        The rate sent at is reported, and said clearly when it falls short of --rate.
-
-        Receipts are polled every 0.1 s. Exit 1: messages were lost; exit 2: the drill refused to run.
+        The rate sent at is reported, and said clearly when it falls short of --rate. Receipts are polled
+        every 0.1 s. Exit 1: messages were lost; exit 2: the drill refused to run.
         """
         if fault not in FAULTS:
             typer.echo(f"relay drill: --fault must be one of {', '.join(FAULTS)}", err=True)

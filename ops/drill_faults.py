@@ -1,7 +1,8 @@
-"""The fault a drill switches at one site: a simulated platform's fault mode, or the site's workers killed.
+"""The fault a drill switches at one site: a simulated platform's fault mode, the site's workers killed, or
+the broker node that leads the site's queue killed (`ops.drill_broker_node`).
 
-Both go through the one harness: `SimulatorAdmin.set_fault` for the platform, the workers' heartbeats for
-which processes serve the site.
+The first two go through the one harness: `SimulatorAdmin.set_fault` for the platform, the workers'
+heartbeats for which processes serve the site.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from ops.drill_heartbeats import HeartbeatWatcher
 from ops.drill_plan import DrillRefused
@@ -26,6 +28,18 @@ SMSC_FAULTS = {"down": "down", "blackhole": "no-resp", "error": "bind-refused"}
 def simulator_fault(fault: str, platform: PlatformKind | None) -> str:
     """The fault mode of the site's simulator that stands for the drill's `fault`."""
     return SMSC_FAULTS.get(fault, fault) if platform is PlatformKind.SMPP else fault
+
+
+class Fault(Protocol):
+    """What a drill does with its fault: refuse early what it cannot do, inject, clear, and heal."""
+
+    async def check_possible(self) -> None: ...
+
+    async def inject(self) -> float: ...
+
+    async def clear(self) -> float: ...
+
+    async def heal(self) -> None: ...
 
 
 class FaultSwitch:

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.settings import Settings
 
-FAULTS = ("down", "blackhole", "error", "kill-worker")
+FAULTS = ("down", "blackhole", "error", "kill-worker", "broker-node")
 DEFAULT_FAULT = "down"
 # Traffic below this share of the asked rate is reported as short: the ingress or this machine could not
 # keep up, and the drill ran under less load than asked.

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from ops.drill_faults import FaultSwitch
+from ops.drill_broker_node import BROKER_NODE, BrokerNodeFault
+from ops.drill_faults import Fault, FaultSwitch
 from ops.drill_heartbeats import HeartbeatWatcher
 from ops.drill_keys import obtain_key
 from ops.drill_plan import FAULTS, DrillPlan, DrillRefused, DrillTarget, Pace
@@ -42,6 +43,11 @@ class Drill:
         self._run_id = uuid.uuid4().hex[:8]
         self.observation: Observation | None = None  # what the last run saw, for benchmarks' plots
         self.pace = Pace(asked_per_s=plan.rate_per_s, sent_per_s=0.0)
+        self.fault_notes: list[str] = []  # what the fault did (killed, restarted), for --json too
+
+    def _note(self, text: str) -> None:
+        self.fault_notes.append(text)
+        self._say(text)
 
     async def run(self) -> Verdict:
         plan = self._plan
@@ -64,14 +70,24 @@ class Drill:
         async with HeartbeatWatcher(broker=self._config.broker) as watcher:
             # Heartbeats tell when the faulted site consumes again, so the last third of the traffic is
             # sent only then and the site's recovery is observed under traffic.
-            faults = FaultSwitch(
-                fault=plan.fault,
-                site=plan.site,
-                config=self._config,
-                sims=sims,
-                watcher=watcher,
-                say=self._say,
-            )
+            faults: Fault
+            if plan.fault == BROKER_NODE:
+                faults = BrokerNodeFault(
+                    site=plan.site,
+                    config=self._config,
+                    run_dir=plan.run_dir,
+                    client=self._client,
+                    say=self._note,
+                )
+            else:
+                faults = FaultSwitch(
+                    fault=plan.fault,
+                    site=plan.site,
+                    config=self._config,
+                    sims=sims,
+                    watcher=watcher,
+                    say=self._note,
+                )
             await faults.check_possible()
             self.observation = await self._observe(
                 key=key, sims=sims, faults=faults, unobserved=bool(problems)
@@ -100,7 +116,7 @@ class Drill:
             raise DrillRefused(str(exc)) from None
 
     async def _observe(
-        self, *, key: str, sims: Mapping[str, SimulatorAdmin], faults: FaultSwitch, unobserved: bool
+        self, *, key: str, sims: Mapping[str, SimulatorAdmin], faults: Fault, unobserved: bool
     ) -> Observation:
         """Send through the fault, wait for every message to settle, and gather what happened."""
         plan = self._plan
@@ -146,9 +162,7 @@ class Drill:
             delivered_status_counts=unobserved,
         )
 
-    async def _send_through_fault(
-        self, *, key: str, faults: FaultSwitch
-    ) -> tuple[TrafficResult, float, float]:
+    async def _send_through_fault(self, *, key: str, faults: Fault) -> tuple[TrafficResult, float, float]:
         """All the traffic, the fault on from a third of it to two thirds; the result, when the fault began
         and when it was cleared."""
         messages = self._plan.messages

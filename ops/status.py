@@ -19,6 +19,7 @@ from aio_pika.exceptions import AMQPError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ops.status_cluster import read_cluster
 from ops.status_heartbeats import HeartbeatCollector, WorkerView, circuit_summary
 from ops.status_model import UNKNOWN, SiteView, Snapshot
 from ops.store_access import STORE_ERRORS, require_store, store_error
@@ -131,6 +132,7 @@ class StatusReader:
                 for name in config.site_names
             ],
             dead_letters=dead,
+            cluster=await read_cluster(config.broker, client=self._http),
         )
 
     def _site_view(

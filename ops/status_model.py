@@ -1,10 +1,12 @@
-"""What `relay status` reports: one snapshot of every site, the ingress and the dead letters."""
+"""What `relay status` reports: one snapshot of every site, the ingress, the broker's nodes and the dead
+letters."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ops.status_cluster import ClusterView
 from ops.status_heartbeats import WorkerView
 
 UNKNOWN = "unknown"
@@ -35,6 +37,7 @@ class Snapshot:
     ingress: dict[str, Any]
     sites: list[SiteView]
     dead_letters: dict[str, Any]
+    cluster: ClusterView | None = None  # the broker's nodes and replicas (its management API)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ops.status_cluster import cluster_lines, cluster_rich
 from ops.status_model import UNKNOWN, SiteView, Snapshot
 
 
@@ -56,6 +57,7 @@ def render_plain(snap: Snapshot) -> str:
                 f"{worker.concurrency} delivered {worker.delivered_total} "
                 f"failed-over {worker.failed_over_total} seen {worker.age_s}s ago"
             )
+    lines.extend(cluster_lines(snap.cluster))
     lines.append(_dead_text(snap))
     return "\n".join(lines)
 
@@ -85,5 +87,6 @@ def render_rich(snap: Snapshot) -> Any:
         if error:
             parts.append(Text(error, style="red"))
     parts.append(table)
+    parts.extend(cluster_rich(snap.cluster))
     parts.append(Text(_dead_text(snap)))
     return Group(*parts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -98,6 +99,13 @@ class BrokerSettings(_Section):
         "Changing it means recreating the queues.",
     )
 
+    management_url: str | list[str] | None = Field(
+        None,
+        description="RabbitMQ's management HTTP API (`relay status` reads nodes, queue leaders and replicas "
+        "from it; `relay drill --fault broker-node` the leader's pid), one URL or one per node; unset: "
+        "http on port 15672 of each `url`'s host, with `url`'s credentials.",
+    )
+
     @field_validator("url")
     @classmethod
     def _some_url(cls, value: str | list[str]) -> str | list[str]:
@@ -109,6 +117,15 @@ class BrokerSettings(_Section):
     def urls(self) -> list[str]:
         """The nodes of `url`, in the order written."""
         return [self.url] if isinstance(self.url, str) else list(self.url)
+
+    @property
+    def management_urls(self) -> list[str]:
+        """`management_url` as a list; unset, port 15672 of each node's host (each host once)."""
+        if self.management_url is not None:
+            given = self.management_url
+            return [given] if isinstance(given, str) else list(given)
+        hosts = dict.fromkeys(urlsplit(url).hostname or "127.0.0.1" for url in self.urls)
+        return [f"http://{f'[{host}]' if ':' in host else host}:15672/" for host in hosts]
 
 
 class StoreSettings(_Section):

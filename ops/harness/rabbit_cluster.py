@@ -1,13 +1,18 @@
 """A real three-node RabbitMQ cluster on this machine, beside any broker already running.
 
-Each node is the Debian package's `rabbitmq-server` with a node name, AMQP and distribution ports, data
-and log folders of its own, no plugins and a config file of its own; the nodes share an Erlang cookie
-written to a private HOME, and join the first node with `rabbitmqctl join_cluster`. Everything lives
-under one folder that `stop()` deletes after stopping the nodes.
+Each node is the Debian package's `rabbitmq-server` with a node name, AMQP, distribution and management
+ports, data and log folders and a config file of its own, and one plugin, the management API (it ships in
+the Debian package), which `relay status` reads; the nodes share an Erlang cookie written to a private
+HOME, and join the first node with `rabbitmqctl join_cluster`. Everything lives under one folder that
+`stop()` deletes after stopping the nodes.
+
+A node is known by its pid file, not by the process this harness started: a node that someone else
+(`relay drill --fault broker-node`) killed and started again is the same node, and `stop()` stops it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -16,6 +21,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from ops.harness.processes import free_port, listening
 
@@ -43,6 +50,7 @@ class RabbitNode:
     name: str  # e.g. relaytest1-ab12@localhost
     amqp_port: int
     dist_port: int
+    management_port: int
     home: Path
     process: subprocess.Popen[bytes] | None = None
 
@@ -51,8 +59,35 @@ class RabbitNode:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
 
     @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}/"
+
+    @property
+    def pid_file(self) -> Path:
+        # The node writes it at boot (rabbit_prelaunch), wherever it was started from.
+        return self.home / "mnesia" / f"{self.name}.pid"
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the node's VM while it runs, whoever started it."""
+        if self.process is not None and self.process.poll() is None:
+            return self.process.pid
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            process = psutil.Process(pid)
+            # The VM's command line does not name the node (it names itself at boot); its environment does.
+            if (
+                process.status() == psutil.STATUS_ZOMBIE
+                or process.environ().get("RABBITMQ_NODENAME") != self.name
+            ):
+                return None
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return pid
+
+    @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.pid is not None
 
 
 @dataclass(slots=True)
@@ -66,23 +101,33 @@ class RabbitCluster:
     def urls(self) -> list[str]:
         return [node.url for node in self.nodes]
 
+    @property
+    def management_urls(self) -> list[str]:
+        return [node.management_url for node in self.nodes]
+
     def start(self) -> None:
         began = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
         cookie = self.root / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(20))
         cookie.chmod(0o400)
-        (self.root / "enabled_plugins").write_text("")
+        (self.root / "enabled_plugins").write_text("[rabbitmq_management].\n")
         (self.root / "rabbitmq-env.conf").write_text("")
-        # Guest may connect from 127.0.0.1 anyway; stating it keeps the nodes independent of /etc.
-        (self.root / "rabbitmq.conf").write_text("loopback_users = none\n")
         tag = secrets.token_hex(2)
         for index in range(1, self.size + 1):
             node = RabbitNode(
                 name=f"relaytest{index}-{tag}@localhost",
                 amqp_port=free_port(),
                 dist_port=free_port(),
+                management_port=free_port(),
                 home=self.root / f"node{index}",
+            )
+            node.home.mkdir(parents=True, exist_ok=True)
+            # Guest may connect from 127.0.0.1 anyway; stating it keeps the nodes independent of /etc.
+            (node.home / "rabbitmq.conf").write_text(
+                "loopback_users = none\n"
+                "management.tcp.ip = 127.0.0.1\n"
+                f"management.tcp.port = {node.management_port}\n"
             )
             self.nodes.append(node)
         for node in self.nodes:
@@ -116,9 +161,10 @@ class RabbitCluster:
 
     def kill(self, node: RabbitNode) -> None:
         """SIGKILL: the node's VM ends at once, nothing said to its peers or clients."""
-        assert node.process is not None
-        node.process.send_signal(signal.SIGKILL)
-        node.process.wait(timeout=30)
+        pid = node.pid
+        assert pid is not None, f"{node.name} is not running"
+        os.kill(pid, signal.SIGKILL)
+        self._wait_gone(node, pid, timeout_s=30)
 
     def restart(self, node: RabbitNode) -> None:
         """Starts a killed node again on its own data: it rejoins the cluster by itself."""
@@ -149,19 +195,45 @@ class RabbitCluster:
 
     def stop(self) -> None:
         """Stops every node (SIGTERM, then SIGKILL) and deletes every folder."""
+        running = {node.name: node.pid for node in self.nodes}
         for node in self.nodes:
-            if node.alive:
-                assert node.process is not None
-                node.process.terminate()
+            pid = running[node.name]
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         for node in self.nodes:
-            if node.process is None:
+            pid = running[node.name]
+            if pid is None:
                 continue
-            try:
-                node.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            if not self._wait_gone(node, pid, timeout_s=60):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_gone(node, pid, timeout_s=30)
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
                 node.process.kill()
                 node.process.wait(timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    @staticmethod
+    def _wait_gone(node: RabbitNode, pid: int, *, timeout_s: float) -> bool:
+        """Whether the node's VM `pid` ended within `timeout_s` (reaped if it is this harness's child)."""
+        if node.process is not None and node.process.pid == pid:
+            try:
+                node.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        # Started by another process: not this one's child to reap, only to watch (a zombie has ended).
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.NoSuchProcess:
+                return True
+            time.sleep(0.2)
+        return False
 
     def _env(self, node: RabbitNode) -> dict[str, str]:
         root = self.root
@@ -170,7 +242,7 @@ class RabbitCluster:
             "LANG": "C.UTF-8",
             "HOME": str(root),  # where the Erlang cookie of these nodes is
             "RABBITMQ_CONF_ENV_FILE": str(root / "rabbitmq-env.conf"),
-            "RABBITMQ_CONFIG_FILE": str(root / "rabbitmq.conf"),
+            "RABBITMQ_CONFIG_FILE": str(node.home / "rabbitmq.conf"),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(root / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
             "RABBITMQ_NODENAME": node.name,
