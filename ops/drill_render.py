@@ -32,7 +32,8 @@ def render(verdict: Verdict, console: Console, *, pace: Pace | None = None) -> N
         table.add_row("  of which still pending", str(verdict.unsettled))
     table.add_row("duplicates", str(verdict.duplicates))
     table.add_row(
-        "ambiguous attempts", "-" if verdict.ambiguous_attempts is None else str(verdict.ambiguous_attempts)
+        "ambiguous or marked attempts",
+        "-" if verdict.ambiguous_attempts is None else str(verdict.ambiguous_attempts),
     )
     if verdict.refused:
         table.add_row("refused at submit", ", ".join(f"{k}: {v}" for k, v in verdict.refused.items()))

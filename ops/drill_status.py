@@ -31,10 +31,16 @@ async def fetch_message(
 
 
 def ambiguous_in(message: dict[str, Any]) -> int:
-    """Ambiguous attempts in one message's status answer: its attempt history, else its counter."""
+    """Attempts of one message that may have left a copy at a platform (ambiguous, or marked a possible
+    duplicate: a redelivered or resent job), from its attempt history, else its counter."""
     history = message.get("history")
     if isinstance(history, list):
-        return sum(1 for a in history if isinstance(a, dict) and a.get("outcome") == "ambiguous")
+        return sum(
+            1
+            for a in history
+            if isinstance(a, dict)
+            and (a.get("outcome") == "ambiguous" or a.get("possible_duplicate") is True)
+        )
     counter = message.get("possible_duplicates")
     return counter if isinstance(counter, int) else 0
 

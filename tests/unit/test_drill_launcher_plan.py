@@ -240,8 +240,14 @@ def test_message_id_is_read_from_the_submit_answer() -> None:
     assert message_id_from(["abc"]) is None
 
 
-def test_ambiguous_attempts_come_from_the_history_else_the_counter() -> None:
-    history = [{"outcome": "ambiguous"}, {"outcome": "accepted"}, {"outcome": "ambiguous"}]
-    assert ambiguous_in({"history": history, "possible_duplicates": 9}) == 2
+def test_attempts_that_may_have_left_a_copy_come_from_the_history_else_the_counter() -> None:
+    history = [
+        {"outcome": "ambiguous"},
+        {"outcome": "accepted"},
+        {"outcome": "ambiguous"},
+        {"outcome": "accepted", "possible_duplicate": True},
+        {"outcome": "accepted", "possible_duplicate": False},
+    ]
+    assert ambiguous_in({"history": history, "possible_duplicates": 9}) == 3
     assert ambiguous_in({"possible_duplicates": 1}) == 1
     assert ambiguous_in({}) == 0
