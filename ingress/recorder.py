@@ -31,7 +31,7 @@ from ingress.metrics import (
     RECORDER_REFUSED,
 )
 from ingress.parked import parked_reports
-from shared.broker import ConfirmedPublisher
+from shared.broker import ConfirmedPublisher, settle
 from shared.envelope import decode_dead, decode_events
 from shared.errors import EnvelopeError
 from shared.logs import get_logger
@@ -141,7 +141,7 @@ class Recorder:
             return False
         kept_back = {id(report) for report in kept}
         for report in readable:
-            await _settle(report.message, ack=id(report) not in kept_back)
+            await settle(report.message, ack=id(report) not in kept_back)
         return not kept
 
     def _hold(self, reports: list[Report]) -> None:
@@ -261,17 +261,7 @@ async def _drop(message: AbstractIncomingMessage, *, kind: str, error: str) -> N
         error=error,
         size=len(message.body),
     )
-    await _settle(message, ack=True)
-
-
-async def _settle(message: AbstractIncomingMessage, *, ack: bool) -> None:
-    # A delivery of a channel lost meanwhile cannot be settled; the broker redelivers it, and the
-    # fold is idempotent.
-    with contextlib.suppress(Exception):
-        if ack:
-            await message.ack()
-        else:
-            await message.nack(requeue=True)
+    await settle(message, ack=True)
 
 
 def _stale(message: AbstractIncomingMessage) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPError, DeliveryError, PublishError
 from aio_pika.robust_connection import RobustConnection
 from aiormq import spec
@@ -297,3 +297,13 @@ def _properties(
         headers=dict(headers) if headers else None,
         expiration=str(int(expiration_s * 1000)) if expiration_s is not None else None,
     )
+
+
+async def settle(message: AbstractIncomingMessage, *, ack: bool) -> None:
+    """Ack, or nack back to its queue, a delivery whose handling is done. A delivery of a channel lost
+    meanwhile cannot be settled: the broker redelivers it, so its consumer must take it twice."""
+    with contextlib.suppress(Exception):
+        if ack:
+            await message.ack()
+        else:
+            await message.nack(requeue=True)

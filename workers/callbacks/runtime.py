@@ -21,7 +21,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.broker import ConfirmedPublisher, connect
+from shared.broker import ConfirmedPublisher, connect, settle
 from shared.callbacks.wire import CallbackDeadReason, CallbackJob, decode_callback
 from shared.envelope import H_CALLBACK_ATTEMPT
 from shared.errors import EnvelopeError
@@ -130,14 +130,14 @@ class CallbackWorker:
             job = decode_callback(message.body)
         except EnvelopeError as exc:
             log.error("unreadable callback dropped", error=str(exc), message_id=message.message_id)
-            await _settle(message, ack=True)
+            await settle(message, ack=True)
             return
         try:
             await self._try(message, job, _attempts(message))
         except Exception as exc:
             # Neither its retry nor its dead letter could be made durable: it goes back to its queue.
             log.warning("callback not settled; back to its queue", event_id=job.event_id, error=repr(exc))
-            await _settle(message, ack=False)
+            await settle(message, ack=False)
 
     async def _try(self, message: AbstractIncomingMessage, job: CallbackJob, before: int) -> None:
         try:
@@ -151,7 +151,7 @@ class CallbackWorker:
         if tried.refused:
             await self._dead.record(asdict(job), CallbackDeadReason.ADDRESS_REFUSED, tried.detail, attempt)
             log.warning("callback refused at send time", event_id=job.event_id, detail=tried.detail)
-            await _settle(message, ack=True)
+            await settle(message, ack=True)
             return
         decision = decide(
             tried.status_code,
@@ -167,7 +167,7 @@ class CallbackWorker:
             log.warning("callback dead", event_id=job.event_id, attempts=attempt, detail=tried.detail)
         elif decision.next is Next.GONE:
             log.info("callback refused for good by its endpoint (410)", event_id=job.event_id)
-        await _settle(message, ack=True)
+        await settle(message, ack=True)
 
     async def _later(
         self, message: AbstractIncomingMessage, job: CallbackJob, attempts: int, delay_s: int
@@ -179,7 +179,7 @@ class CallbackWorker:
             message_id=job.event_id,
             headers={H_CALLBACK_ATTEMPT: attempts},
         )
-        await _settle(message, ack=True)
+        await settle(message, ack=True)
 
     async def _parked(self, message: AbstractIncomingMessage) -> None:
         """A callback the broker redelivered past its limit: a dead callback, replayable."""
@@ -187,7 +187,7 @@ class CallbackWorker:
             job = decode_callback(message.body)
         except EnvelopeError as exc:
             log.error("unreadable parked callback dropped", error=str(exc))
-            await _settle(message, ack=True)
+            await settle(message, ack=True)
             return
         detail = "redelivered past the broker's delivery limit without an outcome"
         try:
@@ -196,16 +196,7 @@ class CallbackWorker:
             )
         except Exception as exc:
             log.warning("parked callback not recorded; back to its queue", error=repr(exc))
-            await _settle(message, ack=False)
+            await settle(message, ack=False)
             await asyncio.sleep(1.0)
             return
-        await _settle(message, ack=True)
-
-
-async def _settle(message: AbstractIncomingMessage, *, ack: bool) -> None:
-    # A delivery of a channel lost meanwhile cannot be settled: the broker redelivers it.
-    with contextlib.suppress(Exception):
-        if ack:
-            await message.ack()
-        else:
-            await message.nack(requeue=True)
+        await settle(message, ack=True)
