@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ops.harness.cleanup import delete_broker_names
+from ops.harness.deployment import Deployment, relay_up
 from ops.harness.processes import PeerMissing
 from ops.harness.rabbit_cluster import ClusterFailed, RabbitCluster, cluster_possible
 from shared.settings import Settings, StoreSettings, load_settings
@@ -136,3 +137,20 @@ def rabbit_cluster() -> Iterator[RabbitCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def cluster_deployment(tmp_path: Path, rabbit_cluster: RabbitCluster) -> Iterator[Deployment]:
+    """`relay up` on the three-node cluster (every node in `broker.url`, their management APIs named),
+    with workers that notice a lost node fast; the cluster made whole again afterwards."""
+    with relay_up(
+        tmp_path,
+        broker_url=rabbit_cluster.urls,
+        prefix=f"t{uuid.uuid4().hex[:10]}",
+        worker={"heartbeat_interval_s": 0.5, "grace_s": 3.0},
+        broker={"confirm_timeout_s": 2.0, "management_url": rabbit_cluster.management_urls},
+    ) as up:
+        try:
+            yield up
+        finally:
+            rabbit_cluster.revive()

@@ -171,6 +171,12 @@ class RabbitCluster:
         self.launch(node)
         self.wait_booted(node)
 
+    def revive(self) -> None:
+        """Restart every node that is down, so a failed test leaves the next one a whole cluster."""
+        for node in self.nodes:
+            if not node.alive:
+                self.restart(node)
+
     def ctl(self, node: RabbitNode, *args: str) -> str:
         done = subprocess.run(
             [str(CTL), "-n", node.name, "-q", *args],

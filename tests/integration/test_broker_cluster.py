@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -18,38 +16,21 @@ import pytest
 
 from ops.harness.cluster_traffic import (
     RATE_PER_S,
+    ReceiptClock,
+    Submits,
     delivered,
     duplicates_at_platforms,
     marked_attempts,
     report,
     stream_through,
 )
-from ops.harness.deployment import Deployment, relay_up, settings_of
+from ops.harness.deployment import Deployment, settings_of
 from ops.harness.rabbit_cluster import RabbitCluster, RabbitNode
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
 
 MOVE_WITHIN_S = 5.0
-WORKER = {"heartbeat_interval_s": 0.5, "grace_s": 3.0}
-
-
-@pytest.fixture
-def deployment(tmp_path: Path, rabbit_cluster: RabbitCluster) -> Iterator[Deployment]:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    with relay_up(
-        tmp_path,
-        broker_url=rabbit_cluster.urls,
-        prefix=prefix,
-        worker=WORKER,
-        broker={"confirm_timeout_s": 2.0},
-    ) as up:
-        try:
-            yield up
-        finally:  # a failed test must not leave the next one, or the cleanup, a broken cluster
-            for node in rabbit_cluster.nodes:
-                if not node.alive:
-                    rabbit_cluster.restart(node)
 
 
 def store_of(up: Deployment) -> Path:
@@ -69,28 +50,43 @@ def whereabouts(cluster: RabbitCluster, up: Deployment) -> str:
     return f"queues (name, messages, consumers): {queues}; spool files (entries, marked): {spools}"
 
 
-async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_rejoins(
-    rabbit_cluster: RabbitCluster, deployment: Deployment
+async def all_delivered_only_marked_twice(
+    cluster: RabbitCluster,
+    up: Deployment,
+    submits: Submits,
+    clock: ReceiptClock,
+    fault_time: float,
+    name: str,
 ) -> None:
-    prefix = settings_of(deployment.config).broker.prefix
+    """Every submit got its 202, every accepted message reached a platform, and a second copy at a
+    platform only ever followed an attempt marked as maybe sent before."""
+    lost = await delivered(up, clock, submits)
+    report(name, submits, clock, fault_time)
+    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
+    assert not lost, (
+        f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered; "
+        f"{whereabouts(cluster, up)}"
+    )
+    assert duplicates_at_platforms(up.simulators) <= marked_attempts(store_of(up))
+
+
+async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_rejoins(
+    rabbit_cluster: RabbitCluster, cluster_deployment: Deployment
+) -> None:
+    prefix = settings_of(cluster_deployment.config).broker.prefix
     leader = rabbit_cluster.leader_of(f"{prefix}.site.a")
     submits, clock, fault_time = await stream_through(
-        deployment,
+        cluster_deployment,
         count=int(RATE_PER_S * 20),
         fault_at_s=4.0,
         fault=lambda: rabbit_cluster.kill(leader),
         heal_at_s=12.0,
         heal=lambda: rabbit_cluster.restart(leader),
     )
-    lost = await delivered(deployment, clock, submits)
-    report("leader SIGKILL", submits, clock, fault_time)
-    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
-    assert len(set(submits.accepted.values())) == len(submits.accepted), "a retry got a second message id"
-    assert not lost, (
-        f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered; "
-        f"{whereabouts(rabbit_cluster, deployment)}"
+    await all_delivered_only_marked_twice(
+        rabbit_cluster, cluster_deployment, submits, clock, fault_time, "leader SIGKILL"
     )
-    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
+    assert len(set(submits.accepted.values())) == len(submits.accepted), "a retry got a second message id"
     # The restarted node is back in the cluster and holds a replica again.
     members = rabbit_cluster.ctl(leader, "list_queues", "name", "members", "--no-table-headers")
     line = next(row for row in members.splitlines() if row.startswith(f"{prefix}.site.a\t"))
@@ -98,7 +94,7 @@ async def test_sigkill_of_the_site_queue_leader_loses_nothing_and_its_restart_re
 
 
 async def test_loss_of_two_nodes_keeps_accepting_into_the_spool_and_forwards_when_a_majority_is_back(
-    rabbit_cluster: RabbitCluster, deployment: Deployment
+    rabbit_cluster: RabbitCluster, cluster_deployment: Deployment
 ) -> None:
     down = rabbit_cluster.nodes[1:]
 
@@ -110,21 +106,16 @@ async def test_loss_of_two_nodes_keeps_accepting_into_the_spool_and_forwards_whe
         rabbit_cluster.restart(down[0])
 
     submits, clock, fault_time = await stream_through(
-        deployment,
+        cluster_deployment,
         count=int(RATE_PER_S * 15),
         fault_at_s=2.0,
         fault=kill_two,
         heal_at_s=14.0,
         heal=restart_one,
     )
-    lost = await delivered(deployment, clock, submits)
-    report("two of three nodes down", submits, clock, fault_time)
-    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
-    assert not lost, (
-        f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered; "
-        f"{whereabouts(rabbit_cluster, deployment)}"
+    await all_delivered_only_marked_twice(
+        rabbit_cluster, cluster_deployment, submits, clock, fault_time, "two of three nodes down"
     )
-    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))
 
 
 def node_of_worker(cluster: RabbitCluster, worker_pid: int) -> RabbitNode:
@@ -137,11 +128,11 @@ def node_of_worker(cluster: RabbitCluster, worker_pid: int) -> RabbitNode:
 
 
 async def test_sigkill_of_a_workers_node_hands_its_unacked_jobs_on_and_marks_what_was_sent(
-    rabbit_cluster: RabbitCluster, deployment: Deployment
+    rabbit_cluster: RabbitCluster, cluster_deployment: Deployment
 ) -> None:
     # A slow platform keeps jobs in flight, unacked, when the worker's node dies.
-    deployment.simulators["a"].set_fault("slow", latency_ms=500)
-    worker_pid = deployment.child_pids["worker-a-1"]
+    cluster_deployment.simulators["a"].set_fault("slow", latency_ms=500)
+    worker_pid = cluster_deployment.child_pids["worker-a-1"]
     node = node_of_worker(rabbit_cluster, worker_pid)
     moved_in_s: list[float] = []
 
@@ -156,21 +147,16 @@ async def test_sigkill_of_a_workers_node_hands_its_unacked_jobs_on_and_marks_wha
             time.sleep(0.2)
 
     submits, clock, fault_time = await stream_through(
-        deployment,
+        cluster_deployment,
         count=int(RATE_PER_S * 14),
         fault_at_s=4.0,
         fault=kill_and_see_the_worker_move,
         heal_at_s=12.0,
         heal=lambda: rabbit_cluster.restart(node),
     )
-    deployment.simulators["a"].set_fault("none")
+    cluster_deployment.simulators["a"].set_fault("none")
     assert moved_in_s, f"the worker was not on another node within {MOVE_WITHIN_S} s of its node's death"
     print(f"\nworker on another node {moved_in_s[0]:.2f} s after its node's SIGKILL")
-    lost = await delivered(deployment, clock, submits)
-    report("worker's node SIGKILL", submits, clock, fault_time)
-    assert not submits.gave_up, f"{len(submits.gave_up)} submits never got a 202"
-    assert not lost, (
-        f"{len(lost)} of {len(submits.accepted)} accepted messages never delivered; "
-        f"{whereabouts(rabbit_cluster, deployment)}"
+    await all_delivered_only_marked_twice(
+        rabbit_cluster, cluster_deployment, submits, clock, fault_time, "worker's node SIGKILL"
     )
-    assert duplicates_at_platforms(deployment.simulators) <= marked_attempts(store_of(deployment))

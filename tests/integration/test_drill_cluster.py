@@ -4,45 +4,23 @@ it again when the fault window ends, and gives the same verdict as for any fault
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from ops.harness.deployment import Deployment, relay_up, settings_of
+from ops.harness.deployment import Deployment, settings_of
 from ops.harness.rabbit_cluster import RabbitCluster
 from tests.integration.test_drill import run_drill
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
 
 
-@pytest.fixture
-def deployment(tmp_path: Path, rabbit_cluster: RabbitCluster) -> Iterator[Deployment]:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    with relay_up(
-        tmp_path,
-        broker_url=rabbit_cluster.urls,
-        prefix=prefix,
-        worker={"heartbeat_interval_s": 0.5, "grace_s": 3.0},
-        broker={"confirm_timeout_s": 2.0, "management_url": rabbit_cluster.management_urls},
-    ) as up:
-        try:
-            yield up
-        finally:  # a failed drill must not leave the next test a broken cluster
-            for node in rabbit_cluster.nodes:
-                if not node.alive:
-                    rabbit_cluster.restart(node)
-
-
 def test_drill_kills_the_site_queues_leader_restarts_it_and_loses_nothing(
-    rabbit_cluster: RabbitCluster, deployment: Deployment
+    rabbit_cluster: RabbitCluster, cluster_deployment: Deployment
 ) -> None:
-    prefix = settings_of(deployment.config).broker.prefix
+    prefix = settings_of(cluster_deployment.config).broker.prefix
     leader = rabbit_cluster.leader_of(f"{prefix}.site.a")
     pid_before = leader.pid
     code, verdict, stderr = run_drill(
-        deployment,
+        cluster_deployment,
         "--site",
         "a",
         "--fault",

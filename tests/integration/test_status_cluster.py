@@ -44,9 +44,7 @@ async def relay_on_cluster(rabbit_cluster: RabbitCluster, store_url: str) -> Asy
     try:
         yield env
     finally:
-        for node in rabbit_cluster.nodes:
-            if not node.alive:
-                rabbit_cluster.restart(node)
+        rabbit_cluster.revive()
         await delete_broker_names(rabbit_cluster.urls[0], settings)
 
 
