@@ -249,6 +249,18 @@ def _status_body(view: MessageView) -> dict[str, Any]:
             }
             for a in view.history
         ],
+        "reports": [
+            {
+                "site": r.site,
+                "attempt": r.attempt,
+                "status": r.state,
+                "platform_status": r.platform_status,
+                "error_code": r.error_code,
+                "at": r.at.isoformat() if r.at is not None else None,
+                "received_at": r.received_at.isoformat(),
+            }
+            for r in view.reports
+        ],
     }
 
 

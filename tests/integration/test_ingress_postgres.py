@@ -186,9 +186,7 @@ async def test_two_recorders_folding_one_store_at_once_lose_nothing(
             message_id=j.id, site="a", attempt=1, outcome=Outcome.AMBIGUOUS, at=t0, status=Status.RETRYING
         )
         second = replace(first, attempt=2, outcome=Outcome.UNAVAILABLE, at=t0 + 1, possible_duplicate=True)
-        third = replace(
-            first, site="b", attempt=3, outcome=Outcome.ACCEPTED, at=t0 + 2, status=Status.DELIVERED
-        )
+        third = replace(first, site="b", attempt=3, outcome=Outcome.ACCEPTED, at=t0 + 2, status=Status.SENT)
         records += [first, second, third, first]  # the last one a redelivery
     random.Random(7).shuffle(records)
     async with recorders(pg_sessions, broker_url, prefix, 2) as (publisher, started):
@@ -207,7 +205,7 @@ async def test_two_recorders_folding_one_store_at_once_lose_nothing(
                 (v.status, v.attempts, v.ambiguous, len(v.history)) for v in views if v is not None
             )
 
-        final = {("delivered", 3, 2, 3): len(jobs)}
+        final = {("sent", 3, 2, 3): len(jobs)}
         assert await settled(summary, lambda found: found == final) == final
         assert all(recorder.batches > 0 for recorder in started), "both replicas took a share"
     assert await queue_depth(broker_url, events_queue(prefix)) == 0
@@ -225,7 +223,7 @@ async def test_reports_postgres_refuses_are_kept_cut_to_fit(pg_sessions, broker_
         kind: RECORDER_REFUSED.labels(kind, "fitted")._value.get() for kind in ("events", "dead")
     }
     delivered = AttemptRecord(
-        message_id=ok.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+        message_id=ok.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT
     )
     nul = replace(delivered, message_id=odd.id, outcome=Outcome.REJECTED, detail="bad\x00number", status=None)
     async with recorders(pg_sessions, broker_url, prefix, 1) as (publisher, _):
@@ -249,7 +247,7 @@ async def test_reports_postgres_refuses_are_kept_cut_to_fit(pg_sessions, broker_
     async with pg_sessions() as session:
         letter = await session.get(DeadLetter, wide.id)
     delivered_view, odd_view, wide_view = (found[j.id] for j in (ok, odd, wide))
-    assert delivered_view is not None and delivered_view.status == "delivered"
+    assert delivered_view is not None and delivered_view.status == "sent"
     assert odd_view is not None and odd_view.history[0].detail == "badnumber"
     assert wide_view is not None and (wide_view.status, wide_view.sender) == ("rejected", "S" * 20)
     assert letter is not None and letter.job["sender"] == "S" * 30

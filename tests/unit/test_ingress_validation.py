@@ -15,13 +15,21 @@ from ingress.routing import Router
 from ingress.segments import count_segments
 from ingress.validation import validate_message
 from shared.errors import ConfigError, PermanentError, ValidationFailed
-from shared.model import DeadReason, Outcome, Status, new_message_ids
-from shared.settings import IngressSettings, RoutingSettings, Settings, SiteSettings, StoreSettings
+from shared.model import DeadReason, DeliveryReport, Outcome, ReportState, Status, new_message_ids
+from shared.settings import (
+    IngressSettings,
+    PlatformKind,
+    RoutingSettings,
+    Settings,
+    SiteSettings,
+    StoreSettings,
+)
 from shared.store.accounts import new_account_sid
 from shared.store.api_keys import PREFIX_CHARS, create_key, hash_key, new_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Base
 from shared.store.recording import WORKER_CHARS
+from shared.store.report_rows import ERROR_CODE_CHARS, PLATFORM_ID_CHARS, PLATFORM_STATUS_CHARS
 
 
 @pytest.mark.parametrize(
@@ -215,6 +223,17 @@ async def test_every_text_column_holds_the_longest_value_validation_lets_through
         ("tenant_accounts", "tenant"): tenant,
         ("tenant_accounts", "account_sid"): len(new_account_sid()),
         ("tenant_limits", "tenant"): tenant,
+        # Reports: what the fold writes is cut to these widths (`shared.store.report_rows.report_row`).
+        ("reports", "key"): len(
+            DeliveryReport(site="a", platform="smpp", message_id="", attempt=0, state=ReportState.SENT).key
+        ),
+        ("reports", "message_id"): message_id,
+        ("reports", "site"): site,
+        ("reports", "platform"): max(len(k.value) for k in PlatformKind),
+        ("reports", "state"): max(len(r.value) for r in ReportState),
+        ("reports", "platform_status"): PLATFORM_STATUS_CHARS,
+        ("reports", "error_code"): ERROR_CODE_CHARS,
+        ("reports", "platform_id"): PLATFORM_ID_CHARS,
     }
     widths = {
         (table.name, column.name): column.type.length
