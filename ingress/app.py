@@ -28,6 +28,7 @@ from ingress.fast_path import RelayApp
 from ingress.idempotency import MAX_KEY_CHARS
 from ingress.problems import ProblemError
 from ingress.public_texts import public_detail
+from ingress.report_intake import router as report_router
 from ingress.schemas import (
     BatchAccepted,
     BatchRequest,
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
     app.state.drop_ins = DropIns(ingress=runtime)
     app.include_router(router)
     app.include_router(drop_in_router)
+    app.include_router(report_router)
     add_docs(app)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return RelayApp(

@@ -53,6 +53,7 @@ def _sample(key: str, default: str) -> str | None:
         "sites.<name>.max_segments": "5",
         "sites.<name>.long_messages": "message-payload",
         "ingress.blocked_number_types": '["voip"]',
+        "sites.<name>.report_secret": "a-report-secret-of-24ch",
     }
     if key in special:
         return special[key]
