@@ -35,6 +35,8 @@ class Snapshot:
     ingress: dict[str, Any]
     sites: list[SiteView]
     dead_letters: dict[str, Any]
+    # Delivery reports kept that name no message the store knew (README: Delivery reports).
+    reports_unmatched: int | str = "?"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
