@@ -19,7 +19,7 @@ from sqlalchemy import select
 from ingress.recorder import Recorder
 from shared.broker import ConfirmedPublisher, connect
 from shared.envelope import encode_dead, encode_events
-from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
+from shared.model import AttemptRecord, DeadReason, DeliveryReport, Job, Outcome, ReportState, Status
 from shared.settings import Settings, StoreSettings
 from shared.store import idempotency
 from shared.store.api_keys import create_key, revoke_key, tenant_of
@@ -28,6 +28,7 @@ from shared.store.messages import MessageView, get_message, insert_submitted, ro
 from shared.store.migrate import upgrade
 from shared.store.models import DeadLetter, Message
 from shared.store.recording import DeadReport, fold
+from shared.store.report_rows import unmatched_count
 from shared.topology import dead_exchange, dead_queue, declare, events_exchange, events_queue, topology_from
 from tests.helpers import missing_service
 from tests.ingress_helpers import queue_depth
@@ -253,3 +254,32 @@ async def test_reports_postgres_refuses_are_kept_cut_to_fit(pg_sessions, broker_
     assert letter is not None and letter.job["sender"] == "S" * 30
     for kind in ("events", "dead"):
         assert RECORDER_REFUSED.labels(kind, "fitted")._value.get() - fitted_before[kind] == 1
+
+
+async def test_delivery_reports_fold_on_postgres_once_each_and_only_upwards(pg_sessions):
+    """The reports insert and the ranked status update on PostgreSQL: a report repeated is kept once,
+    a late `sent` does not hide `delivered`, a report naming no message is kept unmatched."""
+    job = _job("d" * 32)
+    delivered = DeliveryReport(
+        site="a",
+        platform="smpp",
+        message_id=job.id,
+        attempt=1,
+        state=ReportState.DELIVERED,
+        raw="stat:DELIVRD",
+    )
+    stray = replace(delivered, message_id="", raw="id:ffff stat:DELIVRD")
+    late = AttemptRecord(message_id=job.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT)
+    async with pg_sessions.begin() as session:
+        await insert_submitted(session, [row_for_job(job, site="a")])
+    async with pg_sessions.begin() as session:
+        first = await fold(session, events=[], dead=[], reports=[delivered, stray])
+    async with pg_sessions.begin() as session:
+        again = await fold(session, events=[late], dead=[], reports=[delivered])
+    async with pg_sessions() as session:
+        view = await get_message(session, message_id=job.id, tenant="t")
+        unmatched = await unmatched_count(session)
+    assert (first.reports_added, first.reports_unmatched) == (2, 1)
+    assert (again.reports_added, again.reports_seen_before) == (0, 1)
+    assert view is not None and view.status == "delivered" and len(view.reports) == 1
+    assert unmatched == 1
