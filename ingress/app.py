@@ -28,6 +28,7 @@ from ingress.fast_path import RelayApp
 from ingress.idempotency import MAX_KEY_CHARS
 from ingress.problems import ProblemError
 from ingress.public_texts import public_detail
+from ingress.report_intake import router as report_router
 from ingress.schemas import (
     BatchAccepted,
     BatchRequest,
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, ingress: Ingress | None = None) -> RelayAp
     app.state.drop_ins = DropIns(ingress=runtime)
     app.include_router(router)
     app.include_router(drop_in_router)
+    app.include_router(report_router)
     add_docs(app)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return RelayApp(
@@ -248,6 +250,18 @@ def _status_body(view: MessageView) -> dict[str, Any]:
                 "possible_duplicate": a.possible_duplicate,
             }
             for a in view.history
+        ],
+        "reports": [
+            {
+                "site": r.site,
+                "attempt": r.attempt,
+                "status": r.state,
+                "platform_status": r.platform_status,
+                "error_code": r.error_code,
+                "at": r.at.isoformat() if r.at is not None else None,
+                "received_at": r.received_at.isoformat(),
+            }
+            for r in view.reports
         ],
     }
 

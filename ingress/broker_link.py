@@ -15,7 +15,7 @@ from shared.broker import RECONNECT_INTERVAL_S, ConfirmedPublisher, Fate, Verdic
 from shared.errors import RelayError
 from shared.logs import get_logger
 from shared.settings import BrokerSettings
-from shared.topology import Topology, declare, jobs_exchange
+from shared.topology import Topology, declare, jobs_exchange, reports_exchange
 
 log = get_logger("ingress.broker")
 
@@ -72,6 +72,18 @@ class BrokerLink:
             routing_key=site,
             message_id=message_id,
             headers=headers,
+            channel_timeout_s=self._settings.confirm_timeout_s,
+        )
+
+    async def publish_reports(self, body: bytes) -> Verdict:
+        """The broker's verdict on a persistent message of delivery reports (see `publish_job`)."""
+        publisher = self._publisher
+        if publisher is None or not self._available:
+            return NOT_CONNECTED
+        return await publisher.send(
+            body,
+            exchange=reports_exchange(self._topology.prefix),
+            routing_key="",
             channel_timeout_s=self._settings.confirm_timeout_s,
         )
 

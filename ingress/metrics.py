@@ -72,3 +72,16 @@ RECORDER_REFUSED = Counter(
 POSSIBLE_DUPLICATES = Counter(
     "relay_ingress_ambiguous_attempts_total", "Ambiguous attempts reported by workers (possible duplicates)."
 )
+REPORT_REQUESTS = Counter(
+    "relay_ingress_report_requests_total",
+    "Delivery reports platforms sent to the report endpoint, by platform and result: queued (the broker "
+    "confirmed it; answered), forged (unknown site, wrong secret or wrong platform; refused), malformed "
+    "(refused), unavailable (no confirm; answered 503, the platform sends it again).",
+    ["platform", "result"],
+)
+REPORTS_FOLDED = Counter(
+    "relay_ingress_reports_folded_total",
+    "Delivery reports the recorder folded, by result: stored, repeated (the same report again: counted, "
+    "not applied twice), unmatched (kept, naming no message the store knew).",
+    ["result"],
+)

@@ -4,8 +4,8 @@ The broker moves a message to <prefix>.parked once a quorum queue has redelivere
 times (a worker or recorder that kept crashing or handing it back). The recorder consumes
 that queue with its own and folds what it finds there, by the body:
 
-- attempt events and dead letters are folded as if they came from their own queue (the fold ignores what
-  it has seen before);
+- attempt events, dead letters and delivery reports are folded as if they came from their own queue
+  (the fold ignores what it has seen before);
 - a job, or each job of a bundle, becomes a dead letter with reason `redelivery-limit`, which an operator
   sees in `relay dead list` and can replay.
 """
@@ -16,22 +16,28 @@ import contextlib
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.envelope import H_ATTEMPT, H_SITE, decode_dead, decode_events, decode_jobs
+from shared.envelope import H_ATTEMPT, H_SITE, decode_dead, decode_events, decode_jobs, decode_reports
 from shared.errors import EnvelopeError
-from shared.model import AttemptRecord, DeadReason, Job, new_message_id
+from shared.model import AttemptRecord, DeadReason, DeliveryReport, Job, new_message_id
 from shared.store.recording import DeadReport
 
 MESSAGE_ID_CHARS = 32
 
 
-def parked_reports(message: AbstractIncomingMessage) -> tuple[list[AttemptRecord], list[DeadReport]]:
-    """The events and dead letters a parked message stands for; never raises for its body."""
+Parked = tuple[list[AttemptRecord], list[DeadReport], list[DeliveryReport]]
+
+
+def parked_reports(message: AbstractIncomingMessage) -> Parked:
+    """The events, dead letters and delivery reports a parked message stands for; never raises for its
+    body."""
     body = message.body
     with contextlib.suppress(EnvelopeError):
-        return decode_events(body), []
+        return decode_events(body), [], []
     with contextlib.suppress(EnvelopeError):
         job, verdict = decode_dead(body)
-        return [], [DeadReport.from_envelope(job, verdict)]
+        return [], [DeadReport.from_envelope(job, verdict)], []
+    with contextlib.suppress(EnvelopeError):
+        return [], [], decode_reports(body)
     headers = message.headers or {}
     queue = _text(headers.get("x-first-death-queue")) or "?"
     detail = f"delivered more than the broker's delivery limit from {queue} without an outcome"
@@ -53,7 +59,7 @@ def parked_reports(message: AbstractIncomingMessage) -> tuple[list[AttemptRecord
         )
         for job in jobs
     ]
-    return [], dead
+    return [], dead, []
 
 
 def _text(value: object) -> str:

@@ -1,10 +1,11 @@
-"""The recorder: folds the workers' attempt events and dead letters into the store.
+"""The recorder: folds the workers' attempt events and dead letters, and the platforms' delivery reports,
+into the store.
 
-It consumes <prefix>.events and <prefix>.dead, gathers deliveries into batches, folds each batch in one
-transaction and acks the batch only after the commit. A report it cannot read is logged, counted and
-acked (a poison message must not stop the recorder); when the store is away, the batch is held unacked
-and tried again, so its delivery count does not grow (the broker parks a message redelivered
-`broker.delivery_limit` times). It also consumes <prefix>.parked (`ingress.parked`). A
+It consumes <prefix>.events, <prefix>.dead and <prefix>.reports, gathers deliveries into batches, folds
+each batch in one transaction and acks the batch only after the commit. A report it cannot read is
+logged, counted and acked (a poison message must not stop the recorder); when the store is away, the
+batch is held unacked and tried again, so its delivery count does not grow (the broker parks a message
+redelivered `broker.delivery_limit` times). It also consumes <prefix>.parked (`ingress.parked`). A
 report the store refuses (a value that does not fit its column) is told from the rest by halving the
 batch, logged, counted and stored with its values cut to fit; the rest of the batch is stored as sent.
 """
@@ -29,17 +30,18 @@ from ingress.metrics import (
     RECORDER_MALFORMED,
     RECORDER_RECORDS,
     RECORDER_REFUSED,
+    REPORTS_FOLDED,
 )
 from ingress.parked import parked_reports
 from shared.broker import ConfirmedPublisher, settle
-from shared.envelope import decode_dead, decode_events
+from shared.envelope import decode_dead, decode_events, decode_reports
 from shared.errors import EnvelopeError
 from shared.logs import get_logger
-from shared.model import AttemptRecord, Job
+from shared.model import AttemptRecord, DeliveryReport, Job
 from shared.store.messages import utc
 from shared.store.recording import DeadReport, fold
 from shared.store.refusals import refused, write_isolating
-from shared.topology import dead_queue, events_queue, parked_queue
+from shared.topology import dead_queue, events_queue, parked_queue, reports_queue
 
 log = get_logger("ingress.recorder")
 
@@ -53,6 +55,9 @@ MESSAGE_ID_CHARS = 32
 EVENTS = "events"
 DEAD = "dead"
 PARKED = "parked"
+REPORTS = "reports"
+SITE_CHARS = 64
+PLATFORM_CHARS = 16
 
 
 CALLBACK_CONFIRM_TIMEOUT_S = 10.0
@@ -82,7 +87,13 @@ class Recorder:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH_COUNT)
         p = self._prefix
-        for kind, name in ((EVENTS, events_queue(p)), (DEAD, dead_queue(p)), (PARKED, parked_queue(p))):
+        queues = (
+            (EVENTS, events_queue(p)),
+            (DEAD, dead_queue(p)),
+            (REPORTS, reports_queue(p)),
+            (PARKED, parked_queue(p)),
+        )
+        for kind, name in queues:
             queue = await channel.get_queue(name, ensure=True)
             await queue.consume(self._receiver(kind), no_ack=False)
         self._channel = channel
@@ -152,7 +163,11 @@ class Recorder:
     async def _refused(self, report: Report, exc: Exception, kept: list[Report]) -> None:
         """Store a refused report cut to fit its columns; one the store refuses even so stays in its queue
         (never dropped), to be tried again."""
-        ids = [e.message_id for e in report.events] + [d.job.id for d in report.dead]
+        ids = (
+            [e.message_id for e in report.events]
+            + [d.job.id for d in report.dead]
+            + [r.message_id for r in report.reports]
+        )
         try:
             await self._apply([report], fit=True)
         except Exception as again:
@@ -178,8 +193,9 @@ class Recorder:
     async def _apply(self, reports: Sequence[Report], *, fit: bool = False) -> None:
         events = [e for r in reports for e in r.events]
         dead = [d for r in reports for d in r.dead]
+        delivery_reports = [d for r in reports for d in r.reports]
         async with self._sessions.begin() as session:
-            result = await fold(session, events=events, dead=dead, fit=fit)
+            result = await fold(session, events=events, dead=dead, reports=delivery_reports, fit=fit)
             callbacks = callback_jobs(result.changes)
             if callbacks:
                 if self._publisher is None:
@@ -193,6 +209,10 @@ class Recorder:
         RECORDER_RECORDS.labels("dead").inc(result.dead_added)
         RECORDER_RECORDS.labels("callback").inc(len(callbacks))
         POSSIBLE_DUPLICATES.inc(result.possible_duplicates_added)
+        if delivery_reports:
+            REPORTS_FOLDED.labels("stored").inc(result.reports_added)
+            REPORTS_FOLDED.labels("repeated").inc(result.reports_seen_before)
+            REPORTS_FOLDED.labels("unmatched").inc(result.reports_unmatched)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,14 +221,22 @@ class Report:
     message: AbstractIncomingMessage
     events: list[AttemptRecord] = field(default_factory=list)
     dead: list[DeadReport] = field(default_factory=list)
+    reports: list[DeliveryReport] = field(default_factory=list)
 
 
 def _decode(kind: str, message: AbstractIncomingMessage) -> Report:
     """The report, once every value in it has the type the store needs; a `ValueError` (or the like)
     otherwise: such a report was not written by a worker, and no try could store it."""
     if kind == PARKED:
-        events, dead = parked_reports(message)
-        return Report(kind=kind, message=message, events=events, dead=dead)
+        events, dead, delivery_reports = parked_reports(message)
+        for delivery_report in delivery_reports:
+            _check_report(delivery_report)
+        return Report(kind=kind, message=message, events=events, dead=dead, reports=delivery_reports)
+    if kind == REPORTS:
+        delivery_reports = decode_reports(message.body)
+        for delivery_report in delivery_reports:
+            _check_report(delivery_report)
+        return Report(kind=kind, message=message, reports=delivery_reports)
     if kind == EVENTS:
         events = decode_events(message.body)
         for record in events:
@@ -229,6 +257,18 @@ def _check_record(record: AttemptRecord) -> None:
         _check_types(record.latency_ms, reals=True)
     if record.job is not None:
         _check_job(record.job)
+
+
+def _check_report(report: DeliveryReport) -> None:
+    if report.message_id:
+        _check_id(report.message_id)
+    _check_types(report.site, report.platform, report.platform_status, report.raw, texts=True)
+    if len(report.site) > SITE_CHARS or len(report.platform) > PLATFORM_CHARS:
+        raise ValueError("a report's site or platform is longer than the store keeps")
+    _check_types(report.attempt, numbers=True)
+    utc(report.received_at)
+    if report.at is not None:
+        utc(report.at)
 
 
 def _check_job(job: Job) -> None:

@@ -70,9 +70,23 @@ class AttemptOut(BaseModel):
     possible_duplicate: bool = Field(..., description="Ambiguous attempt: the platform may have it twice.")
 
 
+class ReportOut(BaseModel):
+    site: str = Field(..., description="The site whose platform sent the report.")
+    attempt: int = Field(..., description="The attempt it reports on (0: the platform did not say).")
+    status: str = Field(..., description="delivered, undelivered, sent (the SMSC took it) or pending.")
+    platform_status: str = Field(..., description='The platform\'s own word: "DELIVRD", "8", "ESME_ROK".')
+    error_code: str = Field(..., description="The network's error code, when there is one.")
+    at: datetime | None = Field(..., description="When the platform says it happened.")
+    received_at: datetime
+
+
 class MessageStatus(BaseModel):
     id: str
-    status: str
+    status: str = Field(
+        ...,
+        description="accepted, retrying; then sent (a platform took it), which a delivery report may "
+        "move to delivered or undelivered; or rejected, expired, dead.",
+    )
     site: str
     to: str
     sender: str = Field(..., alias="from")
@@ -85,6 +99,7 @@ class MessageStatus(BaseModel):
     updated_at: datetime
     expires_at: datetime
     history: list[AttemptOut]
+    reports: list[ReportOut] = Field(..., description="Delivery reports of the platforms, oldest first.")
 
 
 class Problem(BaseModel):

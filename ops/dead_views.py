@@ -14,6 +14,7 @@ from shared.store.models import DeadLetter
 
 LIST_COLUMNS = ("id", "tenant", "site", "reason", "attempts", "dead at (UTC)", "replayed")
 ATTEMPT_COLUMNS = ("#", "site", "outcome", "platform answer", "at (UTC)", "latency ms", "worker")
+REPORT_COLUMNS = ("#", "site", "status", "platform status", "error", "received (UTC)")
 
 
 def replayed_text(row: DeadLetter) -> str:
@@ -79,6 +80,17 @@ def detail_dict(detail: DeadDetail, *, reveal: bool) -> dict[str, Any]:
                 "worker": a.worker,
             }
             for a in detail.attempts
+        ],
+        "reports": [
+            {
+                "attempt": r.attempt,
+                "site": r.site,
+                "status": r.state,
+                "platform_status": r.platform_status,
+                "error_code": r.error_code,
+                "received_at": output.iso(r.received_at),
+            }
+            for r in detail.reports
         ],
     }
 
@@ -148,9 +160,13 @@ def print_detail(detail: DeadDetail, data: dict[str, Any]) -> None:
     """The dead letter's fields and its attempts: Rich tables on a terminal, plain lines otherwise."""
     fields = detail_fields(detail, data)
     attempts = attempt_rows(data)
+    reports = [[str(v) for v in item.values()] for item in data["reports"]]
     if not output.is_terminal_out():
         lines = output.plain_table(["field", "value"], fields, header=False)
-        output.write_lines([*lines, "", "attempts:", *output.plain_table(list(ATTEMPT_COLUMNS), attempts)])
+        lines += ["", "attempts:", *output.plain_table(list(ATTEMPT_COLUMNS), attempts)]
+        if reports:
+            lines += ["", "delivery reports:", *output.plain_table(list(REPORT_COLUMNS), reports)]
+        output.write_lines(lines)
         return
     console = output.stdout_console()
     grid = Table.grid(padding=(0, 2))
@@ -160,3 +176,5 @@ def print_detail(detail: DeadDetail, data: dict[str, Any]) -> None:
         grid.add_row(key, value)
     console.print(grid)
     output.print_table(list(ATTEMPT_COLUMNS), attempts, title="attempts")
+    if reports:
+        output.print_table(list(REPORT_COLUMNS), reports, title="delivery reports")

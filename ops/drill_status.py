@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from ops.drill_sims import ReceiptTracker
-from ops.drill_verdict import SETTLED_FAILURES
+from ops.drill_verdict import SETTLED_FAILURES, TAKEN
 
 STATUS_CONCURRENCY = 16
 QUIET_S = 3.0  # no new receipt for this long: ask the store about the ids still missing
@@ -90,10 +90,10 @@ class MessageStatuses:
     ) -> None:
         """Wait until every accepted id was received or reached a terminal failure, or `timeout_s` passes.
 
-        With `delivered_counts` (a real platform, whose receipts the drill cannot see) `delivered` counts
-        as arrived.
+        With `delivered_counts` (a real platform, whose receipts the drill cannot see) `sent` (and what a
+        delivery report made of it) counts as arrived.
         """
-        final = SETTLED_FAILURES | {"delivered"} if delivered_counts else SETTLED_FAILURES
+        final = SETTLED_FAILURES | TAKEN if delivered_counts else SETTLED_FAILURES
         deadline = time.monotonic() + timeout_s
         say(f"waiting up to {timeout_s:g} s for {len(accepted)} messages to settle")
         asked_at_change = -1.0

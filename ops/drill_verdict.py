@@ -33,6 +33,8 @@ from typing import Any
 
 SETTLED_FAILURES = frozenset({"rejected", "expired", "dead"})
 UNSETTLED = frozenset({"accepted", "retrying"})
+# A platform took it (`sent`), and a delivery report may have said more since: the relay's part is done.
+TAKEN = frozenset({"sent", "delivered", "undelivered"})
 EXIT_PASSED = 0
 EXIT_LOST = 1
 LOST_IDS_SHOWN = 20
@@ -169,7 +171,7 @@ def compute(observation: Observation) -> Verdict:
         status = o.statuses.get(message_id, "unknown")
         if status in SETTLED_FAILURES:
             dead_lettered[status] = dead_lettered.get(status, 0) + 1
-        elif status == "delivered" and o.delivered_status_counts:
+        elif status in TAKEN and o.delivered_status_counts:
             dead_lettered.setdefault("delivered-unobserved", 0)
             dead_lettered["delivered-unobserved"] += 1
         else:

@@ -17,6 +17,7 @@ from ops import output, spool_cli
 from ops.context import check_site, settings
 from ops.store_access import open_store, run
 from shared.config_file import sqlite_file
+from shared.reports import report_urls
 from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import KeyInfo, create_key, list_keys, revoke_key
 from shared.store.callbacks import signing_secret
@@ -205,7 +206,7 @@ def worker(
 
 async def _serve(*, site: str, concurrency: int, metrics_port: int) -> None:
     loaded = settings()
-    platform = make_platform(loaded.sites[site], concurrency=concurrency)
+    platform = make_platform(loaded.sites[site], concurrency=concurrency, reports=report_urls(loaded, site))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

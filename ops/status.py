@@ -31,6 +31,7 @@ from shared.store import dead_letters
 from shared.store.dead_letters import DeadFilter
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Attempt, utcnow
+from shared.store.report_rows import unmatched_count
 from shared.topology import delay_queue, site_queue
 
 Depths = dict[str, tuple[int | None, int | None]]  # queue name: (ready, consumers)
@@ -118,7 +119,7 @@ class StatusReader:
         config = self._config
         workers = self._collector.views(now_s=time.time())
         depths: Depths = await self._queue_depths() if self._connection is not None else {}
-        store_state, store_err, dead, store_rates = await self._store_view()
+        store_state, store_err, dead, store_rates, unmatched = await self._store_view()
         return Snapshot(
             at=utcnow().isoformat(timespec="seconds"),
             prefix=config.broker.prefix,
@@ -133,6 +134,7 @@ class StatusReader:
             ],
             dead_letters=dead,
             cluster=await read_cluster(config.broker, client=self._http),
+            reports_unmatched=unmatched,
         )
 
     def _site_view(
@@ -197,13 +199,13 @@ class StatusReader:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(channel.close(), timeout=2.0)
 
-    async def _store_view(self) -> tuple[str, str | None, dict[str, Any], dict[str, float]]:
+    async def _store_view(self) -> tuple[str, str | None, dict[str, Any], dict[str, float], int | str]:
         assert self._sessions is not None
         unknown: dict[str, Any] = {"total": UNKNOWN, "by_reason": {}}
         try:
             require_store(self._config.store)  # before a session: it would create an empty SQLite file
         except StoreUnavailable as exc:
-            return "down", str(exc), unknown, {}
+            return "down", str(exc), unknown, {}, UNKNOWN
         try:
             async with self._sessions() as session:
                 counts = await dead_letters.counts_by_reason(session, DeadFilter())
@@ -215,6 +217,7 @@ class StatusReader:
                 )
                 rates = dict.fromkeys(self._config.site_names, 0.0)
                 rates.update({site: round(n / RATE_WINDOW_S, 2) for site, n in rows.all()})
+                unmatched = await unmatched_count(session)
         except STORE_ERRORS as exc:
-            return "down", str(store_error(exc)), unknown, {}
-        return "ok", None, {"total": sum(counts.values()), "by_reason": counts}, rates
+            return "down", str(store_error(exc)), unknown, {}, UNKNOWN
+        return "ok", None, {"total": sum(counts.values()), "by_reason": counts}, rates, unmatched

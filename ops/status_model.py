@@ -38,6 +38,8 @@ class Snapshot:
     sites: list[SiteView]
     dead_letters: dict[str, Any]
     cluster: ClusterView | None = None  # the broker's nodes and replicas (its management API)
+    # Delivery reports kept that name no message the store knew (README: Delivery reports).
+    reports_unmatched: int | str = "?"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

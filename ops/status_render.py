@@ -34,6 +34,10 @@ def _headline(snap: Snapshot) -> str:
     )
 
 
+def _reports_text(snap: Snapshot) -> str:
+    return f"delivery reports unmatched {snap.reports_unmatched}"
+
+
 def _dead_text(snap: Snapshot) -> str:
     by_reason = snap.dead_letters.get("by_reason") or {}
     detail = ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items()))
@@ -49,15 +53,16 @@ def render_plain(snap: Snapshot) -> str:
         lines.append(
             f"site {site.name}: queue {site.queue} ready {_num(site.ready)} unacked {site.unacked} "
             f"consumers {_num(site.consumers)} delay {_delays(site)} circuit {site.circuit} "
-            f"workers {len(site.workers)} delivered {_rate(site)}"
+            f"workers {len(site.workers)} sent {_rate(site)}"
         )
         for worker in site.workers:
             lines.append(
                 f"  worker {worker.worker} circuit {worker.circuit} in-flight {worker.in_flight}/"
-                f"{worker.concurrency} delivered {worker.delivered_total} "
+                f"{worker.concurrency} sent {worker.delivered_total} "
                 f"failed-over {worker.failed_over_total} seen {worker.age_s}s ago"
             )
     lines.extend(cluster_lines(snap.cluster))
+    lines.append(_reports_text(snap))
     lines.append(_dead_text(snap))
     return "\n".join(lines)
 
@@ -68,7 +73,7 @@ def render_rich(snap: Snapshot) -> Any:
     from rich.text import Text
 
     table = Table(title="sites", expand=False)
-    for name in ("site", "ready", "unacked", "consumers", "delay queues", "circuit", "workers", "delivered"):
+    for name in ("site", "ready", "unacked", "consumers", "delay queues", "circuit", "workers", "sent"):
         table.add_column(name, justify="right" if name in ("ready", "unacked", "consumers") else "left")
     for site in snap.sites:
         circuit_style = "green" if site.circuit == "closed" else "red"
@@ -88,5 +93,6 @@ def render_rich(snap: Snapshot) -> Any:
             parts.append(Text(error, style="red"))
     parts.append(table)
     parts.extend(cluster_rich(snap.cluster))
+    parts.append(Text(_reports_text(snap)))
     parts.append(Text(_dead_text(snap)))
     return Group(*parts)

@@ -21,7 +21,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import EnvelopeError
-from shared.model import AttemptRecord, DeadReason, Heartbeat, Job
+from shared.model import AttemptRecord, DeadReason, DeliveryReport, Heartbeat, Job
 
 VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -32,6 +32,7 @@ ID_CHARS = 32  # a message id: 32 hex digits (`shared.model.new_message_id`)
 _JOB: TypeAdapter[Job] = TypeAdapter(Job)
 _RECORDS: TypeAdapter[list[AttemptRecord]] = TypeAdapter(list[AttemptRecord])
 _HEARTBEAT: TypeAdapter[Heartbeat] = TypeAdapter(Heartbeat)
+_REPORTS: TypeAdapter[list[DeliveryReport]] = TypeAdapter(list[DeliveryReport])
 _VERDICT_KEYS = ("site", "reason", "detail", "attempts")
 
 # AMQP header names of delivery state.
@@ -118,6 +119,19 @@ def decode_events(body: bytes) -> list[AttemptRecord]:
         return _RECORDS.validate_python(items)
     except ValidationError as exc:
         raise EnvelopeError(f"malformed events: {_errors(exc)}") from None
+
+
+def encode_reports(reports: list[DeliveryReport]) -> bytes:
+    return orjson.dumps({"v": VERSION, "reports": reports})
+
+
+def decode_reports(body: bytes) -> list[DeliveryReport]:
+    """Platforms' delivery reports; fields this version does not know are ignored."""
+    items = _load(body, ("reports",))["reports"]
+    try:
+        return _REPORTS.validate_python(items)
+    except ValidationError as exc:
+        raise EnvelopeError(f"malformed reports: {_errors(exc)}") from None
 
 
 def encode_dead(job: Job, *, site: str, reason: DeadReason, detail: str, attempts: int) -> bytes:

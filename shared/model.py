@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,19 +20,27 @@ class Outcome(StrEnum):
 
 
 class Status(StrEnum):
-    ACCEPTED = "accepted"  # durable at the relay, not yet delivered
+    ACCEPTED = "accepted"  # durable at the relay, not yet sent
     RETRYING = "retrying"
-    DELIVERED = "delivered"  # terminal: a platform accepted it
+    # The relay's job is done: a platform took it. A delivery report may still move it on.
+    SENT = "sent"
+    DELIVERED = "delivered"  # terminal: the network reports the handset received it
+    UNDELIVERED = "undelivered"  # terminal: the network reports it failed for good
     REJECTED = "rejected"  # terminal: a platform refused it for good
     EXPIRED = "expired"  # terminal: validity ran out before a platform took it
     DEAD = "dead"  # terminal: attempts exhausted
 
     @property
     def terminal(self) -> bool:
+        """The relay's part is over (`sent` included: only a report can move it on)."""
         return self in TERMINAL
 
 
-TERMINAL = frozenset({Status.DELIVERED, Status.REJECTED, Status.EXPIRED, Status.DEAD})
+TERMINAL = frozenset(
+    {Status.SENT, Status.DELIVERED, Status.UNDELIVERED, Status.REJECTED, Status.EXPIRED, Status.DEAD}
+)
+# What a platform's delivery report may make of a message; the relay itself never sets these.
+REPORTED = frozenset({Status.DELIVERED, Status.UNDELIVERED})
 
 
 class DeadReason(StrEnum):
@@ -151,3 +160,52 @@ class Heartbeat:
     at: float = field(default_factory=time.time)
     # Why the site's platform cannot take traffic, as its adapter knows it ("authentication failed").
     problem: str | None = None
+
+
+class ReportState(StrEnum):
+    """What a platform's delivery report says, in the relay's words."""
+
+    DELIVERED = "delivered"  # the handset has it
+    UNDELIVERED = "undelivered"  # the network gave up on it
+    SENT = "sent"  # the SMSC (behind the platform) took it: what the attempt already said
+    PENDING = "pending"  # buffered or en route: nothing final yet
+
+    @property
+    def status(self) -> Status | None:
+        """The message status this report moves a message to (never down: see the store's fold)."""
+        return _STATUS_OF_REPORT.get(self)
+
+
+_STATUS_OF_REPORT = {
+    ReportState.DELIVERED: Status.DELIVERED,
+    ReportState.UNDELIVERED: Status.UNDELIVERED,
+    ReportState.SENT: Status.SENT,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryReport:
+    """One delivery report from a site's platform, as the relay keeps it.
+
+    `message_id` and `attempt` come from what the relay gave the platform with that attempt (the report
+    URL, or the id the platform answered the submit with), never from the order reports arrive in; an
+    empty `message_id` means the report names nothing the relay can match: it is kept as unmatched."""
+
+    site: str
+    platform: str  # the platform kind that reported ("kannel", "jasmin", "smpp", "http-json")
+    message_id: str
+    attempt: int  # 0: not known
+    state: ReportState
+    platform_status: str = ""  # the platform's own word: "DELIVRD", "8", "ESME_ROK"
+    error_code: str = ""
+    platform_id: str = ""  # the platform's id of the message
+    at: float | None = None  # when the platform says it happened
+    received_at: float = field(default_factory=time.time)
+    raw: str = ""  # the report as it came (query, form or receipt text), for operators
+
+    @property
+    def key(self) -> str:
+        """Identifies the report however often it is sent: a platform repeating it (Jasmin until it is
+        answered, a duplicate) sends the same bytes."""
+        digest = hashlib.sha256(f"{self.site}\n{self.platform}\n{self.message_id}\n{self.raw}".encode())
+        return digest.hexdigest()

@@ -173,6 +173,11 @@ class IngressSettings(_Section):
     )
     default_region: str = Field("NL", description="Region for numbers given without a country code.")
     recorder: bool = Field(True, description="Fold worker events and dead letters into the store.")
+    public_url: str | None = Field(
+        None,
+        description="Base URL platforms reach the ingress at, for their delivery reports "
+        '(default: "http://<ingress.host>:<ingress.port>").',
+    )
     store_wait_s: float = Field(
         1.0,
         gt=0,
@@ -238,6 +243,13 @@ class SiteSettings(_Section):
     window: int = Field(10, ge=1, le=1000, description="Most submit_sm awaiting their response (SMPP).")
     enquire_link_interval_s: float = Field(
         30.0, gt=0, description="Idle time after which the session is checked with enquire_link (SMPP)."
+    )
+    report_secret: str | None = Field(
+        None,
+        min_length=16,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Secret in the URL this site's platform sends delivery reports to; unset: the site "
+        "asks its platform for no reports (README: Delivery reports).",
     )
     long_messages: LongMessages = Field(
         LongMessages.UDH,

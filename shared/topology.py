@@ -5,6 +5,8 @@
 <prefix>.delay.<site>.<n>s  quorum queue; its TTL dead-letters jobs back to <prefix>.jobs/<site>
 <prefix>.events          fanout exchange + quorum queue: attempts and statuses for the store
 <prefix>.dead            fanout exchange + quorum queue: dead letters for the store
+<prefix>.reports         fanout exchange + quorum queue: platforms' delivery reports for the store (a queue
+                         of their own: a recorder of an older version neither reads nor drops them)
 <prefix>.parked          fanout exchange + quorum queue: whatever the other queues redelivered more than
                          `broker.delivery_limit` times; the recorder turns it into store rows
 <prefix>.heartbeat       fanout exchange; workers' transient state for `relay status`
@@ -84,6 +86,14 @@ def dead_queue(prefix: str) -> str:
     return f"{prefix}.dead"
 
 
+def reports_exchange(prefix: str) -> str:
+    return f"{prefix}.reports"
+
+
+def reports_queue(prefix: str) -> str:
+    return f"{prefix}.reports"
+
+
 def parked_exchange(prefix: str) -> str:
     return f"{prefix}.parked"
 
@@ -150,6 +160,7 @@ class Topology:
             (jobs_exchange(p), ExchangeType.DIRECT),
             (events_exchange(p), ExchangeType.FANOUT),
             (dead_exchange(p), ExchangeType.FANOUT),
+            (reports_exchange(p), ExchangeType.FANOUT),
             (parked_exchange(p), ExchangeType.FANOUT),
             (heartbeat_exchange(p), ExchangeType.FANOUT),
             (callbacks_exchange(p), ExchangeType.DIRECT),
@@ -164,6 +175,7 @@ class Topology:
         specs = [
             QueueSpec(name=events_queue(p), arguments=parks, exchange=events_exchange(p)),
             QueueSpec(name=dead_queue(p), arguments=parks, exchange=dead_exchange(p)),
+            QueueSpec(name=reports_queue(p), arguments=parks, exchange=reports_exchange(p)),
             # The last stop: nothing to dead-letter to (a queue dead-lettering to itself drops the
             # message as a cycle), so no delivery limit at all; the recorder never requeues from it.
             QueueSpec(

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from simulator.callbacks import CallbackReports
 from simulator.http11 import Request, Response, json_response
 from simulator.state import Counters, Fault, FaultMode
 
@@ -43,6 +44,7 @@ class Submitted:
     content: str
     reference: str
     validity_epoch_s: float | None
+    callback: str | None = None  # where this message's delivery reports go
 
 
 def parse_submit(body: bytes) -> tuple[str, list[Submitted]]:
@@ -88,6 +90,11 @@ def _parse_message(item: Any, index: int) -> Submitted:
     reference = item.get("reference")
     if not isinstance(reference, str) or not reference:
         raise Malformed(f"{where}.reference must be a non-empty string")
+    callback = item.get("callback")
+    if callback is not None and (
+        not isinstance(callback, str) or not callback.startswith(("http://", "https://"))
+    ):
+        raise Malformed(f"{where}.callback must be an http(s) URL")
     validity = item.get("validity")
     validity_epoch_s: float | None = None
     if validity is not None:
@@ -101,6 +108,7 @@ def _parse_message(item: Any, index: int) -> Submitted:
         content=content,
         reference=reference,
         validity_epoch_s=validity_epoch_s,
+        callback=callback,
     )
 
 
@@ -118,7 +126,15 @@ def _rejected_for_good(reference: str, share: float) -> bool:
 class PlatformApi:
     """Handles requests on the platform port under the current fault; counts every message it takes."""
 
-    def __init__(self, *, counters: Counters, token: str | None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        counters: Counters,
+        token: str | None,
+        rng: random.Random | None = None,
+        reports: CallbackReports | None = None,
+    ) -> None:
+        self.reports = reports or CallbackReports()
         self.counters = counters
         self.fault = Fault()
         self._token = token
@@ -167,6 +183,8 @@ class PlatformApi:
         elif fault.mode is FaultMode.REJECT and _rejected_for_good(message.reference, fault.share):
             error_code, details = MSG_ERR_REJECTED, "rejected by the platform (simulated)"
         self.counters.record(message.reference, accepted=error_code == 0)
+        if error_code == 0 and message.callback is not None:
+            self.reports.schedule(message.callback, reference=message.reference)
         return {
             "to": message.number,
             "reference": message.reference,

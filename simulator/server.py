@@ -25,6 +25,7 @@ class PlatformSimulator:
             current_fault=lambda: self.platform.fault,
             apply_fault=self.set_fault,
             parse=parse_fault,
+            extra=self.platform.reports.switch.admin,
         )
         self._admin_server = HttpServer(host=host, port=admin_port, handler=admin.handle)
         self._fault_lock = asyncio.Lock()
@@ -44,6 +45,7 @@ class PlatformSimulator:
 
     async def stop(self) -> None:
         await self._platform_server.stop()
+        await self.platform.reports.close()
         await self._admin_server.stop()
 
     async def set_fault(self, fault: Fault) -> Fault:

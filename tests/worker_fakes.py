@@ -163,7 +163,7 @@ class Platform:
         self.max_batch = max_batch
         self.sent: list[Job] = []
 
-    async def send(self, jobs: Sequence[Job]) -> list[Result]:
+    async def send(self, jobs: Sequence[Job], *, attempts: Sequence[int] = ()) -> list[Result]:
         self.sent.extend(jobs)
         return [self.answer(job) for job in jobs]
 

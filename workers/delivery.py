@@ -95,7 +95,9 @@ class Delivery:
     async def _send(self, jobs: Sequence[Held]) -> tuple[list[Result], float]:
         started = time.perf_counter()
         try:
-            results = await self._platform.send([held.job for held in jobs])
+            results = await self._platform.send(
+                [held.job for held in jobs], attempts=[held.state.attempt + 1 for held in jobs]
+            )
         except Exception as exc:
             # The adapter broke its promise not to raise: whether the request left is unknown.
             log.exception("platform adapter raised", site=self._site)

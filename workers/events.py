@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 
 from shared.broker import ConfirmedPublisher
-from shared.envelope import encode_events
+from shared.envelope import encode_events, encode_reports
 from shared.errors import TransientError
 from shared.logs import get_logger
-from shared.model import AttemptRecord
+from shared.model import AttemptRecord, DeliveryReport
+from shared.topology import reports_exchange
 
 log = get_logger(__name__)
 
@@ -94,3 +95,16 @@ def _fail(chunk: list[tuple[AttemptRecord, asyncio.Future[None]]], error: Except
             # Retrieved here too so an abandoned future never logs "exception never retrieved".
             with contextlib.suppress(BaseException):
                 future.exception()
+
+
+class ReportPublisher:
+    """Delivery reports a platform sent on the worker's own connection to it (SMPP receipts), each
+    published with a confirm before the platform is answered."""
+
+    def __init__(self, *, publisher: ConfirmedPublisher, prefix: str) -> None:
+        self._publisher = publisher
+        self._exchange = reports_exchange(prefix)
+
+    async def publish(self, report: DeliveryReport) -> None:
+        """Returns once the broker confirmed it; raises (`TransientError`) when it did not."""
+        await self._publisher.publish(encode_reports([report]), exchange=self._exchange, routing_key="")

@@ -99,7 +99,7 @@ class Outcomes:
         attempt = held.state.attempt + 1
         if result.outcome is Outcome.ACCEPTED:
             self._circuit.success()
-            record = self._record(held, attempt, result, latency_ms, Status.DELIVERED)
+            record = self._record(held, attempt, result, latency_ms, Status.SENT)
             if await self._confirmed(held, self._recorder.record(record)):
                 self.totals.delivered += 1
                 await self._settlement.ack(held)
@@ -206,7 +206,7 @@ class Outcomes:
         accepted = Result(Outcome.ACCEPTED, "")
         confirms = [
             self._recorder.record(
-                self._record(held, held.state.attempt + 1, accepted, latency_ms, Status.DELIVERED)
+                self._record(held, held.state.attempt + 1, accepted, latency_ms, Status.SENT)
             )
             for held in batch
         ]

@@ -37,7 +37,7 @@ from shared.topology import (
 from workers.circuit import Circuit
 from workers.consumers import Consumers
 from workers.delivery import Delivery
-from workers.events import EventSink
+from workers.events import EventSink, ReportPublisher
 from workers.heartbeat import HeartbeatSender
 from workers.intake import Intake
 from workers.metrics import WorkerMetrics
@@ -320,6 +320,7 @@ async def _assemble(
         publisher=publisher, prefix=topology.prefix, in_flight_gauge=metrics.in_flight.labels(site=site)
     )
     sink = EventSink(publisher=publisher, exchange=events_exchange(topology.prefix))
+    _receipts_to_broker(platform, site=site, publisher=publisher, prefix=topology.prefix)
     outcomes = Outcomes(
         site=site,
         worker_id=worker_id,
@@ -356,6 +357,13 @@ async def _assemble(
         consumers=consumers,
         delivery=delivery,
     )
+
+
+def _receipts_to_broker(platform: Platform, *, site: str, publisher: ConfirmedPublisher, prefix: str) -> None:
+    """A platform that reports on its own session (SMPP receipts) publishes them, confirmed."""
+    report_to = getattr(platform, "report_to", None)
+    if report_to is not None:
+        report_to(site=site, sink=ReportPublisher(publisher=publisher, prefix=prefix).publish)
 
 
 async def _site_queues(

@@ -71,13 +71,13 @@ DEFAULTS = {
     "ContentRetention": "retain",
     "AddressRetention": "retain",
 }
-# The relay's statuses as Twilio's. Today a message is "delivered" once a platform took it, which is
-# Twilio's "sent"; the handset's receipt ("delivered", "undelivered") comes with delivery reports.
+# The relay's statuses as Twilio's: "sent" is a platform having taken it, "delivered" and "undelivered"
+# what a platform's delivery report said.
 STATUSES = {
     "accepted": "queued",
     "retrying": "queued",
     "sent": "sent",
-    "delivered": "sent",
+    "delivered": "delivered",
     "undelivered": "undelivered",
     "rejected": "failed",
     "expired": "failed",
@@ -311,7 +311,7 @@ def _fetched(account: str, view: MessageView, body: str) -> dict[str, Any]:
     taken = [a.at for a in view.history if a.outcome == "accepted"]
     last_detail = view.history[-1].detail if view.history else None
     error_code = None
-    if status == "failed":
+    if status in ("failed", "undelivered"):
         error_code = VALIDITY_EXPIRED if view.status == "expired" else UNKNOWN_ERROR
     return _resource(
         account,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.errors import NotFound
 from shared.model import Status
 from shared.store.models import Attempt, DeadLetter, Message, utcnow
+from shared.store.report_rows import ReportView, reports_of
 
 # Rows claimed, published and written back per transaction by a bulk replay, and rows per fetch when
 # exporting: enough to amortise an fsync, small enough to keep memory flat.
@@ -57,6 +58,8 @@ class DeadDetail:
     dead: DeadLetter
     message: Message | None
     attempts: list[Attempt]
+    # Platforms' delivery reports of the message: an ambiguous attempt may have reached the handset.
+    reports: list[ReportView] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +103,9 @@ async def get_detail(session: AsyncSession, message_id: str) -> DeadDetail:
             select(Attempt).where(Attempt.message_id == message_id).order_by(Attempt.at, Attempt.id)
         )
     ).all()
-    return DeadDetail(dead=dead, message=message, attempts=list(attempts))
+    return DeadDetail(
+        dead=dead, message=message, attempts=list(attempts), reports=await reports_of(session, message_id)
+    )
 
 
 async def get_many(session: AsyncSession, message_ids: Sequence[str]) -> list[DeadLetter]:

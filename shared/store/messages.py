@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.model import Job, Outcome, Status
 from shared.store.models import Attempt, Message
+from shared.store.report_rows import ReportView, reports_of
 from shared.store.upsert import dialect_insert
 
 MESSAGES = cast(Table, Message.__table__)
@@ -162,6 +163,7 @@ class MessageView:
     updated_at: datetime
     expires_at: datetime
     history: list[AttemptView]
+    reports: list[ReportView]
 
 
 async def get_message(session: AsyncSession, *, message_id: str, tenant: str) -> MessageView | None:
@@ -201,4 +203,5 @@ async def get_message(session: AsyncSession, *, message_id: str, tenant: str) ->
             )
             for a in attempts
         ],
+        reports=await reports_of(session, message_id),
     )

@@ -131,3 +131,31 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Report(Base):
+    """A delivery report from a platform, kept whole. `matched` is false for a report naming no message
+    the relay knows (no relay id in it, or an id the store had no row of when it came): kept and counted,
+    never dropped. A report repeated (the same bytes again) is kept once, by `key`."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str] = mapped_column(String(32), default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    site: Mapped[str] = mapped_column(String(64))
+    platform: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    platform_status: Mapped[str] = mapped_column(String(32), default="")
+    error_code: Mapped[str] = mapped_column(String(16), default="")
+    platform_id: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime | None] = mapped_column(default=None)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    raw: Mapped[str] = mapped_column(Text, default="")
+    matched: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (
+        Index("ix_reports_message", "message_id", "attempt"),
+        Index("ix_reports_unmatched", "matched", "received_at"),
+    )

@@ -6,8 +6,11 @@ recorders (one per ingress replica) fold into one store at once, and reports arr
 - An attempt is inserted once: a unique index on (message, attempt, site, outcome, at) turns a
   redelivered report into nothing, and only the attempts inserted are counted.
 - A message's status only moves up in rank (``CASE WHEN rank(new) > rank(stored)``): a late `retrying`
-  never hides a `delivered`. `delivered` is final; the other terminal statuses give way to it alone (a
-  replayed dead letter, or a second copy, that got through).
+  never hides a `sent`, a late `sent` never hides a report's `delivered` or `undelivered`. `delivered`
+  is final; `undelivered` gives way to it alone (another copy reached the handset), and the relay's own
+  terminal statuses give way to `sent` (a replayed dead letter, or a second copy, that got through).
+- A delivery report is inserted once (by its key: the same report sent again is counted, not applied
+  again) and moves its message's status as an attempt event does, through the same statement.
 - Its attempt count is the highest reported, and its possible duplicates grow by the attempts inserted
   (``ambiguous = ambiguous + :n``), so no recorder's count is lost to another's.
 - A dead letter is inserted once; a replayed one that dies again is renewed.
@@ -23,18 +26,20 @@ ORM's unit of work cost about a fifth of the ingress's CPU in the end-to-end ben
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Integer, String, Table, bindparam, case, select, update
+from sqlalchemy import Integer, String, Table, bindparam, case, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
+from shared.model import AttemptRecord, DeadReason, DeliveryReport, Job, Outcome, Status
+from shared.store.dead_fold import DETAIL_CHARS, DeadReport, fold_dead
 from shared.store.messages import MESSAGES, SUBMIT_COLUMNS, row_for_job, utc
-from shared.store.models import Attempt, DeadLetter, utcnow
+from shared.store.models import Attempt, utcnow
 from shared.store.refusals import fitted
+from shared.store.report_rows import insert_reports
 from shared.store.status_changes import (
     StatusChange,
     Stored,
@@ -51,7 +56,9 @@ _RANK = {
     Status.REJECTED: 2,
     Status.EXPIRED: 2,
     Status.DEAD: 2,
-    Status.DELIVERED: 3,
+    Status.SENT: 3,
+    Status.UNDELIVERED: 4,
+    Status.DELIVERED: 5,
 }
 
 _STATUS_OF_REASON = {
@@ -62,8 +69,9 @@ _STATUS_OF_REASON = {
     DeadReason.REDELIVERY_LIMIT: Status.DEAD,
 }
 
+__all__ = ["DETAIL_CHARS", "DeadReport", "FoldResult", "fold", "promoted", "status_rank"]
+
 UNKNOWN_TENANT = ""  # placeholder rows: visible to no tenant until a job or the submit's row fills them in
-DETAIL_CHARS = 2000
 WORKER_CHARS = 128
 
 
@@ -79,25 +87,6 @@ def promoted(current: str, new: Status) -> bool:
     return _RANK[new] > status_rank(current)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeadReport:
-    job: Job
-    site: str
-    reason: DeadReason
-    detail: str
-    attempts: int
-
-    @classmethod
-    def from_envelope(cls, job: Job, verdict: dict[str, Any]) -> DeadReport:
-        return cls(
-            job=job,
-            site=str(verdict.get("site", "")),
-            reason=DeadReason(verdict["reason"]),
-            detail=str(verdict.get("detail", "")),
-            attempts=int(verdict.get("attempts", 0)),
-        )
-
-
 @dataclass(slots=True, kw_only=True)
 class FoldResult:
     attempts_added: int = 0
@@ -105,12 +94,14 @@ class FoldResult:
     possible_duplicates_added: int = 0
     dead_added: int = 0
     placeholders: int = 0
+    reports_added: int = 0
+    reports_seen_before: int = 0  # the same report again: counted, not applied twice
+    reports_unmatched: int = 0  # kept, naming no message the store knew
     # The status changes this fold made, in message id order (callbacks are published from them).
     changes: list[StatusChange] = field(default_factory=list)
 
 
 ATTEMPTS = cast(Table, Attempt.__table__)
-DEAD_LETTERS = cast(Table, DeadLetter.__table__)
 
 _REPORT_KEY = ("message_id", "attempt", "site", "outcome", "at")
 # The columns of a messages row a job fills in when the recorder made the row as a placeholder.
@@ -162,11 +153,6 @@ def _insert_attempts(dialect_name: str) -> Any:
     )
 
 
-@cache
-def _insert_dead_letters(dialect_name: str) -> Any:
-    return dialect_insert(dialect_name, DEAD_LETTERS).on_conflict_do_nothing(index_elements=["message_id"])
-
-
 _STORED_RANK = case({s.value: rank for s, rank in _RANK.items()}, value=MESSAGES.c.status, else_=-1)
 _NEW_ATTEMPTS = bindparam("b_attempts", type_=Integer)
 _UPDATE_MESSAGES = (
@@ -188,20 +174,6 @@ _FILL_PLACEHOLDERS = (
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.tenant == UNKNOWN_TENANT)
     .values({name: bindparam(f"b_{name}", type_=MESSAGES.c[name].type) for name in _JOB_COLUMNS})
-)
-
-_RENEW_DEAD_LETTERS = (
-    update(DEAD_LETTERS)
-    .where(DEAD_LETTERS.c.message_id == bindparam("b_message_id"), DEAD_LETTERS.c.replayed_at.is_not(None))
-    .values(
-        site=bindparam("b_site"),
-        reason=bindparam("b_reason"),
-        detail=bindparam("b_detail"),
-        attempts=bindparam("b_attempts"),
-        job=bindparam("b_job", type_=DEAD_LETTERS.c.job.type),
-        dead_at=bindparam("b_dead_at", type_=DEAD_LETTERS.c.dead_at.type),
-        replayed_at=None,
-    )
 )
 
 
@@ -227,8 +199,17 @@ def _placeholder(message_id: str, change: _Change, now: datetime) -> dict[str, A
     }
 
 
-def _changes_of(events: list[AttemptRecord], dead: list[DeadReport], now_s: float) -> dict[str, _Change]:
+def _changes_of(
+    events: list[AttemptRecord], dead: list[DeadReport], reports: list[DeliveryReport], now_s: float
+) -> dict[str, _Change]:
     changes: dict[str, _Change] = {}
+    for delivery_report in reports:
+        if delivery_report.message_id:
+            # Its status waits for the report's insert: a report seen before moves nothing.
+            changes.setdefault(
+                delivery_report.message_id,
+                _Change(site=delivery_report.site, at_s=delivery_report.received_at),
+            )
     for report in dead:
         change = changes.setdefault(report.job.id, _Change(site=report.site, at_s=report.job.accepted_at))
         change.job = change.job or report.job
@@ -250,21 +231,33 @@ def _changes_of(events: list[AttemptRecord], dead: list[DeadReport], now_s: floa
 
 
 async def fold(
-    session: AsyncSession, *, events: list[AttemptRecord], dead: list[DeadReport], fit: bool = False
+    session: AsyncSession,
+    *,
+    events: list[AttemptRecord],
+    dead: list[DeadReport],
+    reports: list[DeliveryReport] | None = None,
+    fit: bool = False,
 ) -> FoldResult:
-    """Apply one batch of reports inside the caller's transaction. With `fit`, every row written is cut
-    to its columns first (`shared.store.refusals.fitted`): the last try of a report the store refused."""
+    """Apply one batch of worker events, dead letters and platforms' delivery reports inside the caller's
+    transaction. With `fit`, every row written is cut to its columns first
+    (`shared.store.refusals.fitted`): the last try of a report the store refused."""
     result = FoldResult()
+    reports = reports or []
     now = utcnow()
-    changes = _changes_of(events, dead, now.timestamp())
-    if not changes:
-        return result
+    changes = _changes_of(events, dead, reports, now.timestamp())
     keep: Fit = fitted if fit else _as_given
+    if not changes:
+        if reports:  # none names a message: kept as unmatched
+            await _fold_reports(session, reports, changes, set(), keep, result)
+        return result
     stored = await _make_rows(session, changes, keep, result, now)
+    known = {message_id for message_id, row in stored.items() if row.tenant != UNKNOWN_TENANT}
     if events:
         await _fold_events(session, events, changes, keep, result)
     if dead:
-        await _fold_dead(session, dead, keep, result, now)
+        result.dead_added = await fold_dead(session, dead, keep, now)
+    if reports:
+        await _fold_reports(session, reports, changes, known, keep, result)
     updates = [
         {
             "b_id": message_id,
@@ -289,7 +282,8 @@ async def _make_rows(
     session: AsyncSession, changes: dict[str, _Change], keep: Fit, result: FoldResult, now: datetime
 ) -> dict[str, Stored]:
     """A row for every message of the batch: new ones from their job (or as placeholders), placeholders
-    already there filled in from a job. Returns what each row held before this fold."""
+    already there filled in from a job. Returns what each row held before this fold (a placeholder's
+    tenant is UNKNOWN_TENANT: its message is not known yet)."""
     stored = await read_stored(session, changes)
     new_rows: list[dict[str, Any]] = []
     fills: list[dict[str, Any]] = []
@@ -311,6 +305,28 @@ async def _make_rows(
     if fills:
         await session.execute(_FILL_PLACEHOLDERS, fills)
     return stored
+
+
+async def _fold_reports(
+    session: AsyncSession,
+    reports: list[DeliveryReport],
+    changes: dict[str, _Change],
+    known: set[str],
+    keep: Fit,
+    result: FoldResult,
+) -> None:
+    inserted = await insert_reports(session, reports, known=known, keep=keep)
+    for row in inserted:
+        if not row.matched:
+            result.reports_unmatched += 1
+        status, report = row.state.status, row.report
+        if report.message_id and status is not None:
+            error = (report.error_code, report.platform_status) if report.error_code else None
+            changes[report.message_id].rise_to(
+                status, at=report.at or report.received_at, site=report.site, error=error
+            )
+    result.reports_added = len(inserted)
+    result.reports_seen_before = len(reports) - len(inserted)
 
 
 async def _fold_events(
@@ -351,45 +367,3 @@ async def _fold_events(
             result.possible_duplicates_added += 1
     result.attempts_added = added
     result.attempts_seen_before = len(events) - added
-
-
-async def _fold_dead(
-    session: AsyncSession, dead: list[DeadReport], keep: Fit, result: FoldResult, now: datetime
-) -> None:
-    found = await session.execute(
-        select(DEAD_LETTERS.c.message_id, DEAD_LETTERS.c.replayed_at).where(
-            DEAD_LETTERS.c.message_id.in_({d.job.id for d in dead})
-        )
-    )
-    # message id -> replayed_at (None: dead and not replayed)
-    replayed: dict[str, datetime | None] = dict(found.all())
-    new_letters: list[dict[str, Any]] = []
-    renewed: list[dict[str, Any]] = []
-    for report in sorted(dead, key=lambda d: d.job.id):
-        job_id = report.job.id
-        letter = keep(
-            DEAD_LETTERS,
-            {
-                "message_id": job_id,
-                "tenant": report.job.tenant,
-                "site": report.site,
-                "reason": report.reason.value,
-                "detail": report.detail[:DETAIL_CHARS],
-                "attempts": report.attempts,
-                "job": asdict(report.job),  # whole, as it travelled: a replay needs nothing else
-                "dead_at": now,
-            },
-        )
-        if job_id not in replayed:
-            new_letters.append({**letter, "replay_count": 0})
-        elif replayed[job_id] is not None:
-            # Replayed and dead again: it is a dead letter once more, its replay count kept.
-            renewed.append({f"b_{name}": value for name, value in letter.items() if name != "tenant"})
-        else:
-            continue
-        replayed[job_id] = None
-        result.dead_added += 1
-    if new_letters:
-        await session.execute(_insert_dead_letters(session.get_bind().dialect.name), new_letters)
-    if renewed:
-        await session.execute(_RENEW_DEAD_LETTERS, renewed)

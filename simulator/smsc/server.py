@@ -97,6 +97,8 @@ class SmscSimulator:
             self._sessions.discard(session)
 
     def _admin_extra(self, request: Request) -> Response | None:
+        if request.path.rstrip("/") == "/reports":
+            return self.state.reports.admin(request)
         if (request.method, request.path.rstrip("/")) == ("GET", "/messages"):
             messages = [message.as_dict() for message in self.state.counters.messages]
             return json_response(200, {"messages": messages, "sessions": len(self._sessions)})

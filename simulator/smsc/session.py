@@ -26,8 +26,10 @@ from shared.smpp import (
     c_string,
     read_pdu,
 )
+from simulator.reports import ReportSwitch
 from simulator.smsc.faults import SmscCounters, SmscFault, SmscFaultMode, TakenMessage
 from simulator.smsc.pdu import Part, Submit, parse_bind, parse_submit, split_udh
+from simulator.smsc.receipts import ReceiptSender
 
 log = get_logger("relay.smsc_sim")
 
@@ -52,6 +54,7 @@ class SmscState:
     message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     partial: dict[tuple[str, str, int, int], dict[int, Part]] = field(default_factory=dict)
     random: Callable[[], float] = random.random
+    reports: ReportSwitch = field(default_factory=ReportSwitch)
 
     def credentials_status(self, system_id: str, password: str) -> CommandStatus:
         if self.username is not None and system_id != self.username:
@@ -79,6 +82,7 @@ class SmscSession:
         self._bound = False
         self._sequence = itertools.count(1)
         self._closed = asyncio.Event()
+        self._receipts = ReceiptSender(switch=state.reports, send=self._send, sequence=self._sequence)
 
     async def run(self) -> None:
         try:
@@ -93,6 +97,7 @@ class SmscSession:
     def cut(self) -> None:
         """Drop the connection without an unbind, as a crashed SMSC would."""
         self._closed.set()
+        self._receipts.close()
         self._writer.transport.abort()
 
     async def unbind(self) -> None:
@@ -126,6 +131,8 @@ class SmscSession:
             self._closed.set()
         elif command == CommandId.UNBIND.response:
             self._closed.set()
+        elif command == CommandId.DELIVER_SM.response:
+            self._receipts.answered(pdu)
         elif not command & RESPONSE_BIT:  # a response (deliver_sm_resp, ...) needs no answer
             self._send(Pdu(CommandId.GENERIC_NACK, CommandStatus.ESME_RINVCMDID, pdu.sequence))
 
@@ -169,6 +176,8 @@ class SmscSession:
         message_id = f"{next(state.message_ids):08x}"
         self._answer(pdu, CommandStatus.ESME_ROK, c_string(message_id))
         self._assemble(submit, message_id)
+        if submit.registered_delivery & 1:
+            self._receipts.schedule(handset=submit.destination, sender=submit.source, platform_id=message_id)
 
     def _assemble(self, submit: Submit, message_id: str) -> None:
         state = self._state

@@ -97,7 +97,7 @@ async def test_reports_and_jobs_delivered_past_the_limit_are_parked_then_folded_
     await declared(settings)
     job, bundled, reported, rejected = (make_job(tenant="bank-a") for _ in range(4))
     attempt = AttemptRecord(
-        message_id=reported.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+        message_id=reported.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT
     )
     await publish(
         settings, encode_job(job), exchange=jobs_exchange(prefix), routing_key="a", headers={H_ATTEMPT: 3}
@@ -143,7 +143,7 @@ async def test_reports_and_jobs_delivered_past_the_limit_are_parked_then_folded_
     # The parked report is folded as if it came from its queue: the attempt, and the delivery it reports
     # outranks the redelivery-limit dead letter of the same message's job.
     assert attempts == [(reported.id, "accepted")]
-    assert statuses == {job.id: "dead", bundled.id: "dead", reported.id: "delivered", rejected.id: "rejected"}
+    assert statuses == {job.id: "dead", bundled.id: "dead", reported.id: "sent", rejected.id: "rejected"}
 
     # An operator sees them, by their reason, and can replay them.
     env = relay_env(broker_url=url, prefix=prefix, store_url=settings.store.url)

@@ -75,7 +75,7 @@ def _delivery_time_s(client: httpx.Client, up: Deployment, n: int, **extra: Any)
     pending = set(ids)
     while pending:
         assert time.monotonic() - started < 60, "deliveries did not finish"
-        pending = {i for i, s in _statuses(client, up, sorted(pending)).items() if s != "delivered"}
+        pending = {i for i, s in _statuses(client, up, sorted(pending)).items() if s != "sent"}
         time.sleep(0.05)
     return time.monotonic() - started
 
@@ -159,7 +159,7 @@ def test_callbacks_signed_retried_stopped_dead_and_replayed_and_never_slowing_de
             per_message = customer.by_message("/ok")
             for message_id in ok_ids:
                 (only,) = per_message[message_id]
-                assert only.body["status"] == "delivered" and only.body["error"] is None
+                assert only.body["status"] == "sent" and only.body["error"] is None
                 assert only.body["site"] in ("a", "b") and only.body["reference"].startswith("ref-")
             rejected_body = next(
                 r.body for r in per_message[rejected_ids[0]] if r.body["status"] == "rejected"

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from ingress.recorder import Recorder
 from shared.broker import ConfirmedPublisher, connect
 from shared.envelope import encode_dead, encode_events
-from shared.model import AttemptRecord, DeadReason, Job, Outcome, Status
+from shared.model import AttemptRecord, DeadReason, DeliveryReport, Job, Outcome, ReportState, Status
 from shared.settings import Settings, StoreSettings
 from shared.store import idempotency
 from shared.store.api_keys import create_key, revoke_key, tenant_of
@@ -28,6 +28,7 @@ from shared.store.messages import MessageView, get_message, insert_submitted, ro
 from shared.store.migrate import upgrade
 from shared.store.models import DeadLetter, Message
 from shared.store.recording import DeadReport, fold
+from shared.store.report_rows import unmatched_count
 from shared.topology import dead_exchange, dead_queue, declare, events_exchange, events_queue, topology_from
 from tests.helpers import missing_service
 from tests.ingress_helpers import queue_depth
@@ -186,9 +187,7 @@ async def test_two_recorders_folding_one_store_at_once_lose_nothing(
             message_id=j.id, site="a", attempt=1, outcome=Outcome.AMBIGUOUS, at=t0, status=Status.RETRYING
         )
         second = replace(first, attempt=2, outcome=Outcome.UNAVAILABLE, at=t0 + 1, possible_duplicate=True)
-        third = replace(
-            first, site="b", attempt=3, outcome=Outcome.ACCEPTED, at=t0 + 2, status=Status.DELIVERED
-        )
+        third = replace(first, site="b", attempt=3, outcome=Outcome.ACCEPTED, at=t0 + 2, status=Status.SENT)
         records += [first, second, third, first]  # the last one a redelivery
     random.Random(7).shuffle(records)
     async with recorders(pg_sessions, broker_url, prefix, 2) as (publisher, started):
@@ -207,7 +206,7 @@ async def test_two_recorders_folding_one_store_at_once_lose_nothing(
                 (v.status, v.attempts, v.ambiguous, len(v.history)) for v in views if v is not None
             )
 
-        final = {("delivered", 3, 2, 3): len(jobs)}
+        final = {("sent", 3, 2, 3): len(jobs)}
         assert await settled(summary, lambda found: found == final) == final
         assert all(recorder.batches > 0 for recorder in started), "both replicas took a share"
     assert await queue_depth(broker_url, events_queue(prefix)) == 0
@@ -225,7 +224,7 @@ async def test_reports_postgres_refuses_are_kept_cut_to_fit(pg_sessions, broker_
         kind: RECORDER_REFUSED.labels(kind, "fitted")._value.get() for kind in ("events", "dead")
     }
     delivered = AttemptRecord(
-        message_id=ok.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+        message_id=ok.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT
     )
     nul = replace(delivered, message_id=odd.id, outcome=Outcome.REJECTED, detail="bad\x00number", status=None)
     async with recorders(pg_sessions, broker_url, prefix, 1) as (publisher, _):
@@ -249,9 +248,38 @@ async def test_reports_postgres_refuses_are_kept_cut_to_fit(pg_sessions, broker_
     async with pg_sessions() as session:
         letter = await session.get(DeadLetter, wide.id)
     delivered_view, odd_view, wide_view = (found[j.id] for j in (ok, odd, wide))
-    assert delivered_view is not None and delivered_view.status == "delivered"
+    assert delivered_view is not None and delivered_view.status == "sent"
     assert odd_view is not None and odd_view.history[0].detail == "badnumber"
     assert wide_view is not None and (wide_view.status, wide_view.sender) == ("rejected", "S" * 20)
     assert letter is not None and letter.job["sender"] == "S" * 30
     for kind in ("events", "dead"):
         assert RECORDER_REFUSED.labels(kind, "fitted")._value.get() - fitted_before[kind] == 1
+
+
+async def test_delivery_reports_fold_on_postgres_once_each_and_only_upwards(pg_sessions):
+    """The reports insert and the ranked status update on PostgreSQL: a report repeated is kept once,
+    a late `sent` does not hide `delivered`, a report naming no message is kept unmatched."""
+    job = _job("d" * 32)
+    delivered = DeliveryReport(
+        site="a",
+        platform="smpp",
+        message_id=job.id,
+        attempt=1,
+        state=ReportState.DELIVERED,
+        raw="stat:DELIVRD",
+    )
+    stray = replace(delivered, message_id="", raw="id:ffff stat:DELIVRD")
+    late = AttemptRecord(message_id=job.id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT)
+    async with pg_sessions.begin() as session:
+        await insert_submitted(session, [row_for_job(job, site="a")])
+    async with pg_sessions.begin() as session:
+        first = await fold(session, events=[], dead=[], reports=[delivered, stray])
+    async with pg_sessions.begin() as session:
+        again = await fold(session, events=[late], dead=[], reports=[delivered])
+    async with pg_sessions() as session:
+        view = await get_message(session, message_id=job.id, tenant="t")
+        unmatched = await unmatched_count(session)
+    assert (first.reports_added, first.reports_unmatched) == (2, 1)
+    assert (again.reports_added, again.reports_seen_before) == (0, 1)
+    assert view is not None and view.status == "delivered" and len(view.reports) == 1
+    assert unmatched == 1

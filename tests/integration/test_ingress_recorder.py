@@ -71,7 +71,7 @@ async def test_attempts_and_final_status_show_in_the_status_api(api, publisher):
             outcome=Outcome.ACCEPTED,
             detail="Accepted",
             at=t0 + 2,
-            status=Status.DELIVERED,
+            status=Status.SENT,
         ),
     ]
     await publish_events(api, publisher, records[:2])
@@ -83,7 +83,7 @@ async def test_attempts_and_final_status_show_in_the_status_api(api, publisher):
     await publish_events(api, publisher, records[2:])
 
     view = await eventually(lambda: status_of(api, message_id), lambda v: len(v.get("history", [])) >= 4)
-    assert view["status"] == "delivered"
+    assert view["status"] == "sent"
     assert view["attempts"] == 3 and view["possible_duplicates"] == 1
     history = [(h["site"], h["attempt"], h["outcome"], h["possible_duplicate"]) for h in view["history"]]
     assert history == [
@@ -170,12 +170,12 @@ async def test_malformed_reports_are_logged_counted_and_acked(api, publisher):
         publisher,
         [
             AttemptRecord(
-                message_id=message_id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+                message_id=message_id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT
             )
         ],
     )
-    view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "delivered")
-    assert view["status"] == "delivered"
+    view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "sent")
+    assert view["status"] == "sent"
     assert RECORDER_MALFORMED._value.get() - before == 4
     assert await queue_depth(api.settings.broker.url, events_queue(prefix)) == 0
 
@@ -200,13 +200,13 @@ async def test_a_batch_the_store_refuses_is_requeued_and_applied_later(api, publ
         publisher,
         [
             AttemptRecord(
-                message_id=message_id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
+                message_id=message_id, site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT
             )
         ],
     )
-    view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "delivered")
+    view = await eventually(lambda: status_of(api, message_id), lambda v: v.get("status") == "sent")
     assert refusals["left"] == 0, "the store refused twice before the batch went through"
-    assert view["status"] == "delivered" and len(view["history"]) == 1
+    assert view["status"] == "sent" and len(view["history"]) == 1
 
 
 async def test_a_report_the_store_refuses_is_stored_cut_to_fit_and_the_rest_as_sent(api, publisher):
@@ -217,9 +217,7 @@ async def test_a_report_the_store_refuses_is_stored_cut_to_fit_and_the_rest_as_s
     dead_before = RECORDER_REFUSED.labels("dead", "fitted")._value.get()
     malformed_before = RECORDER_MALFORMED._value.get()
     ids = [(await api.submit(sms(body=f"m{n}"))).json()["id"] for n in range(3)]
-    good = AttemptRecord(
-        message_id=ids[0], site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
-    )
+    good = AttemptRecord(message_id=ids[0], site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT)
     huge = replace(good, message_id=ids[1], attempt=2**63, outcome=Outcome.AMBIGUOUS, status=Status.RETRYING)
     job = Job(
         id=ids[2], tenant="bank-a", to="+31612345678", sender="MyBank", body="m2", expires_at=time.time() + 60
@@ -231,9 +229,9 @@ async def test_a_report_the_store_refuses_is_stored_cut_to_fit_and_the_rest_as_s
 
     views = [
         await eventually(lambda m=m: status_of(api, m), lambda v, s=s: v.get("status") == s)
-        for m, s in zip(ids, ("delivered", "retrying", "dead"), strict=True)
+        for m, s in zip(ids, ("sent", "retrying", "dead"), strict=True)
     ]
-    assert [v["status"] for v in views] == ["delivered", "retrying", "dead"]
+    assert [v["status"] for v in views] == ["sent", "retrying", "dead"]
     assert views[1]["history"][0]["attempt"] == 2**31 - 1 and views[1]["possible_duplicates"] == 1
     assert views[2]["attempts"] == 2**31 - 1
     async with api.ingress.sessions() as session:

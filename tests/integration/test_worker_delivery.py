@@ -58,7 +58,7 @@ async def test_jobs_are_delivered_once_in_batches_with_a_delivered_status(two_si
         result = tally(jobs.published, r.sims, records)
         assert result.lost == []
         assert result.cross_site == set()
-        delivered = [rec for rec in records if rec.status is Status.DELIVERED]
+        delivered = [rec for rec in records if rec.status is Status.SENT]
         assert sorted(rec.message_id for rec in delivered) == sorted(job.id for job in jobs.published)
         assert all(rec.outcome is Outcome.ACCEPTED and rec.attempt == 1 for rec in delivered)
         assert {rec.site for rec in delivered} == {"a", "b"}

@@ -62,7 +62,7 @@ async def test_a_worker_killed_mid_bundle_leaves_every_extra_copy_marked(site_a:
         reached_before = set(sim.references())
         assert 0 < len(reached_before) < BUNDLE_JOBS, "the kill must land mid-bundle"
         # Before the kill some jobs were accepted and reported: their records are on the events queue.
-        delivered_before = {rec.message_id for rec in await jobs.events() if rec.status is Status.DELIVERED}
+        delivered_before = {rec.message_id for rec in await jobs.events() if rec.status is Status.SENT}
         assert delivered_before, "some jobs must have been delivered before the kill"
 
         _set_fault(sim.admin_url, "none")
@@ -74,7 +74,7 @@ async def test_a_worker_killed_mid_bundle_leaves_every_extra_copy_marked(site_a:
 
     # Nothing lost: every job reached the platform and is delivered.
     assert set(sim.references()) == {job.id for job in bundle}
-    assert all(set(finals[job.id]) == {Status.DELIVERED} for job in bundle)
+    assert all(set(finals[job.id]) == {Status.SENT} for job in bundle)
     # Every extra copy the platform received is matched by a possible-duplicate mark...
     extra_copies = sim.stats()["duplicates"]
     assert extra_copies >= len(reached_before), "each job sent before the kill was sent again"
@@ -85,7 +85,7 @@ async def test_a_worker_killed_mid_bundle_leaves_every_extra_copy_marked(site_a:
     assert reached_before <= marked_ids, reached_before - marked_ids
     # The mark is on the resend, the attempt that made the copy.
     for rec in marked:
-        assert rec.possible_duplicate and rec.status is Status.DELIVERED
+        assert rec.possible_duplicate and rec.status is Status.SENT
 
 
 async def test_a_bundle_with_an_unreadable_job_delivers_the_rest(site_a: Relay) -> None:
@@ -110,7 +110,7 @@ async def test_a_bundle_with_an_unreadable_job_delivers_the_rest(site_a: Relay) 
             )
         assert await jobs.wait_all_final(timeout_s=20), r.logs()
         finals = await jobs.final_statuses()
-        assert all(finals[job.id] == [Status.DELIVERED] for job in good)
+        assert all(finals[job.id] == [Status.SENT] for job in good)
         assert finals[broken["id"]] == [Status.DEAD]
         dead = await jobs.dead_letters()
     assert set(r.sims["a"].references()) == {job.id for job in good}

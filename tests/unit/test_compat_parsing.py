@@ -102,6 +102,7 @@ def view(status: str, history: list[AttemptView]) -> MessageView:
         updated_at=NOW + timedelta(seconds=5),
         expires_at=NOW + timedelta(days=1),
         history=history,
+        reports=[],
     )
 
 
@@ -122,7 +123,9 @@ def attempt(outcome: str, detail: str) -> AttemptView:
     [
         ("accepted", None, "queued", None),
         ("retrying", "unavailable", "queued", None),
-        ("delivered", "accepted", "sent", None),
+        ("sent", "accepted", "sent", None),
+        ("delivered", "accepted", "delivered", None),
+        ("undelivered", "accepted", "undelivered", 30008),
         ("rejected", "rejected", "failed", 30008),
         ("expired", "expired", "failed", 30036),
         ("dead", "unavailable", "failed", 30008),

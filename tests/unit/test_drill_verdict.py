@@ -63,7 +63,7 @@ def test_an_accepted_id_no_simulator_received_is_lost_and_fails_with_exit_1() ->
 
 def test_a_delivered_status_without_receipt_is_lost_when_every_platform_is_observed() -> None:
     receipts = {"a": {"m1": 99.1}, "b": {"m2": 103.5, "m3": 105.2}}
-    verdict = compute(observation(receipts=receipts, statuses={"m4": "delivered"}))
+    verdict = compute(observation(receipts=receipts, statuses={"m4": "sent"}))
     assert verdict.lost == 1
 
 

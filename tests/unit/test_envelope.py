@@ -41,9 +41,7 @@ def test_bundle_round_trip() -> None:
 def test_events_round_trip() -> None:
     records = [
         AttemptRecord(message_id="m1", site="a", attempt=1, outcome=Outcome.AMBIGUOUS, detail="timeout"),
-        AttemptRecord(
-            message_id="m1", site="b", attempt=2, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
-        ),
+        AttemptRecord(message_id="m1", site="b", attempt=2, outcome=Outcome.ACCEPTED, status=Status.SENT),
     ]
     assert decode_events(encode_events(records)) == records
 

@@ -42,15 +42,13 @@ def job(message_id: str = "m1") -> Job:
 
 def test_status_only_moves_up() -> None:
     assert promoted("accepted", Status.RETRYING) and promoted("retrying", Status.DEAD)
-    assert promoted("dead", Status.DELIVERED)  # a replayed dead letter that got through
-    assert not promoted("delivered", Status.RETRYING) and not promoted("delivered", Status.DEAD)
+    assert promoted("dead", Status.SENT)  # a replayed dead letter that got through
+    assert not promoted("sent", Status.RETRYING) and not promoted("sent", Status.DEAD)
     assert not promoted("rejected", Status.EXPIRED) and not promoted("retrying", Status.RETRYING)
 
 
 async def test_an_event_before_the_submit_row_keeps_its_status(sessions):
-    early = AttemptRecord(
-        message_id="m1", site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.DELIVERED
-    )
+    early = AttemptRecord(message_id="m1", site="a", attempt=1, outcome=Outcome.ACCEPTED, status=Status.SENT)
     async with sessions.begin() as session:
         result = await fold(session, events=[early], dead=[])
     assert result.placeholders == 1
@@ -60,7 +58,7 @@ async def test_an_event_before_the_submit_row_keeps_its_status(sessions):
         await insert_submitted(session, [row_for_job(job(), site="a")])
     async with sessions() as session:
         view = await get_message(session, message_id="m1", tenant="t")
-    assert view is not None and view.status == "delivered" and view.to_number == "+31612345678"
+    assert view is not None and view.status == "sent" and view.to_number == "+31612345678"
     assert view.attempts == 1 and len(view.history) == 1
 
 
@@ -166,7 +164,7 @@ async def test_interleaved_folds_neither_lower_a_status_nor_lose_a_count(store_u
         message_id="m1", site="a", attempt=1, outcome=Outcome.AMBIGUOUS, at=1000.0, status=Status.RETRYING
     )
     delivered = AttemptRecord(
-        message_id="m1", site="b", attempt=2, outcome=Outcome.ACCEPTED, at=1001.0, status=Status.DELIVERED
+        message_id="m1", site="b", attempt=2, outcome=Outcome.ACCEPTED, at=1001.0, status=Status.SENT
     )
     go = asyncio.Event()
 
@@ -185,7 +183,7 @@ async def test_interleaved_folds_neither_lower_a_status_nor_lose_a_count(store_u
     for engine in engines:
         await engine.dispose()
     assert view is not None
-    assert (view.status, view.attempts, view.ambiguous, len(view.history)) == ("delivered", 3, 1, 3)
+    assert (view.status, view.attempts, view.ambiguous, len(view.history)) == ("sent", 3, 1, 3)
 
 
 async def test_out_of_order_reports_only_move_a_status_up(sessions):
@@ -195,14 +193,14 @@ async def test_out_of_order_reports_only_move_a_status_up(sessions):
         message_id="m1", site="a", attempt=1, outcome=Outcome.AMBIGUOUS, at=1000.0, status=Status.RETRYING
     )
     second = replace(first, attempt=2, at=1001.0, outcome=Outcome.UNAVAILABLE, possible_duplicate=True)
-    last = replace(first, site="b", attempt=3, at=1002.0, outcome=Outcome.ACCEPTED, status=Status.DELIVERED)
+    last = replace(first, site="b", attempt=3, at=1002.0, outcome=Outcome.ACCEPTED, status=Status.SENT)
     gave_up = DeadReport(job=job(), site="a", reason=DeadReason.ATTEMPTS_EXHAUSTED, detail="503", attempts=2)
     for events, dead in (([last], []), ([second], [gave_up]), ([first, last], []), ([first], [])):
         async with sessions.begin() as session:
             await fold(session, events=events, dead=dead)
         async with sessions() as session:
             view = await get_message(session, message_id="m1", tenant="t")
-        assert view is not None and view.status == "delivered"
+        assert view is not None and view.status == "sent"
     assert (view.attempts, view.ambiguous, len(view.history)) == (3, 2, 3)
     rejected = DeadReport(job=job("m2"), site="a", reason=DeadReason.REJECTED, detail="no", attempts=1)
     async with sessions.begin() as session:
@@ -221,7 +219,7 @@ async def test_an_event_carrying_its_job_makes_the_whole_row(sessions):
     bare = AttemptRecord(message_id="m1", site="b", attempt=1, outcome=Outcome.UNAVAILABLE, at=1000.0)
     async with sessions.begin() as session:
         await fold(session, events=[bare], dead=[])  # a report without the job: a placeholder
-    delivered = replace(bare, attempt=2, outcome=Outcome.ACCEPTED, status=Status.DELIVERED, job=lost)
+    delivered = replace(bare, attempt=2, outcome=Outcome.ACCEPTED, status=Status.SENT, job=lost)
     async with sessions.begin() as session:
         await fold(session, events=[delivered], dead=[])
     fresh = replace(delivered, message_id="m2", job=replace(lost, id="m2"))
@@ -230,7 +228,7 @@ async def test_an_event_carrying_its_job_makes_the_whole_row(sessions):
     async with sessions() as session:
         views = [await get_message(session, message_id=m, tenant="t") for m in ("m1", "m2")]
     for view in views:
-        assert view is not None and view.status == "delivered"
+        assert view is not None and view.status == "sent"
         assert (view.to_number, view.sender, view.site) == (lost.to, lost.sender, "b")
         assert view.expires_at.timestamp() == pytest.approx(lost.expires_at)
 

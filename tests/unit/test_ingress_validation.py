@@ -18,13 +18,21 @@ from shared.callbacks.guard import MAX_URL_CHARS
 from shared.callbacks.signing import new_secret
 from shared.callbacks.wire import CallbackDeadReason, event_id
 from shared.errors import ConfigError, PermanentError, ValidationFailed
-from shared.model import DeadReason, Outcome, Status, new_message_ids
-from shared.settings import IngressSettings, RoutingSettings, Settings, SiteSettings, StoreSettings
+from shared.model import DeadReason, DeliveryReport, Outcome, ReportState, Status, new_message_ids
+from shared.settings import (
+    IngressSettings,
+    PlatformKind,
+    RoutingSettings,
+    Settings,
+    SiteSettings,
+    StoreSettings,
+)
 from shared.store.accounts import new_account_sid
 from shared.store.api_keys import PREFIX_CHARS, create_key, hash_key, new_key
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import Base
 from shared.store.recording import WORKER_CHARS
+from shared.store.report_rows import ERROR_CODE_CHARS, PLATFORM_ID_CHARS, PLATFORM_STATUS_CHARS
 
 
 @pytest.mark.parametrize(
@@ -229,6 +237,17 @@ async def test_every_text_column_holds_the_longest_value_validation_lets_through
         ("callback_dead_letters", "url"): MAX_URL_CHARS,
         ("callback_dead_letters", "status"): status,
         ("callback_dead_letters", "reason"): max(len(r.value) for r in CallbackDeadReason),
+        # Reports: what the fold writes is cut to these widths (`shared.store.report_rows.report_row`).
+        ("reports", "key"): len(
+            DeliveryReport(site="a", platform="smpp", message_id="", attempt=0, state=ReportState.SENT).key
+        ),
+        ("reports", "message_id"): message_id,
+        ("reports", "site"): site,
+        ("reports", "platform"): max(len(k.value) for k in PlatformKind),
+        ("reports", "state"): max(len(r.value) for r in ReportState),
+        ("reports", "platform_status"): PLATFORM_STATUS_CHARS,
+        ("reports", "error_code"): ERROR_CODE_CHARS,
+        ("reports", "platform_id"): PLATFORM_ID_CHARS,
     }
     widths = {
         (table.name, column.name): column.type.length

@@ -93,6 +93,7 @@ def test_plain_rendering_names_every_site_and_the_dead_letters() -> None:
     text = render_plain(snap)
     assert "broker ok  store ok  ingress ready  spool backlog 0" in text
     assert "site a: queue relay.site.a ready 5 unacked 1 consumers 2 delay 1s:0 5s:3 circuit closed" in text
-    assert "delivered 12.5/s (heartbeats)" in text
+    assert "sent 12.5/s (heartbeats)" in text
+    assert "delivery reports unmatched ?" in text
     assert "site b: queue relay.site.b ready ? unacked 0 consumers ?" in text
     assert text.endswith("dead letters 2 (expired 2)")

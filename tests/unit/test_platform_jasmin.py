@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from shared.model import Job, Outcome
+from shared.reports import ReportUrls
 from tests.fake_http import FakeHttp, SentRequest, answer
 from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.jasmin import JasminPlatform, classify_answer
@@ -28,8 +29,10 @@ def job(**fields: object) -> Job:
     return Job(**{**base, **fields})  # type: ignore[arg-type]
 
 
-def jasmin(handler: Callable[[SentRequest], HttpAnswer]) -> JasminPlatform:
-    return JasminPlatform(url=URL, username="u", password="p", timeout_s=1.0, client=FakeHttp(handler))
+def jasmin(handler: Callable[[SentRequest], HttpAnswer], reports: ReportUrls | None = None) -> JasminPlatform:
+    return JasminPlatform(
+        url=URL, username="u", password="p", timeout_s=1.0, client=FakeHttp(handler), reports=reports
+    )
 
 
 async def test_gsm_message_is_a_form_post_with_content() -> None:
@@ -49,6 +52,15 @@ async def test_gsm_message_is_a_form_post_with_content() -> None:
         "content": "hi",
         "coding": "0",
     }
+
+
+def test_reports_are_asked_for_at_level_3_with_the_relay_id_and_attempt_in_the_url() -> None:
+    platform = jasmin(
+        lambda r: answer(200), reports=ReportUrls("http://relay.test/v1/reports/b/s3cret/jasmin")
+    )
+    form = platform.form(job(id="e" * 32), attempt=3)
+    assert (form["dlr"], form["dlr-level"], form["dlr-method"]) == ("yes", "3", "POST")
+    assert form["dlr-url"] == "http://relay.test/v1/reports/b/s3cret/jasmin?ref=" + "e" * 32 + ".3"
 
 
 def test_unicode_message_goes_as_ucs2_hex() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from ops.harness.kannel import parse_fakesmsc_log
 from shared.model import Job, Outcome
+from shared.reports import ReportUrls
 from tests.fake_http import FakeHttp, SentRequest, answer
 from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.kannel import KannelPlatform, classify_answer
@@ -38,21 +39,30 @@ def kannel(handler: Callable[[SentRequest], HttpAnswer], **options: object) -> K
 
 
 def test_parameters_of_a_gsm_and_a_unicode_message() -> None:
-    platform = kannel(lambda r: answer(202), dlr_mask=31)
-    gsm = platform.params(job(expires_at=1000.0 + 601), now=1000.0)
-    assert gsm == {
-        "username": "u",
-        "password": "p",
-        "to": "+31612345678",
-        "from": "Bank",
-        "text": "hi",
-        "charset": "UTF-8",
-        "coding": "0",
-        "binfo": "m1",  # the relay message id
-        "dlr-mask": "31",
-        "validity": "11",  # 601 s rounds up to 11 minutes
-    }
-    unicode = platform.params(job(body="€", encoding="ucs2"))
+    platform = kannel(
+        lambda r: answer(202), reports=ReportUrls("http://relay.test/v1/reports/a/s3cret/kannel")
+    )
+    gsm = platform.params(job(id="f" * 32, expires_at=1000.0 + 601), attempt=2, now=1000.0)
+    assert (
+        gsm
+        == {
+            "username": "u",
+            "password": "p",
+            "to": "+31612345678",
+            "from": "Bank",
+            "text": "hi",
+            "charset": "UTF-8",
+            "coding": "0",
+            "binfo": "f" * 32,  # the relay message id
+            "dlr-mask": "27",  # 1, 2, 8 and 16: to the phone or not, to the SMSC or not
+            # The relay's id and attempt in the URL, Kannel's escapes after them.
+            "dlr-url": "http://relay.test/v1/reports/a/s3cret/kannel?ref=" + "f" * 32 + ".2"
+            "&type=%d&reply=%A&ts=%T&smsc=%i&platform_id=%F",
+            "validity": "11",  # 601 s rounds up to 11 minutes
+        }
+    )
+    unicode = kannel(lambda r: answer(202)).params(job(body="€", encoding="ucs2"))
+    assert "dlr-url" not in unicode and "dlr-mask" not in unicode  # no report secret: no reports
     assert unicode["coding"] == "2"
     assert unicode["charset"] == "UTF-8"
     assert "validity" not in unicode  # no expiry set

@@ -55,6 +55,7 @@ def _sample(key: str, default: str) -> str | None:
         "ingress.blocked_number_types": '["voip"]',
         "ingress.peer_spool_paths": '["/var/lib/relay-b/spool.db"]',
         "callbacks.allow_networks": '["127.0.0.0/8", "::1/128"]',
+        "sites.<name>.report_secret": "a-report-secret-of-24ch",
     }
     if key in special:
         return special[key]

@@ -21,7 +21,7 @@ async def test_accepted_jobs_are_acked_after_their_records_are_confirmed() -> No
     message, held = await _held(r, count=3)
     await r.outcomes.settle_all(held, [Result(Outcome.ACCEPTED, "ok")] * 3, 12.0)
     assert [(rec.message_id, rec.attempt, rec.status) for rec in r.recorder.records] == [
-        (h.job.id, 1, Status.DELIVERED) for h in held
+        (h.job.id, 1, Status.SENT) for h in held
     ]
     assert all(rec.latency_ms == 12.0 and rec.worker == "host:1" for rec in r.recorder.records)
     assert message.settled == ["ack"] and r.outcomes.totals.delivered == 3

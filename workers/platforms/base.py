@@ -9,6 +9,11 @@ from typing import Protocol
 from shared.model import Job, Outcome
 
 
+def attempt_of(attempts: Sequence[int], index: int) -> int:
+    """The attempt number of the `index`-th job of a send; 0 when not given."""
+    return attempts[index] if index < len(attempts) else 0
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """How one job fared at a platform; `detail` is the platform's answer, short, for the history."""
@@ -29,6 +34,9 @@ class Platform(Protocol):
 
     max_batch: int  # most jobs one `send` call takes (1 for one-message-per-request platforms)
 
-    async def send(self, jobs: Sequence[Job]) -> list[Result]: ...
+    async def send(self, jobs: Sequence[Job], *, attempts: Sequence[int] = ()) -> list[Result]:
+        """`attempts`: the number of this attempt of each job (1-based), which an adapter asking for
+        delivery reports names in what it gives the platform; empty when not known."""
+        ...
 
     async def aclose(self) -> None: ...

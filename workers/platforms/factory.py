@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.errors import ConfigError
+from shared.reports import ReportUrls
 from shared.settings import PlatformKind, SiteSettings
 from workers.platforms.base import Platform
 from workers.platforms.http_json import HttpJsonPlatform
@@ -14,8 +15,12 @@ from workers.platforms.smpp_link import SmppLink
 DEFAULT_CONCURRENCY = 64
 
 
-def make_platform(site: SiteSettings, *, concurrency: int = DEFAULT_CONCURRENCY) -> Platform:
-    """The site's adapter, its connection pool sized for `concurrency` requests at once."""
+def make_platform(
+    site: SiteSettings, *, concurrency: int = DEFAULT_CONCURRENCY, reports: ReportUrls | None = None
+) -> Platform:
+    """The site's adapter, its connection pool sized for `concurrency` requests at once. `reports`:
+    where the platform sends delivery reports (None: it is asked for none; an smpp site asks for
+    receipts whenever the site has a `report_secret`, and they come back on its own session)."""
     if site.platform is PlatformKind.HTTP_JSON:
         return HttpJsonPlatform(
             url=site.url,
@@ -23,6 +28,7 @@ def make_platform(site: SiteSettings, *, concurrency: int = DEFAULT_CONCURRENCY)
             timeout_s=site.timeout_s,
             batch_size=site.batch_size,
             concurrency=concurrency,
+            reports=reports,
         )
     if site.platform is PlatformKind.SMPP:
         return _smpp(site)
@@ -34,9 +40,15 @@ def make_platform(site: SiteSettings, *, concurrency: int = DEFAULT_CONCURRENCY)
             password=password,
             timeout_s=site.timeout_s,
             concurrency=concurrency,
+            reports=reports,
         )
     return JasminPlatform(
-        url=site.url, username=username, password=password, timeout_s=site.timeout_s, concurrency=concurrency
+        url=site.url,
+        username=username,
+        password=password,
+        timeout_s=site.timeout_s,
+        concurrency=concurrency,
+        reports=reports,
     )
 
 
@@ -60,4 +72,4 @@ def _smpp(site: SiteSettings) -> SmppPlatform:
         window=site.window,
         enquire_link_interval_s=site.enquire_link_interval_s,
     )
-    return SmppPlatform(link=link, long_messages=site.long_messages)
+    return SmppPlatform(link=link, long_messages=site.long_messages, receipts=site.report_secret is not None)

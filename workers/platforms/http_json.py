@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 
 from shared.model import Job, Outcome
-from workers.platforms.base import Result
+from shared.reports import ReportUrls
+from workers.platforms.base import Result, attempt_of
 from workers.platforms.http1 import Http1Client, TransportFailure
 from workers.platforms.http_client import HttpRequester, classify_transport_error, short
 
@@ -34,6 +35,7 @@ class HttpJsonPlatform:
         batch_size: int = 1,
         concurrency: int = 64,
         client: HttpRequester | None = None,
+        reports: ReportUrls | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH}")
@@ -41,18 +43,24 @@ class HttpJsonPlatform:
         self._http = client or Http1Client(url=url, timeout_s=timeout_s, size=concurrency)
         self._target = Http1Client.target_of(url)
         self._token = token or ""
+        self._reports = reports  # None: ask the platform for no delivery reports
 
-    async def send(self, jobs: Sequence[Job]) -> list[Result]:
+    async def send(self, jobs: Sequence[Job], *, attempts: Sequence[int] = ()) -> list[Result]:
         results: list[Result] = []
         for start in range(0, len(jobs), self.max_batch):
-            results.extend(await self._send_batch(jobs[start : start + self.max_batch]))
+            batch = jobs[start : start + self.max_batch]
+            callbacks = [self._callback(job, attempt_of(attempts, start + i)) for i, job in enumerate(batch)]
+            results.extend(await self._send_batch(batch, callbacks))
         return results
+
+    def _callback(self, job: Job, attempt: int) -> str | None:
+        return self._reports.for_attempt(job.id, attempt) if self._reports is not None else None
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send_batch(self, jobs: Sequence[Job]) -> list[Result]:
-        content = encode_submit(jobs, token=self._token)
+    async def _send_batch(self, jobs: Sequence[Job], callbacks: Sequence[str | None]) -> list[Result]:
+        content = encode_submit(jobs, token=self._token, callbacks=callbacks)
         try:
             answer = await self._http.request("POST", self._target, headers=_HEADERS, body=content)
         except TransportFailure as exc:
@@ -62,24 +70,26 @@ class HttpJsonPlatform:
             # The platform refused the request as a whole without saying which message is at fault. Send
             # each alone, so one bad message does not take 99 good ones down with it.
             results = []
-            for job in jobs:
-                results.extend(await self._send_batch([job]))
+            for job, callback in zip(jobs, callbacks, strict=True):
+                results.extend(await self._send_batch([job], [callback]))
         return results
 
 
-def encode_submit(jobs: Sequence[Job], *, token: str) -> bytes:
-    return orjson.dumps(
-        {"messages": {"authentication": {"producttoken": token}, "msg": [_message(job) for job in jobs]}}
-    )
+def encode_submit(jobs: Sequence[Job], *, token: str, callbacks: Sequence[str | None] = ()) -> bytes:
+    messages = [_message(job, callbacks[i] if i < len(callbacks) else None) for i, job in enumerate(jobs)]
+    return orjson.dumps({"messages": {"authentication": {"producttoken": token}, "msg": messages}})
 
 
-def _message(job: Job) -> dict[str, Any]:
+def _message(job: Job, callback: str | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {
         "from": job.sender,
         "to": [{"number": job.to}],
         "body": {"type": "auto", "content": job.body},
         "reference": job.id,
     }
+    if callback is not None:
+        # Where the platform posts this attempt's delivery reports; it names the relay message and attempt.
+        message["callback"] = callback
     if job.expires_at > 0:
         message["validity"] = datetime.fromtimestamp(job.expires_at, tz=UTC).isoformat(timespec="seconds")
     return message

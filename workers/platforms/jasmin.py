@@ -18,19 +18,30 @@ _FORM = [("Content-Type", "application/x-www-form-urlencoded")]
 class JasminPlatform(PerMessagePlatform):
     """Sends each job as one POST to Jasmin's `/send`; non-GSM text goes as UTF-16BE hex with coding 8."""
 
-    def form(self, job: Job) -> dict[str, str]:
+    def form(self, job: Job, *, attempt: int = 0) -> dict[str, str]:
         form = {"username": self._username, "password": self._password, "to": job.to, "from": job.sender}
         if job.encoding == "gsm7":
             form.update(content=job.body, coding=str(CODING_DEFAULT))
         else:
             # Jasmin's `content` is latin-1; anything else must go as raw UCS-2 bytes in hex.
             form.update({"hex-content": job.body.encode("utf-16-be").hex(), "coding": str(CODING_UCS2)})
+        if self._reports is not None:
+            # Level 3: the SMSC's answer to Jasmin's submit (1) and the handset's receipt (2); POSTed, so
+            # the relay's reference stays in the URL's query as written.
+            form.update(
+                {
+                    "dlr": "yes",
+                    "dlr-url": self._reports.for_attempt(job.id, attempt),
+                    "dlr-level": "3",
+                    "dlr-method": "POST",
+                }
+            )
         # No validity-period: Jasmin 0.11.1 answers `Success` to one and then drops the message whenever
         # the time it makes of it falls in a second's last tenth (it cannot encode it; README, "Platforms").
         return form
 
-    async def _request(self, job: Job) -> HttpAnswer:
-        body = urlencode(self.form(job)).encode()
+    async def _request(self, job: Job, attempt: int) -> HttpAnswer:
+        body = urlencode(self.form(job, attempt=attempt)).encode()
         return await self._http.request("POST", self._target, headers=_FORM, body=body)
 
     def _classify(self, answer: HttpAnswer) -> Result:

@@ -7,6 +7,7 @@ import time
 from urllib.parse import urlencode
 
 from shared.model import Job, Outcome
+from shared.reports import ReportUrls
 from workers.platforms.base import Result
 from workers.platforms.http1 import HttpAnswer
 from workers.platforms.http_client import HttpRequester, short
@@ -14,6 +15,11 @@ from workers.platforms.per_message import PerMessagePlatform
 
 # Kannel's own answers to a sendsms request that it took.
 _TAKEN_PREFIXES = ("0:", "3:")  # "0: Accepted for delivery", "3: Queued for later delivery"
+# Reports asked of Kannel: delivered (1) and not delivered (2) to the phone, delivered (8) and not
+# delivered (16) to the SMSC; "queued at the SMSC" (4) says nothing the relay acts on.
+DLR_MASK = 1 | 2 | 8 | 16
+# Kannel's escapes added to the dlr-url: the report's type, the SMSC's answer, its time, the SMSC's id.
+DLR_FIELDS = "&type=%d&reply=%A&ts=%T&smsc=%i&platform_id=%F"
 CODING_7BIT = 0
 CODING_UCS2 = 2
 
@@ -29,8 +35,8 @@ class KannelPlatform(PerMessagePlatform):
         password: str,
         timeout_s: float,
         concurrency: int = 64,
-        dlr_mask: int | None = None,
         client: HttpRequester | None = None,
+        reports: ReportUrls | None = None,
     ) -> None:
         super().__init__(
             url=url,
@@ -39,10 +45,10 @@ class KannelPlatform(PerMessagePlatform):
             timeout_s=timeout_s,
             concurrency=concurrency,
             client=client,
+            reports=reports,
         )
-        self._dlr_mask = dlr_mask
 
-    def params(self, job: Job, *, now: float | None = None) -> dict[str, str]:
+    def params(self, job: Job, *, attempt: int = 0, now: float | None = None) -> dict[str, str]:
         params = {
             "username": self._username,
             "password": self._password,
@@ -55,8 +61,11 @@ class KannelPlatform(PerMessagePlatform):
             # ([BINF:...]) and hands it to the SMSC module, so each copy there names the relay message.
             "binfo": job.id,
         }
-        if self._dlr_mask is not None:
-            params["dlr-mask"] = str(self._dlr_mask)
+        if self._reports is not None:
+            # The relay's id and attempt in the URL: Kannel's own %I differs between two reports of one
+            # message (measured with fakesmsc), so it cannot match them.
+            params["dlr-mask"] = str(DLR_MASK)
+            params["dlr-url"] = self._reports.for_attempt(job.id, attempt) + DLR_FIELDS
         if job.expires_at > 0:
             # Kannel's validity is relative, in whole minutes; round up so the platform never gives up
             # before the relay would.
@@ -64,9 +73,10 @@ class KannelPlatform(PerMessagePlatform):
             params["validity"] = str(max(1, math.ceil(remaining_s / 60)))
         return params
 
-    async def _request(self, job: Job) -> HttpAnswer:
+    async def _request(self, job: Job, attempt: int) -> HttpAnswer:
         separator = "&" if "?" in self._target else "?"
-        return await self._http.request("GET", self._target + separator + urlencode(self.params(job)))
+        query = urlencode(self.params(job, attempt=attempt))
+        return await self._http.request("GET", self._target + separator + query)
 
     def _classify(self, answer: HttpAnswer) -> Result:
         return classify_answer(answer.status, answer.body)

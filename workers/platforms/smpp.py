@@ -26,8 +26,9 @@ from shared.smpp import (
     status_name,
     tlv,
 )
-from workers.platforms.base import Result
+from workers.platforms.base import Result, attempt_of
 from workers.platforms.smpp_link import SmppLink
+from workers.platforms.smpp_receipts import ReceiptReader, ReportSink, SubmittedIds
 from workers.platforms.smpp_session import AnswerLost, SessionError
 from workers.platforms.smpp_text import (
     address,
@@ -69,17 +70,29 @@ class SmppPlatform:
         *,
         link: SmppLink,
         long_messages: LongMessages = LongMessages.UDH,
+        receipts: bool = False,
     ) -> None:
         self._link = link
         self._long_messages = long_messages
+        self._registered_delivery = 1 if receipts else 0  # SMSC delivery receipt on success or failure
+        self._ids = SubmittedIds()
+
+    def report_to(self, *, site: str, sink: ReportSink) -> None:
+        """Read receipts on the session and publish them through `sink` (confirmed) before answering."""
+        if self._registered_delivery:
+            self._link.on_deliver = ReceiptReader(site=site, ids=self._ids, sink=sink).on_deliver
 
     @property
     def problem(self) -> str | None:
         """Why the site cannot take traffic now (a refused bind, an unreachable SMSC), if it cannot."""
         return self._link.problem
 
-    async def send(self, jobs: Sequence[Job]) -> list[Result]:
-        return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
+    async def send(self, jobs: Sequence[Job], *, attempts: Sequence[int] = ()) -> list[Result]:
+        return list(
+            await asyncio.gather(
+                *(self._send_one(job, attempt_of(attempts, i)) for i, job in enumerate(jobs))
+            )
+        )
 
     async def aclose(self) -> None:
         await self._link.close()
@@ -108,20 +121,23 @@ class SmppPlatform:
             + bytes((esm_class, 0, 0))  # esm_class, protocol_id, priority_flag
             + c_string("")  # schedule_delivery_time
             + c_string(validity)
-            + bytes((0, 0, encoded.data_coding, 0))  # registered_delivery, replace, data_coding, default id
+            # registered_delivery, replace_if_present, data_coding, sm_default_msg_id
+            + bytes((self._registered_delivery, 0, encoded.data_coding, 0))
         )
         reference = tlv(TLV_RELAY_MESSAGE_ID, job.id.encode("ascii"))
         if self._long_messages is LongMessages.MESSAGE_PAYLOAD and len(split(encoded)) > 1:
             return [head + b"\x00" + tlv(TLV_MESSAGE_PAYLOAD, payloads[0]) + reference]
         return [head + bytes((len(payload),)) + payload + reference for payload in payloads]
 
-    async def _send_one(self, job: Job) -> Result:
+    async def _send_one(self, job: Job, attempt: int) -> Result:
         message_ids: list[str] = []
         bodies = self.bodies(job)
         for number, body in enumerate(bodies, start=1):
             result = await self._submit(body)
             if isinstance(result, str):
                 message_ids.append(result)
+                if result:
+                    self._ids.remember(result, job.id, attempt)
                 continue
             if message_ids:
                 # Earlier parts are with the SMSC: whatever happens now, the phone may show some of it.

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from shared.logs import get_logger
 from shared.smpp import CommandId, CommandStatus, Pdu
-from workers.platforms.smpp_session import BindRefused, NotSent, SessionError, SmppSession
+from workers.platforms.smpp_session import BindRefused, DeliverHandler, NotSent, SessionError, SmppSession
 
 log = get_logger(__name__)
 
@@ -75,6 +75,7 @@ class SmppLink:
         self._next_bind_at = 0.0
         self._keepalive: asyncio.Task[None] | None = None
         self.problem: str | None = None
+        self.on_deliver: DeliverHandler | None = None  # receipts, once the worker can publish them
 
     async def submit(self, body: bytes) -> Pdu:
         """The submit_sm_resp; `NotSent` when no session could be had, `AnswerLost` when it did not come."""
@@ -114,6 +115,7 @@ class SmppLink:
                     password=self._password,
                     system_type=self._system_type,
                     timeout_s=self._timeout_s,
+                    on_deliver=self.on_deliver,
                 )
             except SessionError as exc:
                 self._failed_bind(exc, now=loop.time())

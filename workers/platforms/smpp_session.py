@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Awaitable, Callable
 
 from shared.logs import get_logger
 from shared.smpp import (
@@ -43,12 +44,25 @@ class BindRefused(SessionError):
         self.status = status
 
 
+DeliverHandler = Callable[[Pdu], Awaitable[int]]
+
+
 class SmppSession:
-    """Open with `bind()`; `request()` sends one PDU and waits for its response; `unbind()` ends it."""
+    """Open with `bind()`; `request()` sends one PDU and waits for its response; `unbind()` ends it.
+
+    A deliver_sm (a receipt, or a message from a handset) is answered at once with ESME_ROK, or, with an
+    `on_deliver` handler, with the status the handler returns once it is done (a receipt made durable)."""
 
     def __init__(
-        self, *, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout_s: float
+        self,
+        *,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        timeout_s: float,
+        on_deliver: DeliverHandler | None = None,
     ) -> None:
+        self._on_deliver = on_deliver
+        self._delivering: set[asyncio.Task[None]] = set()
         self._reader = reader
         self._writer = writer
         self._timeout_s = timeout_s
@@ -68,6 +82,7 @@ class SmppSession:
         password: str,
         system_type: str,
         timeout_s: float,
+        on_deliver: DeliverHandler | None = None,
     ) -> SmppSession:
         """A bound transceiver session; `NotSent` when the SMSC cannot be reached, `BindRefused` when it
         answers the bind with an error, `AnswerLost` when it does not answer it."""
@@ -75,7 +90,7 @@ class SmppSession:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
         except (OSError, TimeoutError) as exc:
             raise NotSent(f"cannot connect to {host}:{port}: {exc!r}") from None
-        session = cls(reader=reader, writer=writer, timeout_s=timeout_s)
+        session = cls(reader=reader, writer=writer, timeout_s=timeout_s, on_deliver=on_deliver)
         session._reading = asyncio.create_task(session._read_loop(), name="smpp-read")
         body = (
             c_string(system_id)
@@ -169,14 +184,25 @@ class SmppSession:
         if pdu.command_id == CommandId.UNBIND:
             self._respond(pdu)
             return False
+        if pdu.command_id == CommandId.DELIVER_SM and self._on_deliver is not None:
+            task = asyncio.create_task(self._deliver(pdu, self._on_deliver), name="smpp-deliver-sm")
+            self._delivering.add(task)
+            task.add_done_callback(self._delivering.discard)
+            return True
         if pdu.command_id in (CommandId.ENQUIRE_LINK, CommandId.DELIVER_SM):
-            # A deliver_sm (a receipt or a reply) is acknowledged; the relay does not read them yet.
             self._respond(pdu, b"\x00" if pdu.command_id == CommandId.DELIVER_SM else b"")
             return True
         self._writer.write(Pdu(CommandId.GENERIC_NACK, CommandStatus.ESME_RINVCMDID, pdu.sequence).encode())
         return True
 
-    def _respond(self, request: Pdu, body: bytes = b"") -> None:
-        self._writer.write(
-            Pdu(request.command_id | RESPONSE_BIT, CommandStatus.ESME_ROK, request.sequence, body).encode()
-        )
+    async def _deliver(self, pdu: Pdu, handler: DeliverHandler) -> None:
+        try:
+            status = await handler(pdu)
+        except Exception:
+            log.exception("deliver_sm handler failed")
+            status = CommandStatus.ESME_RX_T_APPN
+        if self.alive:
+            self._respond(pdu, b"\x00", status=status)
+
+    def _respond(self, request: Pdu, body: bytes = b"", *, status: int = CommandStatus.ESME_ROK) -> None:
+        self._writer.write(Pdu(request.command_id | RESPONSE_BIT, status, request.sequence, body).encode())
