@@ -12,9 +12,9 @@ from typing import Any
 from aio_pika.abc import AbstractRobustConnection
 
 from shared.broker import RECONNECT_INTERVAL_S, ConfirmedPublisher, Fate, Verdict, connect
+from shared.broker_settings import BrokerSettings
 from shared.errors import RelayError
 from shared.logs import get_logger
-from shared.settings import BrokerSettings
 from shared.topology import Topology, declare, jobs_exchange, reports_exchange
 
 log = get_logger("ingress.broker")

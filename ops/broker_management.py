@@ -14,8 +14,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
+from shared.broker_settings import BrokerSettings
 from shared.errors import NotFound, TransientError
-from shared.settings import BrokerSettings
 
 DEFAULT_USER = "guest"
 

@@ -15,10 +15,10 @@ import psutil
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection, ExchangeType
 
 from shared.broker import connect
+from shared.broker_settings import BrokerSettings
 from shared.envelope import decode_heartbeat
 from shared.errors import EnvelopeError
 from shared.model import CircuitState, Heartbeat
-from shared.settings import BrokerSettings
 from shared.topology import heartbeat_exchange
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from ops.broker_management import Management, ManagementUnreachable
+from shared.broker_settings import BrokerSettings
 from shared.errors import NotFound
-from shared.settings import BrokerSettings
 
 
 @dataclass(slots=True, kw_only=True)

@@ -18,10 +18,10 @@ from aio_pika.robust_connection import RobustConnection
 from aiormq import spec
 from yarl import URL
 
+from shared.broker_settings import BrokerSettings
 from shared.envelope import CONTENT_TYPE
 from shared.errors import BrokerUnavailable, PublishRefused
 from shared.logs import get_logger
-from shared.settings import BrokerSettings
 
 PERSISTENT = 2  # AMQP delivery_mode
 TRANSIENT = 1

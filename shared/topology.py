@@ -29,8 +29,9 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, ExchangeType
 from aiormq.exceptions import ChannelPreconditionFailed
 
+from shared.broker_settings import DEFAULT_DELIVERY_LIMIT
 from shared.errors import PermanentError
-from shared.settings import DEFAULT_DELIVERY_LIMIT, Settings
+from shared.settings import Settings
 
 OWN_SITE_PRIORITY = 10
 STANDBY_PRIORITY = 1

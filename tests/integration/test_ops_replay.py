@@ -6,7 +6,8 @@ import pytest
 
 from ops.replay import Replayer, ReplayResult
 from shared.broker import ConfirmedPublisher, connect
-from shared.settings import BrokerSettings, StoreSettings
+from shared.broker_settings import BrokerSettings
+from shared.settings import StoreSettings
 from shared.store import dead_letters
 from shared.store.engine import make_engine, make_sessionmaker
 from shared.store.models import DeadLetter

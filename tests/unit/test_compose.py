@@ -61,11 +61,12 @@ def all_invocations() -> list[tuple[str, list[str]]]:
 
 
 def test_the_expected_services_exist() -> None:
-    assert set(SERVICES) == {"rabbitmq", "ingress", "worker-a", "worker-b", "sim-a", "sim-b"}
+    assert set(SERVICES) == {"rabbitmq", "ingress", "worker-a", "worker-b", "sim-a", "sim-b", "callbacks"}
     assert image_entrypoint() == ["relay"]
     commands = {name: argv[1] for name, argv in all_invocations()}
     assert commands["worker-a"] == commands["worker-b"] == "worker"
     assert commands["sim-a"] == commands["sim-b"] == "platform-sim"
+    assert commands["callbacks"] == "callbacks"
     ingress = [argv[1:] for name, argv in all_invocations() if name == "ingress"]
     assert ingress[0][:2] == ["db", "upgrade"] and ingress[-1][0] == "ingress"
 

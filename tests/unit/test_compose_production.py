@@ -49,6 +49,7 @@ def test_the_profile_has_the_production_shape_and_the_default_set_is_untouched()
         "lb",
         "worker-a-ha",
         "worker-b-ha",
+        "callbacks-ha",
     }
     assert set(SERVICES) | set(PRODUCTION) == set(ALL_SERVICES)
     for name, svc in PRODUCTION.items():

@@ -10,7 +10,7 @@ from ops.broker_management import Management, endpoints, vhost_of
 from ops.status_cluster import cluster_lines, cluster_view, read_cluster
 from ops.status_model import Snapshot
 from ops.status_render import render_plain
-from shared.settings import BrokerSettings
+from shared.broker_settings import BrokerSettings
 
 N1, N2, N3 = "rabbit@n1", "rabbit@n2", "rabbit@n3"
 
