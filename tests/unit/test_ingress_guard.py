@@ -10,7 +10,7 @@ import pytest
 from ingress import public_texts
 from ingress.auth import MAX_ENTRIES, KeyCache
 from ingress.rate_buckets import Bucket, LocalBuckets
-from ingress.tenant_guard import policy_of, rate_limit_headers
+from ingress.tenant_guard import policy_of, rate_limit_policy, rate_limit_value
 from ingress.validation import validate_message
 from shared.errors import ValidationFailed
 from shared.guard_settings import GuardSettings, NumberType
@@ -112,10 +112,11 @@ def test_a_local_bucket_gives_its_burst_then_its_rate() -> None:
 def test_ratelimit_fields_follow_the_draft() -> None:
     buckets, bucket = LocalBuckets(), Bucket(per_second=2, burst=10)
     verdict = buckets.take("t", bucket, 4)
-    assert rate_limit_headers(bucket, verdict) == {
-        "RateLimit-Policy": '"messages";q=10;w=5',
-        "RateLimit": '"messages";r=6;t=2',
-    }
+    assert rate_limit_policy(bucket) == b'"messages";q=10;w=5'
+    assert rate_limit_value(verdict) == b'"messages";r=6;t=2'
+    assert policy_of(Limits(tenant="t", per_second=2, burst=10), GuardSettings()).policy_field == (
+        rate_limit_policy(bucket)
+    )
 
 
 @pytest.mark.parametrize(
