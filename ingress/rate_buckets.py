@@ -88,7 +88,11 @@ class LocalBuckets:
         self._entries: dict[str, _LocalBucket] = {}
 
     def take(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
-        entry = self._entry(tenant, bucket)
+        entry = self._entries.get(tenant)
+        # The policy's bucket object stays the same while its limit does (`TenantGuard.refresh`), so
+        # identity answers; a new or changed limit starts a fresh bucket.
+        if entry is None or entry.bucket is not bucket:
+            entry = self._fresh(tenant, bucket, entry)
         now_ms = time.monotonic_ns() // 1_000_000
         entry.state, decision = _ALGORITHM.step(entry.rates, entry.state, now_ms, weight)
         return _verdict(bucket, decision, _owed(bucket, entry.state, now_ms))
@@ -99,13 +103,12 @@ class LocalBuckets:
             return _verdict(bucket, ADMITTED, 0)
         return _verdict(bucket, ADMITTED, _owed(bucket, entry.state, time.monotonic_ns() // 1_000_000))
 
-    def _entry(self, tenant: str, bucket: Bucket) -> _LocalBucket:
-        entry = self._entries.get(tenant)
-        # The policy's bucket object is the same from one refresh of the limits to the next, so
-        # identity answers first; a new or changed limit starts a fresh bucket.
-        if entry is None or (entry.bucket is not bucket and entry.bucket != bucket):
-            rates = bucket.rates
-            entry = self._entries[tenant] = _LocalBucket(bucket, rates, _ALGORITHM.initial(rates))
+    def _fresh(self, tenant: str, bucket: Bucket, entry: _LocalBucket | None) -> _LocalBucket:
+        if entry is not None and entry.bucket == bucket:  # the same limit in another object
+            entry.bucket = bucket
+            return entry
+        rates = bucket.rates
+        entry = self._entries[tenant] = _LocalBucket(bucket, rates, _ALGORITHM.initial(rates))
         return entry
 
 

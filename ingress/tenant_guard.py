@@ -201,7 +201,12 @@ class TenantGuard:
         except Exception as exc:
             log.warning("tenant limits not read; the last ones stay in force", error=repr(exc))
             return
-        self._policies = {tenant: policy_of(own, self._settings) for tenant, own in limits.items()}
+        # An unchanged policy keeps its objects, so a submit's checks find its bucket by identity.
+        fresh = {tenant: policy_of(own, self._settings) for tenant, own in limits.items()}
+        self._policies = {
+            tenant: old if (old := self._policies.get(tenant)) == policy else policy
+            for tenant, policy in fresh.items()
+        }
         self._queued_stored = queued
         self._queued_since.clear()
         self._generation += 1
@@ -238,4 +243,4 @@ def rate_limit_policy(bucket: Bucket) -> bytes:
 
 
 def rate_limit_value(verdict: Verdict) -> bytes:
-    return b'"messages";r=%d;t=%d' % (verdict.remaining, math.ceil(verdict.full_in_s))
+    return f'"messages";r={verdict.remaining};t={math.ceil(verdict.full_in_s)}'.encode()

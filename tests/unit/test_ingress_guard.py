@@ -109,6 +109,15 @@ def test_a_local_bucket_gives_its_burst_then_its_rate() -> None:
     assert not buckets.take("t", bucket, 6).decision.allowed  # more than the burst never fits
 
 
+def test_a_local_bucket_outlives_a_reread_limit_but_not_a_changed_one() -> None:
+    buckets = LocalBuckets()
+    assert buckets.take("t", Bucket(per_second=1, burst=2), 2).decision.allowed
+    # Each refresh of the limits may bring another object of the same limit: the tokens stay spent.
+    again = buckets.take("t", Bucket(per_second=1, burst=2), 1)
+    assert not again.decision.allowed and again.remaining == 0
+    assert buckets.take("t", Bucket(per_second=1, burst=3), 3).decision.allowed  # changed: a fresh bucket
+
+
 def test_ratelimit_fields_follow_the_draft() -> None:
     buckets, bucket = LocalBuckets(), Bucket(per_second=2, burst=10)
     verdict = buckets.take("t", bucket, 4)
