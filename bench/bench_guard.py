@@ -2,13 +2,16 @@
 
 One ingress process serves three tenants over 64 keep-alive connections each: "free" and "free2" have
 no rate limit, "limited" has one far above what the machine can send (so nothing is refused and only the
-check's cost shows). Rounds turn which tenant goes first and the cost is the median over the rounds of each
-round's `1 - limited/free` (throughput) and of the server CPU per message, so figures measured seconds
-apart are compared. On a machine shared with other work those swing by tens of percent from round to
-round, so the guard's own CPU per submit is also measured in process (`TenantGuard.admit` and the
-RateLimit fields, 20,000 times per tenant) and set against the server's CPU per submit of the same
-run: `rate_check_share_of_submit_cpu`, the figure the 5% target is read against. The same is done
-again with the buckets shared through Redis (`guard.redis_url`), when Redis answers on 127.0.0.1:6379.
+check's cost shows: the bucket, and the RateLimit fields on every answer). Rounds turn which tenant goes
+first, and each figure is the median over the rounds of that round's ratio, so figures measured seconds
+apart are compared. The headline, which the 5% target is read against, is the throughput cost
+`1 - limited/free`, beside the A/A spread `|1 - free2/free|` of the same rounds: two identical
+tenants differ by that much, so a cost below it is not told apart from the machine's noise. The server's
+CPU per message is compared the same way (`server_cpu_cost` beside `a_a_server_cpu_spread`); it is
+steadier than throughput when other work shares the CPU. As a detail, the guard's own CPU per submit
+is also measured in process (`TenantGuard.admit` and the RateLimit fields, 20,000 times per tenant):
+it leaves out what the fields cost the HTTP server and the client. The same is done again with the
+buckets shared through Redis (`guard.redis_url`), when Redis answers on 127.0.0.1:6379.
 Run: `python -m bench.bench_guard [--quick] [--rounds N]`; results in bench/results/guard.json. Only
 127.0.0.1 is used.
 """
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +112,14 @@ async def check_cost_us(store: StoreSettings, redis_url: str | None, prefix: str
         settings=GuardSettings(redis_url=redis_url), sessions=make_sessionmaker(engine), prefix=prefix
     )
     await guard.start()
-    costs = {}
+    costs: dict[str, float] = {}
     try:
         for tenant in ("free", "limited", "free", "limited"):
             started = time.process_time()
             for _ in range(CHECKS):
                 async with guard.admit(tenant, 1):
                     pass
-                guard.headers(tenant)
+                guard.fields(tenant)
             costs[tenant] = min(costs.get(tenant, 1e9), (time.process_time() - started) / CHECKS * 1e6)
     finally:
         await guard.stop()
@@ -155,23 +158,32 @@ async def one_mode(redis_url: str | None, count: int, rounds: int) -> dict[str, 
     finally:
         await delete_broker_names(BROKER_URL, settings)
         shutil.rmtree(workdir, ignore_errors=True)
-    cost = [1 - r["limited"]["per_s"] / r["free"]["per_s"] for r in done]
-    cpu_cost = [
-        r["limited"]["server_cpu_ms_per_message"] / r["free"]["server_cpu_ms_per_message"] - 1 for r in done
-    ]
-    a_a = [abs(1 - r["free2"]["per_s"] / r["free"]["per_s"]) for r in done]
-    free_cpu_us = statistics.median(r["free"]["server_cpu_ms_per_message"] for r in done) * 1000
+    throughput_cost = median_of(done, lambda r: 1 - r["limited"]["per_s"] / r["free"]["per_s"])
+    a_a = median_of(done, lambda r: abs(1 - r["free2"]["per_s"] / r["free"]["per_s"]))
+    free_cpu_us = statistics.median(cpu_ms(r, "free") for r in done) * 1000
     check_us = in_process["limited_us"] - in_process["free_us"]
     return {
         "rounds": done,
-        "throughput_cost": round(statistics.median(cost), 4),
-        "server_cpu_cost": round(statistics.median(cpu_cost), 4),
-        "a_a_throughput_spread": round(statistics.median(a_a), 4),
-        "guard_cpu_us_per_submit": in_process,
-        "rate_check_us": round(check_us, 2),
-        "rate_check_share_of_submit_cpu": round(check_us / free_cpu_us, 4),
-        "target_met": check_us / free_cpu_us < TARGET_COST,
+        "throughput_cost": throughput_cost,
+        "a_a_throughput_spread": a_a,
+        "cost_beyond_a_a": throughput_cost > a_a,
+        "server_cpu_cost": median_of(done, lambda r: cpu_ms(r, "limited") / cpu_ms(r, "free") - 1),
+        "a_a_server_cpu_spread": median_of(done, lambda r: abs(cpu_ms(r, "free2") / cpu_ms(r, "free") - 1)),
+        "in_process": {
+            "guard_cpu_us_per_submit": in_process,
+            "rate_check_us": round(check_us, 2),
+            "rate_check_share_of_submit_cpu": round(check_us / free_cpu_us, 4),
+        },
+        "target_met": throughput_cost < TARGET_COST,
     }
+
+
+def cpu_ms(round_: dict[str, Any], tenant: str) -> float:
+    return float(round_[tenant]["server_cpu_ms_per_message"])
+
+
+def median_of(rounds: list[dict[str, Any]], ratio: Callable[[dict[str, Any]], float]) -> float:
+    return round(statistics.median(ratio(r) for r in rounds), 4)
 
 
 def redis_answers() -> bool:
@@ -187,8 +199,9 @@ async def main_async(quick: bool, rounds: int) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count()},
         "single_submits_per_round_and_tenant": count,
         "clients": CLIENTS,
-        "cost_is": "median over the rounds of 1 - limited/free (throughput) and limited/free - 1 (server "
-        "CPU per message)",
+        "cost_is": "median over the rounds of 1 - limited/free (throughput: the target's figure) and "
+        "limited/free - 1 (server CPU per message), beside the A/A spread |1 - free2/free| of the same "
+        "rounds",
         "local": await one_mode(None, count, rounds),
     }
     if redis_answers():
@@ -206,7 +219,15 @@ def main() -> None:
     if not args.quick:
         RESULTS.write_text(text + "\n")
     print(text)
-    print("rate-limit cost (numbers are noisy when other work shares the CPU)", file=sys.stderr)
+    for mode in ("local", "redis"):
+        if mode in report:
+            got = report[mode]
+            print(
+                f"{mode}: a rate limit costs {got['throughput_cost']:.1%} of single-submit throughput "
+                f"(target < {TARGET_COST:.0%}: {'met' if got['target_met'] else 'missed'}); two tenants "
+                f"without a limit differ by {got['a_a_throughput_spread']:.1%} in the same rounds",
+                file=sys.stderr,
+            )
 
 
 if __name__ == "__main__":

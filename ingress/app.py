@@ -148,7 +148,11 @@ async def _framework_submit(request: Request) -> Response:
             content_type=request.headers.get("content-type"),
         )
     )
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
+    response = Response(
+        reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers
+    )
+    response.raw_headers.extend(reply.fields)
+    return response
 
 
 router = APIRouter()

@@ -101,11 +101,20 @@ class RelayApp:
             reply = Reply(status=500, body=orjson.dumps(failure), media_type=PROBLEM_TYPE)
         # An answer given before the whole body was read waits for it (see `ingress.request_body`).
         send = await answer_after_body(send, body, headers, self._drain_max_bytes)
-        await _send(send, reply.status, reply.body, reply.media_type, reply.headers)
+        await _send(send, reply.status, reply.body, reply.media_type, reply.headers, reply.fields)
 
 
-async def _send(send: Any, status: int, body: bytes, media_type: str, headers: dict[str, str]) -> None:
+async def _send(
+    send: Any,
+    status: int,
+    body: bytes,
+    media_type: str,
+    headers: dict[str, str],
+    fields: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if fields:
+        raw += fields
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

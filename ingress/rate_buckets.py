@@ -15,16 +15,10 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from prometheus_client import Counter
-from pyrate_limiter import (
-    Decision,
-    InMemoryStateStore,
-    Rate,
-    RedisStateStore,
-    StateStore,
-    TokenBucket,
-)
+from pyrate_limiter import Decision, Rate, RedisStateStore, StateStore, TokenBucket
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -62,50 +56,72 @@ class Bucket:
         return f"{tenant}:{self.per_second:g}:{self.burst}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Verdict:
+class Verdict(NamedTuple):
+    # A tuple rather than a frozen dataclass: one is made per rate-limited submit, and a frozen
+    # dataclass's constructor costs several times a tuple's.
     decision: Decision
     remaining: int  # tokens left after this check (the local view with several replicas)
     full_in_s: float  # seconds until the bucket is full again
 
 
 def _verdict(bucket: Bucket, decision: Decision, owed: int) -> Verdict:
-    owed = max(0, min(owed, bucket.burst))
-    return Verdict(decision=decision, remaining=bucket.burst - owed, full_in_s=owed / bucket.per_second)
+    owed = 0 if owed < 0 else bucket.burst if owed > bucket.burst else owed
+    return Verdict(decision, bucket.burst - owed, owed / bucket.per_second)
+
+
+@dataclass(slots=True)
+class _LocalBucket:
+    bucket: Bucket
+    rates: list[Rate]
+    state: tuple[float, ...]  # the algorithm's: GCRA's theoretical arrival time, µs of the monotonic clock
 
 
 class LocalBuckets:
-    """One process's buckets: right when one ingress process takes a tenant's traffic."""
+    """One process's buckets: right when one ingress process takes a tenant's traffic.
+
+    The state is kept here and advanced by the library's algorithm (`TokenBucket.step`, what its
+    `InMemoryStateStore.check` calls) on every rate-limited submit: the store would add a lock that one
+    event loop has no use for, and reading the state back for the RateLimit fields is a second call.
+    """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[Bucket, list[Rate], InMemoryStateStore]] = {}
+        self._entries: dict[str, _LocalBucket] = {}
 
     def take(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
         entry = self._entries.get(tenant)
-        if entry is None or entry[0] != bucket:  # new, or its limit changed: a fresh bucket
-            entry = self._entries[tenant] = (bucket, bucket.rates, InMemoryStateStore())
-        _, rates, store = entry
+        # The policy's bucket object stays the same while its limit does (`TenantGuard.refresh`), so
+        # identity answers; a new or changed limit starts a fresh bucket.
+        if entry is None or entry.bucket is not bucket:
+            entry = self._fresh(tenant, bucket, entry)
         now_ms = time.monotonic_ns() // 1_000_000
-        decision: Decision = store.check(_ALGORITHM, rates, now_ms, weight)  # type: ignore[no-untyped-call]
-        return _verdict(bucket, decision, _owed(bucket, store, rates, now_ms))
+        entry.state, decision = _ALGORITHM.step(entry.rates, entry.state, now_ms, weight)
+        return _verdict(bucket, decision, _owed(bucket, entry.state, now_ms))
 
     def peek(self, tenant: str, bucket: Bucket) -> Verdict:
         entry = self._entries.get(tenant)
-        if entry is None or entry[0] != bucket:
+        if entry is None or entry.bucket != bucket:
             return _verdict(bucket, ADMITTED, 0)
-        return _verdict(bucket, ADMITTED, _owed(bucket, entry[2], entry[1], time.monotonic_ns() // 1_000_000))
+        return _verdict(bucket, ADMITTED, _owed(bucket, entry.state, time.monotonic_ns() // 1_000_000))
+
+    def _fresh(self, tenant: str, bucket: Bucket, entry: _LocalBucket | None) -> _LocalBucket:
+        if entry is not None and entry.bucket == bucket:  # the same limit in another object
+            entry.bucket = bucket
+            return entry
+        rates = bucket.rates
+        entry = self._entries[tenant] = _LocalBucket(bucket, rates, _ALGORITHM.initial(rates))
+        return entry
 
 
-def _owed(bucket: Bucket, store: InMemoryStateStore, rates: list[Rate], now_ms: int) -> int:
+def _owed(bucket: Bucket, state: tuple[float, ...], now_ms: int) -> int:
     """Tokens the bucket is short of full: GCRA's theoretical arrival time (µs) ahead of now, in tokens
     (the library's `consumed`, without its general loop over rates: this is on every submit)."""
-    (tat_us,) = store.read(_ALGORITHM, rates)  # type: ignore[no-untyped-call]
-    ahead_us = int(tat_us) - now_ms * 1000
+    ahead_us = int(state[0]) - now_ms * 1000
     return 0 if ahead_us <= 0 else math.ceil(ahead_us * bucket.per_second / 1_000_000)
 
 
 @dataclass(slots=True)
 class _Lease:
+    bucket: Bucket
     store: StateStore
     allowance: int = 0
     expires_at: float = 0.0
@@ -131,20 +147,27 @@ class SharedBuckets:
         self._paused_until = 0.0
         self._warned_at = -math.inf
 
-    async def take(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
+    def take_leased(self, tenant: str, bucket: Bucket, weight: int) -> Verdict | None:
+        """The verdict this process can give alone, from its lease or the shared bucket's last refusal;
+        None when Redis must be asked (`borrow`). Not a coroutine: most submits end here."""
         lease = self._lease(tenant, bucket)
         lease.demand += weight
         now = time.monotonic()
         if now < lease.expires_at and lease.allowance >= weight:
             lease.allowance -= weight
-            return self._local(bucket, lease, ADMITTED)
+            return _verdict(bucket, ADMITTED, lease.shared_owed - lease.allowance)
         if now < lease.refused_until and weight >= lease.refused_weight:
             # No replica can make tokens come sooner: a tenant over its rate costs no round trips.
             wait_ms = math.ceil((lease.refused_until - now) * 1000)
             return self._local(
                 bucket, lease, Decision(failing_rate=lease.refused.failing_rate, retry_after_ms=wait_ms)
             )
-        if now < self._paused_until:
+        return None
+
+    async def borrow(self, tenant: str, bucket: Bucket, weight: int) -> Verdict:
+        """Ask the shared bucket, after `take_leased` could not answer."""
+        lease = self._lease(tenant, bucket)
+        if time.monotonic() < self._paused_until:
             return self._fail_open(bucket)
         async with lease.lock:
             now = time.monotonic()
@@ -161,20 +184,23 @@ class SharedBuckets:
                 return self._fail_open(bucket)
 
     def peek(self, tenant: str, bucket: Bucket) -> Verdict:
-        lease = self._leases.get(bucket.key(tenant))
-        return _verdict(bucket, ADMITTED, 0) if lease is None else self._local(bucket, lease, ADMITTED)
+        lease = self._leases.get(tenant)
+        if lease is None or lease.bucket != bucket:
+            return _verdict(bucket, ADMITTED, 0)
+        return self._local(bucket, lease, ADMITTED)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
     def _lease(self, tenant: str, bucket: Bucket) -> _Lease:
-        key = bucket.key(tenant)
-        lease = self._leases.get(key)
-        if lease is None:
+        lease = self._leases.get(tenant)
+        # As with the local buckets: identity first, and a changed limit starts a fresh shared bucket
+        # (another Redis key) rather than reading the old one's state with new rates.
+        if lease is None or (lease.bucket is not bucket and lease.bucket != bucket):
             # Redis's own clock is not asked: the library passes this process's wall clock, so
             # replicas' clocks should agree to within a token's time (NTP does).
-            store = RedisStateStore(self._redis, f"{self._prefix}:ratelimit:{key}")
-            lease = self._leases[key] = _Lease(store=store)
+            store = RedisStateStore(self._redis, f"{self._prefix}:ratelimit:{bucket.key(tenant)}")
+            lease = self._leases[tenant] = _Lease(bucket=bucket, store=store)
         return lease
 
     async def _borrow(self, bucket: Bucket, lease: _Lease, weight: int, now: float) -> Verdict:
@@ -185,6 +211,12 @@ class SharedBuckets:
         if elapsed >= LEASE_S:
             lease.estimate = math.ceil(lease.demand * LEASE_S / elapsed)
             lease.demand, lease.window_start = 0, now
+        else:
+            # A lease spent before its time was too small: what this window asked for so far is still
+            # one lease's demand, and taking it doubles the borrow each time, so a tenant that starts
+            # sending after a pause needs a few round trips to reach its pace rather than one per few
+            # messages until the window closes.
+            lease.estimate = max(lease.estimate, lease.demand)
         want = max(need, min(lease.estimate, bucket.burst - unspent))
         decision = await self._check(bucket, lease, want)
         if not decision.allowed and want > need:

@@ -39,6 +39,8 @@ class Reply:
     body: bytes
     media_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
+    # Fields already encoded for the wire (lower-case names): the ones on every answer, made cheaply.
+    fields: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +110,7 @@ class Submissions:
                 headers=dict(problem.headers),
             )
         if tenant is not None:
-            reply.headers.update(self._ingress.guard.headers(tenant))
+            reply.fields.extend(self._ingress.guard.fields(tenant))
         return reply
 
     async def _tenant(self, authorization: str | None) -> str:

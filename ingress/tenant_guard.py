@@ -41,6 +41,8 @@ REFUSED = Counter(
     "Submits refused by a tenant's limits, by which limit: rate, open, queued.",
     ["limit"],
 )
+# Header fields as they go on the wire: lower-case names, encoded values.
+Fields = tuple[tuple[bytes, bytes], ...]
 OPEN_RETRY_S = 1
 QUEUED_RETRY_S = 5
 
@@ -64,6 +66,7 @@ class Policy:
     max_open: int
     max_queued: int
     bucket: Bucket | None  # made once: a submit compares it, never builds one
+    policy_field: bytes = b""  # the RateLimit-Policy value of `bucket`, the same on every answer
 
 
 def policy_of(limits: Limits | None, defaults: GuardSettings) -> Policy:
@@ -74,10 +77,12 @@ def policy_of(limits: Limits | None, defaults: GuardSettings) -> Policy:
     if limits is not None and limits.burst is not None:
         burst = limits.burst
     burst = burst or max(1, math.ceil(per_second))
+    bucket = Bucket(per_second=per_second, burst=burst) if per_second > 0 else None
     return Policy(
         per_second=per_second,
         burst=burst,
-        bucket=Bucket(per_second=per_second, burst=burst) if per_second > 0 else None,
+        bucket=bucket,
+        policy_field=b"" if bucket is None else rate_limit_policy(bucket),
         max_open=_pick(limits.max_open if limits else None, defaults.default_max_open),
         max_queued=_pick(limits.max_queued if limits else None, defaults.default_max_queued),
     )
@@ -142,7 +147,11 @@ class TenantGuard:
             )
         bucket = policy.bucket
         if bucket is not None:
-            verdict = await self._take(tenant, bucket, count)
+            if self._shared is None:
+                verdict = self._local.take(tenant, bucket, count)
+            else:
+                leased = self._shared.take_leased(tenant, bucket, count)
+                verdict = await self._shared.borrow(tenant, bucket, count) if leased is None else leased
             self._last[tenant] = (bucket, verdict)
             if not verdict.decision.allowed:
                 self._refuse_rate(bucket, count, verdict)
@@ -169,16 +178,20 @@ class TenantGuard:
             return jobs
         return [(job, bulk_routing_key(site)) for job, site in jobs]
 
-    def headers(self, tenant: str) -> dict[str, str]:
+    def fields(self, tenant: str) -> Fields:
         """The IETF draft's RateLimit-Policy and RateLimit fields of a tenant's rate (none without one),
-        from its latest check: advisory fields, not worth a second look at the bucket per answer."""
-        bucket = self.policy(tenant).bucket
+        from its latest check, encoded for the wire: advisory fields, not worth a second look at the
+        bucket per answer."""
+        policy = self._policies.get(tenant, self._default)
+        bucket = policy.bucket
         if bucket is None:
-            return {}
+            return ()
         last = self._last.get(tenant)
-        if last is not None and last[0] == bucket:
-            return rate_limit_headers(bucket, last[1])
-        return rate_limit_headers(bucket, (self._shared or self._local).peek(tenant, bucket))
+        if last is not None and (last[0] is bucket or last[0] == bucket):
+            verdict = last[1]
+        else:
+            verdict = (self._shared or self._local).peek(tenant, bucket)
+        return ((b"ratelimit-policy", policy.policy_field), (b"ratelimit", rate_limit_value(verdict)))
 
     async def refresh(self) -> None:
         try:
@@ -188,7 +201,12 @@ class TenantGuard:
         except Exception as exc:
             log.warning("tenant limits not read; the last ones stay in force", error=repr(exc))
             return
-        self._policies = {tenant: policy_of(own, self._settings) for tenant, own in limits.items()}
+        # An unchanged policy keeps its objects, so a submit's checks find its bucket by identity.
+        fresh = {tenant: policy_of(own, self._settings) for tenant, own in limits.items()}
+        self._policies = {
+            tenant: old if (old := self._policies.get(tenant)) == policy else policy
+            for tenant, policy in fresh.items()
+        }
         self._queued_stored = queued
         self._queued_since.clear()
         self._generation += 1
@@ -197,11 +215,6 @@ class TenantGuard:
         while True:
             await asyncio.sleep(self._settings.limits_refresh_s)
             await self.refresh()
-
-    async def _take(self, tenant: str, bucket: Bucket, count: int) -> Verdict:
-        if self._shared is not None:
-            return await self._shared.take(tenant, bucket, count)
-        return self._local.take(tenant, bucket, count)
 
     def _refuse_rate(self, bucket: Bucket, count: int, verdict: Verdict) -> None:
         if count > bucket.burst:
@@ -224,9 +237,10 @@ class TenantGuard:
         raise RateLimited(limit=limit, detail=detail, retry_after_s=retry_after_s)
 
 
-def rate_limit_headers(bucket: Bucket, verdict: Verdict) -> dict[str, str]:
+def rate_limit_policy(bucket: Bucket) -> bytes:
     window_s = max(1, math.ceil(bucket.burst / bucket.per_second))
-    return {
-        "RateLimit-Policy": f'"messages";q={bucket.burst};w={window_s}',
-        "RateLimit": f'"messages";r={verdict.remaining};t={math.ceil(verdict.full_in_s)}',
-    }
+    return b'"messages";q=%d;w=%d' % (bucket.burst, window_s)
+
+
+def rate_limit_value(verdict: Verdict) -> bytes:
+    return f'"messages";r={verdict.remaining};t={math.ceil(verdict.full_in_s)}'.encode()

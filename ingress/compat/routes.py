@@ -44,7 +44,11 @@ async def _framework(request: Request) -> Response:
     handler = drop_ins.handler(request.method, request.url.path)
     assert handler is not None  # the routes below are the handlers' own URLs
     reply = await handler(CompatRequest.from_scope(request.scope, request.stream()))
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
+    response = Response(
+        reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers
+    )
+    response.raw_headers.extend(reply.fields)
+    return response
 
 
 router = APIRouter(tags=["drop-in APIs"])

@@ -10,7 +10,7 @@ import pytest
 from ingress import public_texts
 from ingress.auth import MAX_ENTRIES, KeyCache
 from ingress.rate_buckets import Bucket, LocalBuckets
-from ingress.tenant_guard import policy_of, rate_limit_headers
+from ingress.tenant_guard import policy_of, rate_limit_policy, rate_limit_value
 from ingress.validation import validate_message
 from shared.errors import ValidationFailed
 from shared.guard_settings import GuardSettings, NumberType
@@ -109,13 +109,23 @@ def test_a_local_bucket_gives_its_burst_then_its_rate() -> None:
     assert not buckets.take("t", bucket, 6).decision.allowed  # more than the burst never fits
 
 
+def test_a_local_bucket_outlives_a_reread_limit_but_not_a_changed_one() -> None:
+    buckets = LocalBuckets()
+    assert buckets.take("t", Bucket(per_second=1, burst=2), 2).decision.allowed
+    # Each refresh of the limits may bring another object of the same limit: the tokens stay spent.
+    again = buckets.take("t", Bucket(per_second=1, burst=2), 1)
+    assert not again.decision.allowed and again.remaining == 0
+    assert buckets.take("t", Bucket(per_second=1, burst=3), 3).decision.allowed  # changed: a fresh bucket
+
+
 def test_ratelimit_fields_follow_the_draft() -> None:
     buckets, bucket = LocalBuckets(), Bucket(per_second=2, burst=10)
     verdict = buckets.take("t", bucket, 4)
-    assert rate_limit_headers(bucket, verdict) == {
-        "RateLimit-Policy": '"messages";q=10;w=5',
-        "RateLimit": '"messages";r=6;t=2',
-    }
+    assert rate_limit_policy(bucket) == b'"messages";q=10;w=5'
+    assert rate_limit_value(verdict) == b'"messages";r=6;t=2'
+    assert policy_of(Limits(tenant="t", per_second=2, burst=10), GuardSettings()).policy_field == (
+        rate_limit_policy(bucket)
+    )
 
 
 @pytest.mark.parametrize(
