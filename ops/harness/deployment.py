@@ -135,11 +135,12 @@ def relay_up(
     prefix: str,
     worker: Mapping[str, Any] | None = None,
     sites: Mapping[str, Mapping[str, Any]] | None = None,
+    reports: bool = True,
     **tables: Mapping[str, Any],
 ) -> Iterator[Deployment]:
     """`relay up` of a configuration of its own in `directory` (`local_config`; sites a and b simulated
-    unless `sites`), until the block ends; then stopped and its broker names deleted (call it outside an
-    event loop)."""
+    unless `sites`; their delivery reports on unless not `reports`), until the block ends; then stopped
+    and its broker names deleted (call it outside an event loop)."""
     config = local_config(
         directory,
         broker_url=broker_url,
@@ -152,6 +153,8 @@ def relay_up(
     run_dir = directory / "run"
     log = directory / "up.log"
     args = [*RELAY, "--config", str(config), "up", "--run-dir", str(run_dir), "--metrics-base-port", "0"]
+    if not reports:
+        args.append("--no-reports")
     try:
         with spawned(args, log=log, cwd=directory, stop_timeout_s=UP_STOP_TIMEOUT_S) as up:
             key, pids = _wait_for_banner(log, up)
