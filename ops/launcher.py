@@ -123,7 +123,15 @@ def plan_children(
                     env=env,
                 )
             )
-    children.append(ChildSpec(name="callbacks-1", args=(*relay, "callbacks"), env=with_loopback))
+    # The callback worker's metrics port follows the workers' (0: none, as theirs).
+    metrics_port = metrics_base_port + index if metrics_base_port else 0
+    children.append(
+        ChildSpec(
+            name="callbacks-1",
+            args=(*relay, "callbacks", "--metrics-port", str(metrics_port)),
+            env=with_loopback,
+        )
+    )
     return children
 
 
@@ -285,7 +293,11 @@ def register(app: typer.Typer) -> None:
             1, "--workers-per-site", min=1, max=16, help="Workers per site."
         ),
         metrics_base_port: int = typer.Option(
-            9200, "--metrics-base-port", min=0, max=65000, help="Metrics port of the first worker (0: none)."
+            9200,
+            "--metrics-base-port",
+            min=0,
+            max=65000,
+            help="Metrics port of the first worker; the others and the callback worker follow (0: none).",
         ),
         run_dir: Path = typer.Option(
             DEFAULT_RUN_DIR, "--run-dir", help="Where logs, the demo key and the run file are kept."

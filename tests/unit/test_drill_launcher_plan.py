@@ -208,12 +208,13 @@ def test_plan_starts_simulators_first_then_ingress_then_workers_with_metrics_por
     )  # fmt: skip
     assert by_name["worker-a-2"] == ("relay", "worker", "--site", "a", "--metrics-port", "9201")
     assert by_name["worker-b-2"][-1] == "9203"
+    assert by_name["callbacks-1"][-2:] == ("--metrics-port", "9204")  # after the workers'
 
 
 def test_no_sims_and_no_metrics() -> None:
     specs = plan_children(two_sites(), relay=RELAY, simulators=[], workers_per_site=1, metrics_base_port=0)
     assert [s.name for s in specs] == ["ingress", "worker-a-1", "worker-b-1", "callbacks-1"]
-    assert specs[1].args[-1] == "0"
+    assert specs[1].args[-1] == "0" and specs[3].args[-1] == "0"
 
 
 def test_the_run_file_round_trips_and_goes_away(tmp_path: Path) -> None:
