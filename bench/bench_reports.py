@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+import psutil
 
 from bench.raw_http import RawPool
 from ops.harness.deployment import Deployment, http_json_sites_on_free_ports, relay_up
@@ -136,6 +137,25 @@ async def callback_latencies(up: Deployment, sink_url: str, ids: list[str]) -> d
     }
 
 
+ROLES = ("ingress", "worker", "callbacks", "platform-sim")
+
+
+def cpu_by_role(up: Deployment) -> dict[str, float]:
+    """CPU seconds each kind of the deployment's processes has used so far (a child's own children too)."""
+    used = dict.fromkeys(ROLES, 0.0)
+    for name, pid in up.child_pids.items():
+        role = next((r for r in ROLES if name.startswith(r)), None)
+        if role is None:
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            for each in [process, *process.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = each.cpu_times()
+                    used[role] += times.user + times.system
+    return used
+
+
 def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
@@ -198,6 +218,7 @@ async def run_rounds(
     ratios: list[float] = []
     latencies: list[float] = []
     totals = {"missing": 0, "unverified": 0, "incomplete_rounds": 0, "callbacks": 0}
+    cpu_s = {mode: dict.fromkeys(ROLES, 0.0) for mode in ("off", "on")}
     for up, url in ((off, None), (on, f"{sink_url}/cb")):  # warm-up, not counted
         await submit_round(up, count=args.warmup, clients=args.clients, deadline_s=30, callback_url=url)
     for n in range(args.rounds):
@@ -205,6 +226,7 @@ async def run_rounds(
         this: dict[str, float] = {}
         for mode in order:
             up, url = (off, None) if mode == "off" else (on, f"{sink_url}/cb")
+            before = cpu_by_role(up)
             result = await submit_round(
                 up, count=args.count, clients=args.clients, deadline_s=args.deadline_s, callback_url=url
             )
@@ -216,10 +238,13 @@ async def run_rounds(
                 latencies += found["latencies_ms"]
                 for key in ("missing", "unverified", "callbacks"):
                     totals[key] += found[key]
+            # Up to the last callback: the whole of each message's work.
+            for role, seconds in cpu_by_role(up).items():
+                cpu_s[mode][role] += seconds - before[role]
             print(f"round {n + 1} {mode}: {this[mode]:.0f}/s", file=sys.stderr)
         if this["off"]:
             ratios.append(this["on"] / this["off"])
-    return {"rates": rates, "ratios": ratios, "latencies": latencies, "totals": totals}
+    return {"rates": rates, "ratios": ratios, "latencies": latencies, "totals": totals, "cpu_s": cpu_s}
 
 
 def summary(measured: dict[str, Any], args: argparse.Namespace, load_at_start: list[float]) -> dict[str, Any]:
@@ -242,6 +267,11 @@ def summary(measured: dict[str, Any], args: argparse.Namespace, load_at_start: l
             "p99": None if p99 is None else round(p99, 1),
             "max": round(max(latencies), 1) if latencies else None,
             "samples": len(latencies),
+        },
+        # Where the CPU went, per message, up to the last delivered callback of an `on` round.
+        "cpu_ms_per_message": {
+            mode: {role: round(1000 * s / (args.count * args.rounds), 3) for role, s in used.items()}
+            for mode, used in measured["cpu_s"].items()
         },
         "callbacks_received": totals["callbacks"],
         "delivered_callbacks_missing": totals["missing"],
