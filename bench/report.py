@@ -172,6 +172,7 @@ def evaluate(sections: dict[str, Any], *, blackhole_timeout_s: float) -> list[Ta
                 source=f"outage {fault}: drill verdict lost",
             )
         )
+    checks += report_checks(sections.get("reports") or {})
     sizes = [s for s in backlog.get("sizes", []) if _get(s, "worker_rss", "max_mb")]
     growth = None
     if len(sizes) >= 2:
@@ -192,3 +193,30 @@ def evaluate(sections: dict[str, Any], *, blackhole_timeout_s: float) -> list[Ta
         )
     )
     return checks
+
+
+# Reports and callbacks may cost the end-to-end rate this much at most; a report reaches the customer's
+# callback within this p99 when nothing fails.
+REPORTS_RATIO_TARGET = 0.7
+REPORT_TO_CALLBACK_P99_MS = 1000.0
+
+
+def report_checks(reports: dict[str, Any]) -> list[TargetCheck]:
+    return [
+        check(
+            "end to end with delivery reports and callbacks vs without",
+            _number(_get(reports, "ratio_on_to_off")),
+            target=REPORTS_RATIO_TARGET,
+            comparison=">=",
+            unit="x rate",
+            source="bench_reports ratio_on_to_off (median of the rounds' on/off ratios)",
+        ),
+        check(
+            "platform's report to the customer's callback, p99",
+            _number(_get(reports, "report_to_callback_ms", "p99")),
+            target=REPORT_TO_CALLBACK_P99_MS,
+            comparison="<",
+            unit="ms",
+            source="bench_reports report_to_callback_ms.p99 (the report's send to the endpoint's receipt)",
+        ),
+    ]

@@ -10,11 +10,14 @@ Sections, each bounded in count and time, everything on 127.0.0.1 and stopped at
   platforms  each platform kind against the real program (the simulated SMSC, Jasmin, Kannel): its adapter
            alone, and the whole relay from HTTP submit to the platform's receipt (bench.bench_platforms, as
            a child; a platform that is not installed is a row that says so)
+  reports  `relay up` with delivery reports and signed callbacks off, then on, in alternating rounds: the
+           end-to-end rate of each and their ratio, and the time from a platform's report to the
+           customer's callback, p50 and p99 (bench.bench_reports, as a child)
 
 Every figure is compared with its target and the report says by how much a missed one is missed. On a
 machine whose cores other work shares the figures are noisy; the report records the load average.
 
-Run: `python -m bench.run_all [--quick] [--only submit e2e outage backlog platforms]`.
+Run: `python -m bench.run_all [--quick] [--only submit e2e outage backlog platforms reports]`.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from bench.backlog import run_backlog
 from bench.outage import outage_deployment, run_outage
 from bench.report import evaluate
 
-SECTIONS = ("submit", "e2e", "outage", "backlog", "platforms")
+SECTIONS = ("submit", "e2e", "outage", "backlog", "platforms", "reports")
 OUTAGE_PLATFORM_TIMEOUT_S = 2.0
 console = Console(stderr=True)
 
@@ -118,12 +121,17 @@ def platforms_section(quick: bool) -> dict[str, Any]:
     return document
 
 
+def reports_section(quick: bool) -> dict[str, Any]:
+    return run_child_json("bench.bench_reports", ["--quick"] if quick else [], timeout_s=900)
+
+
 RUNNERS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "submit": submit_section,
     "e2e": e2e_section,
     "outage": outage_section,
     "backlog": backlog_section,
     "platforms": platforms_section,
+    "reports": reports_section,
 }
 
 

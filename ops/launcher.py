@@ -25,7 +25,13 @@ from ops.drill_keys import obtain_key
 from ops.drill_traffic import submit_body
 from ops.harness.processes import listening
 from ops.harness.simulators import simulator_args
-from ops.launcher_sites import DEFAULT_ADMIN_PORTS, SimulatedSite, simulated_sites, with_default_sites
+from ops.launcher_sites import (
+    DEFAULT_ADMIN_PORTS,
+    SimulatedSite,
+    report_secrets_env,
+    simulated_sites,
+    with_default_sites,
+)
 from ops.run_dir import RunFile, remove_run_file, write_run_file
 from ops.supervisor import ChildSpec, Supervisor, quiet_http_client_logs, relay_command, run_once
 from shared.config_file import config_file_in_use, use_config_file
@@ -49,21 +55,25 @@ class LocalDeployment:
     config: Settings
     config_file: Path | None
     simulators: list[SimulatedSite]
+    env: tuple[tuple[str, str], ...] = ()  # for the ingress and the workers, over the configuration
 
 
-def prepare(run_dir: Path, *, with_simulators: bool) -> LocalDeployment:
-    """The deployment of this invocation's settings; with no site configured, the default sites."""
+def prepare(run_dir: Path, *, with_simulators: bool, reports: bool = True) -> LocalDeployment:
+    """The deployment of this invocation's settings; with no site configured, the default sites. With
+    `reports`, every simulated site has a report secret, so its simulator's delivery reports come back."""
     config, config_file = settings(), config_file_in_use()
     admin_ports: dict[str, int] = {}
     if not config.sites:
-        config_file = with_default_sites(config_file, run_dir)
+        config_file = with_default_sites(config_file, run_dir, reports=reports and with_simulators)
         use_config_file(config_file)
         settings.cache_clear()
         config, admin_ports = settings(), DEFAULT_ADMIN_PORTS
+    simulators = simulated_sites(config, admin_ports=admin_ports) if with_simulators else []
     return LocalDeployment(
         config=config,
         config_file=config_file.resolve() if config_file is not None else None,
-        simulators=simulated_sites(config, admin_ports=admin_ports) if with_simulators else [],
+        simulators=simulators,
+        env=report_secrets_env(config, simulators) if reports else (),
     )
 
 
@@ -81,8 +91,10 @@ def plan_children(
     simulators: Sequence[SimulatedSite],
     workers_per_site: int,
     metrics_base_port: int,
+    env: tuple[tuple[str, str], ...] = (),
 ) -> list[ChildSpec]:
-    """Every child `relay up` runs, simulators first so the workers find their platforms."""
+    """Every child `relay up` runs, simulators first so the workers find their platforms; `env` goes to
+    every relay process (the ingress, the workers, the callback worker)."""
     children = [
         ChildSpec(
             name=f"{sim.command}-{sim.site}",
@@ -97,8 +109,8 @@ def plan_children(
     ]
     # Everything `relay up` runs is on this machine: callbacks may go to loopback unless the
     # configuration names the networks they may reach.
-    loopback = () if config.callbacks.allow_networks else LOOPBACK_CALLBACKS
-    children.append(ChildSpec(name="ingress", args=(*relay, "ingress"), env=loopback))
+    with_loopback = env + (() if config.callbacks.allow_networks else LOOPBACK_CALLBACKS)
+    children.append(ChildSpec(name="ingress", args=(*relay, "ingress"), env=with_loopback))
     index = 0
     for site in config.site_names:
         for n in range(1, workers_per_site + 1):
@@ -108,9 +120,18 @@ def plan_children(
                 ChildSpec(
                     name=f"worker-{site}-{n}",
                     args=(*relay, "worker", "--site", site, "--metrics-port", str(metrics_port)),
+                    env=env,
                 )
             )
-    children.append(ChildSpec(name="callbacks-1", args=(*relay, "callbacks"), env=loopback))
+    # The callback worker's metrics port follows the workers' (0: none, as theirs).
+    metrics_port = metrics_base_port + index if metrics_base_port else 0
+    children.append(
+        ChildSpec(
+            name="callbacks-1",
+            args=(*relay, "callbacks", "--metrics-port", str(metrics_port)),
+            env=with_loopback,
+        )
+    )
     return children
 
 
@@ -183,11 +204,12 @@ async def _up(
     *,
     run_dir: Path,
     with_simulators: bool,
+    reports: bool,
     workers_per_site: int,
     metrics_base_port: int,
     ready_timeout_s: float,
 ) -> int:
-    deployment = prepare(run_dir, with_simulators=with_simulators)
+    deployment = prepare(run_dir, with_simulators=with_simulators, reports=reports)
     config = deployment.config
     quiet_http_client_logs()
     relay = relay_command(deployment.config_file)
@@ -209,6 +231,7 @@ async def _up(
                 simulators=deployment.simulators,
                 workers_per_site=workers_per_site,
                 metrics_base_port=metrics_base_port,
+                env=deployment.env,
             ):
                 await supervisor.start(spec)
             simulators = {sim.site: sim.admin_url for sim in deployment.simulators}
@@ -263,11 +286,18 @@ def register(app: typer.Typer) -> None:
     @app.command("up")
     def up(
         no_sims: bool = typer.Option(False, "--no-sims", help="Start no simulated platforms."),
+        no_reports: bool = typer.Option(
+            False, "--no-reports", help="Give the simulated sites no report secret: no delivery reports."
+        ),
         workers_per_site: int = typer.Option(
             1, "--workers-per-site", min=1, max=16, help="Workers per site."
         ),
         metrics_base_port: int = typer.Option(
-            9200, "--metrics-base-port", min=0, max=65000, help="Metrics port of the first worker (0: none)."
+            9200,
+            "--metrics-base-port",
+            min=0,
+            max=65000,
+            help="Metrics port of the first worker; the others and the callback worker follow (0: none).",
         ),
         run_dir: Path = typer.Option(
             DEFAULT_RUN_DIR, "--run-dir", help="Where logs, the demo key and the run file are kept."
@@ -277,12 +307,14 @@ def register(app: typer.Typer) -> None:
         """Run the relay locally: migrate, simulators, ingress, one worker per site, all supervised.
 
         With no site configured it runs sites a and b on simulated platforms (ports 9001 and 9002, their
-        admin APIs on 9101 and 9102).
+        admin APIs on 9101 and 9102). Each simulated site gets a report secret for the run, so its
+        delivery reports make messages `delivered`.
         """
         code = asyncio.run(
             _up(
                 run_dir=run_dir,
                 with_simulators=not no_sims,
+                reports=not no_reports,
                 workers_per_site=workers_per_site,
                 metrics_base_port=metrics_base_port,
                 ready_timeout_s=ready_timeout_s,

@@ -6,10 +6,16 @@ site's own system_id and password). The simulator listens on the site's own port
 port (or the documented one of a default site). When the configuration names no site at all, `relay up`
 runs two of its own, `a` and `b`, on the documented ports, and hands its children a configuration that
 names them.
+
+Every simulated site also gets a report secret of its own, made for this run, so its simulator's delivery
+reports come back and messages end `delivered`: in the configuration `relay up` writes for its own sites,
+or, for sites of a configuration file that names no secret for them, in its children's environment (the
+file stays as its owner wrote it).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_SITES: dict[str, tuple[int, int]] = {"a": (9001, 9101), "b": (9002, 9102)}
 DEFAULT_ADMIN_PORTS = {site: admin_port for site, (_, admin_port) in DEFAULT_SITES.items()}
 GENERATED_CONFIG = "relay.toml"
+REPORT_SECRET_BYTES = 24  # 32 URL-safe characters, past the 16 a report secret needs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,10 +70,21 @@ def default_site_url(site: str) -> str:
     return f"http://127.0.0.1:{DEFAULT_SITES[site][0]}/v1.0/message"
 
 
-def with_default_sites(config_file: Path | None, run_dir: Path) -> Path:
-    """A configuration file in `run_dir`: `config_file`'s text (if any), then the default sites' tables."""
+def new_report_secret() -> str:
+    return secrets.token_urlsafe(REPORT_SECRET_BYTES)
+
+
+def with_default_sites(config_file: Path | None, run_dir: Path, *, reports: bool = True) -> Path:
+    """A configuration file in `run_dir`: `config_file`'s text (if any), then the default sites' tables,
+    each with a report secret of its own unless not `reports`."""
     own = config_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" if config_file is not None else ""
-    tables = toml_tables({f"sites.{site}": {"url": default_site_url(site)} for site in DEFAULT_SITES})
+    tables = toml_tables(
+        {
+            f"sites.{site}": {"url": default_site_url(site)}
+            | ({"report_secret": new_report_secret()} if reports else {})
+            for site in DEFAULT_SITES
+        }
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / GENERATED_CONFIG
     note = "# Written by `relay up`: the configuration names no site, so it runs simulated ones.\n"
@@ -106,3 +124,14 @@ def simulated_sites(config: Settings, *, admin_ports: Mapping[str, int]) -> list
             )
         )
     return found
+
+
+def report_secrets_env(config: Settings, simulated: list[SimulatedSite]) -> tuple[tuple[str, str], ...]:
+    """Environment that gives each simulated site without a report secret one for this run."""
+    return tuple(
+        (f"RELAY_SITES__{sim.site}__REPORT_SECRET", new_report_secret())
+        for sim in simulated
+        # The environment's names are read case-insensitively: a site named in capitals cannot be
+        # told apart there, and keeps the configuration's word.
+        if config.sites[sim.site].report_secret is None and sim.site == sim.site.lower()
+    )

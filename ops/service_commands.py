@@ -129,16 +129,28 @@ def keys_secret(
     typer.echo(value)
 
 
-def callbacks_command() -> None:
+def callbacks_command(
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        metavar="PORT",
+        min=0,
+        max=65535,
+        help="Prometheus port, 0 for none (default: callbacks.metrics_port).",
+    ),
+) -> None:
     """Run a callback worker until SIGTERM: POST each status change to its customer's endpoint, signed."""
     from workers.callbacks.runtime import CallbackWorker
+
+    loaded = settings()
+    port = loaded.callbacks.metrics_port if metrics_port is None else metrics_port
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        worker = await CallbackWorker.start(settings=settings(), stop=stop)
+        worker = await CallbackWorker.start(settings=loaded, stop=stop, metrics_port=port)
         await worker.run()
 
     _run(serve())

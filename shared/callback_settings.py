@@ -48,6 +48,9 @@ class CallbackSettings(BaseModel):
     confirm_timeout_s: float = Field(
         15.0, gt=0, description="How long a callback worker waits for the confirm of a retry."
     )
+    metrics_port: int = Field(
+        9190, ge=0, le=65535, description="Prometheus port of a callback worker (0: none)."
+    )
 
     @field_validator("allow_networks")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -64,6 +65,7 @@ class CallbackReports:
     async def _post(self, url: str, report: dict[str, object]) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=POST_TIMEOUT_S)
+        sent_at = time.time()
         try:
             answer = await self._client.post(url, json=report)
             ok = answer.status_code == 200
@@ -72,5 +74,6 @@ class CallbackReports:
             ok = False
         if ok:
             self.switch.sent += 1
+            self.switch.log.append((str(report["reference"]), sent_at))
         else:
             self.switch.failed += 1

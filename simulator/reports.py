@@ -3,11 +3,14 @@
 ``POST /reports`` with ``{"outcome": "delivered" | "undelivered" | "none", "delay_ms": 0, "duplicates": 0,
 "unknown": false}``: each message taken that asked for reports gets one report of that outcome after the
 delay, sent `duplicates` more times again, and with `unknown` one more report naming an id the platform
-never gave out. ``GET /reports`` shows the plan and what was sent.
+never gave out. ``GET /reports`` shows the plan and what was sent; ``GET /reports/log`` (the HTTP
+simulator) the reference and send time (epoch seconds) of each report sent, the latest `LOG_LENGTH` of
+them (for the benchmarks' report-to-callback times).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -19,6 +22,7 @@ from simulator.http11 import Request, Response, json_response
 
 MAX_DELAY_MS = 600_000
 MAX_DUPLICATES = 10
+LOG_LENGTH = 200_000
 
 
 class ReportOutcome(StrEnum):
@@ -82,6 +86,7 @@ class ReportSwitch:
         self.plan = ReportPlan()
         self.sent = 0
         self.failed = 0
+        self.log: deque[tuple[str, float]] = deque(maxlen=LOG_LENGTH)  # (reference, sent at, epoch s)
 
     def copies(self) -> int:
         return 0 if self.plan.outcome is ReportOutcome.NONE else 1 + self.plan.duplicates
@@ -90,6 +95,8 @@ class ReportSwitch:
         route = (request.method, request.path.rstrip("/"))
         if route == ("GET", "/reports"):
             return json_response(200, {**self.plan.as_dict(), "sent": self.sent, "failed": self.failed})
+        if route == ("GET", "/reports/log"):
+            return json_response(200, {"reports": [list(entry) for entry in self.log]})
         if route == ("POST", "/reports"):
             try:
                 self.plan = parse_plan(orjson.loads(request.body))

@@ -107,12 +107,17 @@ class WorkerMetrics:
         self.circuit.labels(site=self.site).set(_CIRCUIT_VALUE[state])
 
     def serve(self, port: int) -> None:
-        if not port:
-            return
-        try:
-            start_http_server(port, registry=self.registry)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on port {port} ({exc.strerror}): give each worker on a host its own "
-                "--metrics-port, or 0 for none"
-            ) from None
+        serve_registry(self.registry, port, option="--metrics-port")
+
+
+def serve_registry(registry: CollectorRegistry, port: int, *, option: str) -> None:
+    """Serve `registry` on `port` in a thread of its own (0: not at all); `option` names the setting."""
+    if not port:
+        return
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on port {port} ({exc.strerror}): give each worker on a host its own "
+            f"{option}, or 0 for none"
+        ) from None

@@ -135,11 +135,14 @@ def relay_up(
     prefix: str,
     worker: Mapping[str, Any] | None = None,
     sites: Mapping[str, Mapping[str, Any]] | None = None,
+    reports: bool = True,
+    metrics_base_port: int = 0,
     **tables: Mapping[str, Any],
 ) -> Iterator[Deployment]:
     """`relay up` of a configuration of its own in `directory` (`local_config`; sites a and b simulated
-    unless `sites`), until the block ends; then stopped and its broker names deleted (call it outside an
-    event loop)."""
+    unless `sites`; their delivery reports on unless not `reports`; metrics ports from
+    `metrics_base_port` on, none with 0), until the block ends; then stopped
+    and its broker names deleted (call it outside an event loop)."""
     config = local_config(
         directory,
         broker_url=broker_url,
@@ -151,7 +154,10 @@ def relay_up(
     settings = settings_of(config)
     run_dir = directory / "run"
     log = directory / "up.log"
-    args = [*RELAY, "--config", str(config), "up", "--run-dir", str(run_dir), "--metrics-base-port", "0"]
+    args = [*RELAY, "--config", str(config), "up", "--run-dir", str(run_dir)]
+    args += ["--metrics-base-port", str(metrics_base_port)]
+    if not reports:
+        args.append("--no-reports")
     try:
         with spawned(args, log=log, cwd=directory, stop_timeout_s=UP_STOP_TIMEOUT_S) as up:
             key, pids = _wait_for_banner(log, up)

@@ -24,6 +24,24 @@ def free_port() -> int:
         return port
 
 
+def free_port_run(count: int, *, tries: int = 50) -> int:
+    """The first of `count` ports in a row that are all free now (for `relay up --metrics-base-port`)."""
+    for _ in range(tries):
+        first = free_port()
+        if first + count <= 65535 and all(_bindable(first + n) for n in range(1, count)):
+            return first
+    raise RuntimeError(f"found no {count} free ports in a row")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

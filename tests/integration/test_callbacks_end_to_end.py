@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ops.drill_traffic import drill_number
 from ops.harness.deployment import Deployment, relay_up
-from ops.harness.processes import RELAY
+from ops.harness.processes import RELAY, free_port_run
 from tests.integration.callback_endpoint import Endpoint, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,7 +88,19 @@ def _flaky(path: str, seen: int) -> int:
 def test_callbacks_signed_retried_stopped_dead_and_replayed_and_never_slowing_deliveries(
     tmp_path: Path, broker_url: str, prefix: str
 ) -> None:
-    with relay_up(tmp_path, broker_url=broker_url, prefix=prefix, worker=WORKER, callbacks=CALLBACKS) as up:
+    # Without delivery reports each taken message makes one event (`sent`), so tries count per message;
+    # `delivered` callbacks from reports are checked in test_launcher_up.
+    # Metrics ports for the two workers, then the callback worker's.
+    metrics_base_port = free_port_run(3)
+    with relay_up(
+        tmp_path,
+        broker_url=broker_url,
+        prefix=prefix,
+        worker=WORKER,
+        callbacks=CALLBACKS,
+        reports=False,
+        metrics_base_port=metrics_base_port,
+    ) as up:
         secret = _relay(up, "keys", "secret", "--tenant", "demo").strip().splitlines()[-1]
         with (
             serving(Endpoint(secrets=[secret], behaviour=_flaky)) as customer,
@@ -183,6 +196,29 @@ def test_callbacks_signed_retried_stopped_dead_and_replayed_and_never_slowing_de
             _relay(up, "dead", "replay", "--kind", "callback", *[d["event_id"] for d in dead])
             _until(lambda: customer.count("/fail") >= before + 2 * MAX_ATTEMPTS, 30, "replayed callbacks")
             _until(lambda: len(_dead_callbacks(up, fail_ids)) == 2, 20, "replayed callbacks dead again")
+
+            # The callback worker counted what it did: every try by its result, each request timed.
+            # (The slow endpoint's callbacks may still be going on: lower bounds where they count.)
+            metrics = _callback_metrics(metrics_base_port + 2)
+            sent = {r: v for (name, r), v in metrics.items() if name == "relay_callbacks_sent_total"}
+            # /ok, /flaky's last tries, the rejected, dead and expired statuses.
+            assert sent["2xx"] >= 5 + 3 + 6 and sent["gone"] == 3, metrics
+            assert sent["retry"] >= 3 * 2 + 2 * 2 * (MAX_ATTEMPTS - 1), metrics  # /flaky; /fail twice
+            assert sent["dead"] >= 2 * 2 and sent["refused-address"] == 0, metrics
+            # A try is timed before it is counted, and the scrape reads the counter first.
+            timed = metrics[("relay_callbacks_request_duration_seconds_count", "")]
+            assert timed >= sum(sent.values()), metrics
+
+
+def _callback_metrics(port: int) -> dict[tuple[str, str], float]:
+    """The callback worker's counters and histogram counts, by name and result."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        (sample.name, sample.labels.get("result", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("relay_callbacks_") and "le" not in sample.labels
+    }
 
 
 def _dead_callbacks(up: Deployment, message_ids: list[str]) -> list[dict[str, Any]]:

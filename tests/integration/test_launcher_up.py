@@ -1,20 +1,25 @@
-"""`relay up` as a user runs it: a whole deployment on free ports, one message through it, a clean stop."""
+"""`relay up` as a user runs it: a whole deployment on free ports, messages through it to `delivered`
+(the simulators' delivery reports) and a customer's callback, a clean stop."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 
 from ops.drill_traffic import submit_body
-from ops.harness.deployment import relay_up
+from ops.harness.deployment import Deployment, relay_up
+from ops.harness.processes import RELAY
 from ops.harness.simulators import SimulatorAdmin
 from ops.run_dir import RUN_FILE
+from tests.integration.callback_endpoint import Endpoint, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,6 +43,21 @@ def _worker_pids(launcher_pid: int, site: str) -> list[int]:
 
 def _received_by(simulators: dict[str, SimulatorAdmin], message_id: str) -> str | None:
     return next((site for site, sim in simulators.items() if message_id in sim.references()), None)
+
+
+def _view_when(up: Deployment, message_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    view: dict[str, Any] = {}
+    while view.get("status") != status and time.monotonic() < deadline:
+        answer = httpx.get(
+            f"{up.api_url}/v1/messages/{message_id}",
+            headers={"Authorization": f"Bearer {up.key}"},
+            timeout=10,
+        )
+        view = answer.json()
+        time.sleep(0.2)
+    assert view.get("status") == status, view
+    return view
 
 
 def test_relay_up_serves_a_message_end_to_end_and_stops_every_child(
@@ -69,6 +89,30 @@ def test_relay_up_serves_a_message_end_to_end_and_stops_every_child(
             site = _received_by(up.simulators, message_id)
             time.sleep(0.2)
         assert site in ("a", "b"), f"message {message_id} reached no simulated platform"
+
+        # The simulator's delivery report comes back through the report endpoint: delivered, and the
+        # customer's callback says so, signed with the tenant's secret.
+        headers = {"Authorization": f"Bearer {up.key}"}
+        view = _view_when(up, message_id, "delivered")
+        [report] = view["reports"]
+        assert report["site"] == site and report["status"] == "delivered", report
+        assert up.simulators[site].admin("GET", "/reports")["sent"] >= 1
+        secret = subprocess.run(
+            [*RELAY, "--config", str(up.config), "keys", "secret", "--tenant", "demo"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        with serving(Endpoint(secrets=[secret], behaviour=lambda path, seen: 204)) as customer:
+            body = {**submit_body(to="+31612345679", sender="TEST", text="hi"), "callback_url": customer.url}
+            answer = httpx.post(f"{up.api_url}/v1/messages", json=body, headers=headers, timeout=10)
+            called_back = answer.json()["id"]
+            _view_when(up, called_back, "delivered")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                statuses = {r.body["status"] for r in customer.by_message().get(called_back, [])}
+                if "delivered" in statuses:
+                    break
+                time.sleep(0.2)
+            assert "delivered" in statuses and all(r.verified for r in customer.received), statuses
 
         # A worker that dies is restarted by the launcher.
         killed_pid = up.child_pids["worker-a-1"]

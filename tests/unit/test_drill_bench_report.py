@@ -49,6 +49,7 @@ def test_evaluate_reads_every_section() -> None:
                 {"size": 200_000, "worker_rss": {"max_mb": 80.0 * FLAT_RSS_GROWTH * 1.2}},
             ]
         },
+        "reports": {"ratio_on_to_off": 0.75, "report_to_callback_ms": {"p50": 300.0, "p99": 1500.0}},
     }
     checks = {c.name: c for c in evaluate(sections, blackhole_timeout_s=2.0)}
     met = {name: c.met for name, c in checks.items()}
@@ -65,6 +66,8 @@ def test_evaluate_reads_every_section() -> None:
     assert met["messages lost through the down outage"] is True
     assert met["messages lost through the blackhole outage"] is False
     assert met["worker memory growth with backlog (200,000 vs 10,000 queued)"] is False
+    assert met["end to end with delivery reports and callbacks vs without"] is True
+    assert met["platform's report to the customer's callback, p99"] is False
 
 
 def test_sections_that_did_not_run_are_not_measured() -> None:

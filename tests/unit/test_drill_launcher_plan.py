@@ -89,6 +89,47 @@ def test_configured_sites_are_kept_and_their_simulators_get_free_admin_ports(
     assert sim.admin_port not in (0, 7001, *DEFAULT_ADMIN_PORTS.values())
 
 
+def test_every_simulated_site_gets_a_report_secret_of_its_run(no_config: None, tmp_path: Path) -> None:
+    first = prepare(tmp_path / "run", with_simulators=True)
+    secrets = {site: first.config.sites[site].report_secret for site in ("a", "b")}
+    assert all(s is not None and len(s) >= 16 for s in secrets.values()), secrets
+    assert len(set(secrets.values())) == 2 and first.env == ()  # in the file it wrote, each its own
+    settings.cache_clear()
+    use_config_file(None)
+    again = prepare(tmp_path / "run", with_simulators=True)
+    assert again.config.sites["a"].report_secret not in (None, secrets["a"])  # made for each run
+    settings.cache_clear()
+    use_config_file(None)
+    quiet = prepare(tmp_path / "quiet", with_simulators=True, reports=False)
+    assert [quiet.config.sites[site].report_secret for site in ("a", "b")] == [None, None]
+
+
+def test_configured_simulated_sites_get_their_secret_in_the_childrens_environment(
+    no_config: None, tmp_path: Path
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        '[sites.a]\nurl = "http://127.0.0.1:7001/v1.0/message"\n'
+        '[sites.b]\nurl = "http://127.0.0.1:7002/v1.0/message"\nreport_secret = "b-secret-of-its-own"\n'
+        '[sites.c]\nurl = "https://platform.example.com/v1.0/message"\n'
+    )
+    use_config_file(config)
+    deployment = prepare(tmp_path / "run", with_simulators=True)
+    assert deployment.config_file == config.resolve()  # the owner's file, untouched
+    # Only a, simulated and without a secret; b keeps its own, c's platform is not simulated.
+    [(name, secret)] = deployment.env
+    assert name == "RELAY_SITES__a__REPORT_SECRET" and len(secret) >= 16
+    specs = plan_children(
+        deployment.config, relay=RELAY, simulators=deployment.simulators, workers_per_site=1,
+        metrics_base_port=0, env=deployment.env,
+    )  # fmt: skip
+    for spec in specs:
+        relay_process = not spec.name.startswith("platform-sim")
+        assert ((name, secret) in spec.env) is relay_process, spec
+    settings.cache_clear()
+    assert prepare(tmp_path / "run", with_simulators=True, reports=False).env == ()
+
+
 def test_only_local_http_json_sites_get_a_simulator() -> None:
     config = load_settings(
         sites={
@@ -167,12 +208,13 @@ def test_plan_starts_simulators_first_then_ingress_then_workers_with_metrics_por
     )  # fmt: skip
     assert by_name["worker-a-2"] == ("relay", "worker", "--site", "a", "--metrics-port", "9201")
     assert by_name["worker-b-2"][-1] == "9203"
+    assert by_name["callbacks-1"][-2:] == ("--metrics-port", "9204")  # after the workers'
 
 
 def test_no_sims_and_no_metrics() -> None:
     specs = plan_children(two_sites(), relay=RELAY, simulators=[], workers_per_site=1, metrics_base_port=0)
     assert [s.name for s in specs] == ["ingress", "worker-a-1", "worker-b-1", "callbacks-1"]
-    assert specs[1].args[-1] == "0"
+    assert specs[1].args[-1] == "0" and specs[3].args[-1] == "0"
 
 
 def test_the_run_file_round_trips_and_goes_away(tmp_path: Path) -> None:

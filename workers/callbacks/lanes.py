@@ -18,6 +18,7 @@ class LaneFull(Exception):
 class _Lane:
     slots: asyncio.Semaphore
     holders: int = 0  # running and waiting
+    running: int = 0
 
 
 class Lanes:
@@ -30,6 +31,10 @@ class Lanes:
         lane = self._lanes.get(host)
         return lane.holders if lane is not None else 0
 
+    def occupancy(self) -> dict[str, tuple[int, int]]:
+        """Each host with callbacks now: (waiting for a slot, in flight)."""
+        return {host: (lane.holders - lane.running, lane.running) for host, lane in self._lanes.items()}
+
     @contextlib.asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
         """A request slot for `host`; `LaneFull` at once when its lane is full."""
@@ -41,7 +46,11 @@ class Lanes:
         lane.holders += 1
         try:
             async with lane.slots:
-                yield
+                lane.running += 1
+                try:
+                    yield
+                finally:
+                    lane.running -= 1
         finally:
             lane.holders -= 1
             if lane.holders == 0:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -36,6 +37,7 @@ from shared.topology import (
     topology_from,
 )
 from workers.callbacks.lanes import LaneFull, Lanes
+from workers.callbacks.metrics import CallbackMetrics, TryResult
 from workers.callbacks.policy import Next, decide
 from workers.callbacks.secrets import DeadCallbacks, SecretCache
 from workers.callbacks.sender import Sender, host_of
@@ -48,6 +50,14 @@ GRACE_S = 5.0
 def _attempts(message: AbstractIncomingMessage) -> int:
     value = (message.headers or {}).get(H_CALLBACK_ATTEMPT, 0)
     return value if isinstance(value, int) and value >= 0 else 0
+
+
+_RESULTS = {
+    Next.DONE: TryResult.OK,
+    Next.GONE: TryResult.GONE,
+    Next.RETRY: TryResult.RETRY,
+    Next.DEAD: TryResult.DEAD,
+}
 
 
 class CallbackWorker:
@@ -71,13 +81,14 @@ class CallbackWorker:
         self._dead = DeadCallbacks(sessions)
         self._sender = Sender(self._cb)
         self._lanes = Lanes(concurrency=self._cb.per_host_concurrency, waiting=self._cb.per_host_waiting)
+        self.metrics = CallbackMetrics(lanes=self._lanes.occupancy)
         self._stop = stop
         self._tasks: set[asyncio.Task[None]] = set()
         self._queues: list[tuple[AbstractQueue, str]] = []
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     @classmethod
-    async def start(cls, *, settings: Settings, stop: asyncio.Event) -> CallbackWorker:
+    async def start(cls, *, settings: Settings, stop: asyncio.Event, metrics_port: int = 0) -> CallbackWorker:
         connection = await connect(settings.broker, name=f"relay-callbacks {socket.gethostname()}")
         publisher = await ConfirmedPublisher.open(
             connection, confirm_timeout_s=settings.callbacks.confirm_timeout_s
@@ -90,6 +101,7 @@ class CallbackWorker:
             engine=make_engine(settings.store),
             stop=stop,
         )
+        worker.metrics.serve(metrics_port)
         await worker._consume()
         return worker
 
@@ -142,13 +154,18 @@ class CallbackWorker:
     async def _try(self, message: AbstractIncomingMessage, job: CallbackJob, before: int) -> None:
         try:
             async with self._lanes.slot(host_of(job.url)):
-                tried = await self._sender.send(job, await self._secrets.of(job.tenant))
+                secrets = await self._secrets.of(job.tenant)
+                started = time.perf_counter()
+                tried = await self._sender.send(job, secrets)
+                self.metrics.duration.observe(time.perf_counter() - started)
         except LaneFull:
             # Its host is busy with its own callbacks: back later, and not counted as a try.
+            self.metrics.lane_full.inc()
             await self._later(message, job, before, min(self._cb.retry_delays_s))
             return
         attempt = before + 1
         if tried.refused:
+            self.metrics.tried(TryResult.REFUSED_ADDRESS)
             await self._dead.record(asdict(job), CallbackDeadReason.ADDRESS_REFUSED, tried.detail, attempt)
             log.warning("callback refused at send time", event_id=job.event_id, detail=tried.detail)
             await settle(message, ack=True)
@@ -159,6 +176,7 @@ class CallbackWorker:
             max_attempts=self._cb.max_attempts,
             retry_delays_s=self._cb.retry_delays_s,
         )
+        self.metrics.tried(_RESULTS[decision.next])
         if decision.next is Next.RETRY:
             await self._later(message, job, attempt, decision.delay_s)
             return
