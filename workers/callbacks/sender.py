@@ -15,6 +15,7 @@ lean HTTP/1.1 client the platform adapters use (`shared.http1`) a fraction of th
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -41,10 +42,17 @@ class Tried:
     refused: bool = False
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(url: str) -> Target:
+    """`parse_url`, remembered: a customer's callback URL repeats for every message (a refusal, raised,
+    is not remembered)."""
+    return parse_url(url)
+
+
 def host_of(url: str) -> str:
     """The lane a callback takes: its URL's host and port."""
     try:
-        target = parse_url(url)
+        target = _parsed(url)
     except CallbackRefused:
         return "?"
     return f"{target.host}:{target.port}"
@@ -78,7 +86,7 @@ class Sender:
     async def _check(self, url: str) -> _Checked:
         """The URL's addresses and the policy's verdict on them, resolved anew after `resolve_cache_s`;
         `CallbackRefused` when the host does not resolve (not cached: it may resolve on the next try)."""
-        parsed = parse_url(url)
+        parsed = _parsed(url)
         key = (parsed.scheme, parsed.host, parsed.port)
         now = time.monotonic()
         found = self._checked.get(key)
