@@ -76,6 +76,7 @@ class Sender:
         self._policy = AddressPolicy(settings.allow_networks)
         self._checked: dict[tuple[str, str, int], _Checked] = {}
         self._clients: OrderedDict[tuple[str, str, str, int], Http1Client] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         clients = list(self._clients.values())
@@ -123,8 +124,9 @@ class Sender:
         if len(self._clients) > MAX_CLIENTS:
             idle = next((k for k, c in self._clients.items() if not c.busy), None)
             if idle is not None:
-                # Aborting idle connections needs no await.
-                asyncio.get_running_loop().create_task(self._clients.pop(idle).aclose())
+                closing = asyncio.get_running_loop().create_task(self._clients.pop(idle).aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
         return client
 
     async def send(self, job: CallbackJob, secrets: list[str]) -> Tried:
