@@ -1,5 +1,5 @@
-"""Serves the two submit URLs and the drop-in APIs (`ingress.compat`) straight from ASGI; everything else
-goes to the FastAPI app.
+"""Serves the two submit URLs, the drop-in APIs (`ingress.compat`) and the platforms' delivery reports
+(`ingress.report_intake`) straight from ASGI; everything else goes to the FastAPI app.
 
 Measured under load, FastAPI's per-request machinery (middleware stack, dependency solving, query
 parsing) cost more CPU than the submit itself. The FastAPI routes of the same URLs stay, for the
@@ -18,12 +18,14 @@ from ingress.admin import AdminGate
 from ingress.compat.common import CompatRequest
 from ingress.compat.routes import DropIns
 from ingress.problems import PROBLEM_TYPE
+from ingress.report_intake import report_route, take_report
 from ingress.request_body import ClientGone, DrainingApp, RequestBody, answer_after_body
 from ingress.submission import BATCH_PATH, SINGLE_PATH, IncomingSubmit, Reply, Submissions
 from shared.logs import get_logger
 
 log = get_logger("ingress.api")
 
+_REPORT_METHODS = frozenset({"GET", "POST"})
 _PATHS = frozenset({SINGLE_PATH, BATCH_PATH, SINGLE_PATH + "/", BATCH_PATH + "/"})
 
 
@@ -61,6 +63,9 @@ class RelayApp:
             pending = self._submit(scope, headers, body)
         elif (drop_in := self._drop_ins.handler(scope["method"], scope["path"])) is not None:
             pending = drop_in(CompatRequest.from_scope(scope, body.__aiter__()))
+        elif scope["method"] in _REPORT_METHODS and (route := report_route(scope["path"])) is not None:
+            query = scope["query_string"].decode("utf-8", "replace")
+            pending = take_report(self.api.state.ingress, route, query, body.__aiter__())
         else:
             await self._framework(scope, receive, send)
             return

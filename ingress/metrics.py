@@ -72,6 +72,11 @@ RECORDER_REFUSED = Counter(
 POSSIBLE_DUPLICATES = Counter(
     "relay_ingress_ambiguous_attempts_total", "Ambiguous attempts reported by workers (possible duplicates)."
 )
+REPORT_BUNDLE = Histogram(
+    "relay_ingress_report_bundle_reports",
+    "Delivery reports per message published to the reports queue (concurrent reports share one).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 REPORT_REQUESTS = Counter(
     "relay_ingress_report_requests_total",
     "Delivery reports platforms sent to the report endpoint, by platform and result: queued (the broker "

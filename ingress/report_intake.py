@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,7 +24,8 @@ from starlette.responses import Response
 
 from ingress.metrics import REPORT_REQUESTS
 from ingress.service import Ingress
-from shared.envelope import encode_reports
+from ingress.submission import Reply
+from shared.broker import Verdict
 from shared.logs import get_logger
 from shared.model import DeliveryReport, ReportState
 from shared.reports import RECEIPT_STATES, REF_PARAMETER, REPORTS_PATH, parse_reference
@@ -35,6 +36,8 @@ log = get_logger("ingress.reports")
 CONFIRM_WAIT_S = 10.0
 MAX_REPORT_BYTES = 16_384
 JASMIN_ACK = b"ACK/Jasmin"
+TEXT = "text/plain; charset=utf-8"
+_PREFIX = REPORTS_PATH + "/"
 
 # Kannel's DLR types (%d): 1 delivered to the phone, 2 not delivered to the phone, 4 queued at the SMSC,
 # 8 delivered to the SMSC, 16 not delivered to the SMSC.
@@ -162,12 +165,46 @@ def _authentic(runtime: Ingress, site: str, secret: str, platform: str) -> bool:
     return hmac.compare_digest(config.report_secret.encode(), secret.encode())
 
 
-def _answer(platform: str, status: int, text: str) -> Response:
+def _answer(platform: str, status: int, text: str) -> Reply:
     if platform == PlatformKind.JASMIN.value and status == 200:
-        return Response(JASMIN_ACK, media_type="text/plain")
+        return Reply(status=200, body=JASMIN_ACK, media_type=TEXT)
     if platform == PlatformKind.HTTP_JSON.value:
-        return Response(orjson.dumps({"status": text}), status_code=status, media_type="application/json")
-    return Response(text, status_code=status, media_type="text/plain")
+        return Reply(status=status, body=orjson.dumps({"status": text}))
+    return Reply(status=status, body=text.encode(), media_type=TEXT)
+
+
+def report_route(path: str) -> tuple[str, str, str] | None:
+    """(site, secret, platform) of a report URL's path, or None when it is not one."""
+    if not path.startswith(_PREFIX):
+        return None
+    parts = path[len(_PREFIX) :].split("/")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+async def take_report(
+    runtime: Ingress, route: tuple[str, str, str], query: str, body: AsyncIterator[bytes]
+) -> Reply:
+    """A platform's report request, answered once the report is durable (or refused)."""
+    site, secret, platform = route
+    label = platform if platform in PARSERS else "other"
+    if platform not in PARSERS or not _authentic(runtime, site, secret, platform):
+        REPORT_REQUESTS.labels(label, "forged").inc()
+        log.warning("report refused: unknown site, wrong secret or platform", site=site[:64], platform=label)
+        return _answer(platform, 403, "forbidden")
+    content = b""
+    async for chunk in body:
+        content += chunk
+        if len(content) > MAX_REPORT_BYTES:
+            break  # the rest is drained, up to a limit, before the answer (see `ingress.request_body`)
+    try:
+        if len(content) > MAX_REPORT_BYTES:
+            raise Malformed(f"a report of more than {MAX_REPORT_BYTES} bytes")
+        parsed = PARSERS[platform](site, query, content)
+    except Malformed as exc:
+        REPORT_REQUESTS.labels(label, "malformed").inc()
+        log.warning("report refused: malformed", site=site, platform=label, error=str(exc))
+        return _answer(platform, 400, str(exc))
+    return await _publish(runtime, parsed, label)
 
 
 router = APIRouter()
@@ -183,29 +220,20 @@ _DOCUMENTED: dict[str, Any] = {
 @router.get(REPORTS_PATH + "/{site}/{secret}/{platform}", operation_id="report_get", **_DOCUMENTED)
 @router.post(REPORTS_PATH + "/{site}/{secret}/{platform}", operation_id="report_post", **_DOCUMENTED)
 async def report(site: str, secret: str, platform: str, request: Request) -> Response:
-    runtime: Ingress = request.app.state.ingress
-    label = platform if platform in PARSERS else "other"
-    if platform not in PARSERS or not _authentic(runtime, site, secret, platform):
-        REPORT_REQUESTS.labels(label, "forged").inc()
-        log.warning("report refused: unknown site, wrong secret or platform", site=site[:64], platform=label)
-        return _answer(platform, 403, "forbidden")
-    body = await request.body()
-    try:
-        if len(body) > MAX_REPORT_BYTES:
-            raise Malformed(f"a report of {len(body)} bytes")
-        parsed = PARSERS[platform](site, request.url.query, body)
-    except Malformed as exc:
-        REPORT_REQUESTS.labels(label, "malformed").inc()
-        log.warning("report refused: malformed", site=site, platform=label, error=str(exc))
-        return _answer(platform, 400, str(exc))
-    return await _publish(runtime, parsed, label)
+    """The same as `ingress.fast_path` serves without FastAPI; here for the OpenAPI document and for
+    anyone mounting the bare app."""
+    reply = await take_report(
+        request.app.state.ingress, (site, secret, platform), request.url.query, request.stream()
+    )
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
 
 
-async def _publish(runtime: Ingress, parsed: DeliveryReport, label: str) -> Response:
+async def _publish(runtime: Ingress, parsed: DeliveryReport, label: str) -> Reply:
     started = time.perf_counter()
+    pending = runtime.reports.add(parsed)
     try:
         async with asyncio.timeout(CONFIRM_WAIT_S):
-            verdict = await runtime.link.publish_reports(encode_reports([parsed]))
+            verdict: Verdict | None = await pending
     except TimeoutError:
         verdict = None
     if verdict is None or not verdict.confirmed:

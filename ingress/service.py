@@ -27,6 +27,7 @@ from ingress.forwarder import Forwarder
 from ingress.idempotency import IdempotencyGuard
 from ingress.metrics import PUBLISH_SECONDS, SPOOL_BACKLOG, SPOOLED, SUBMITS
 from ingress.recorder import Recorder
+from ingress.report_bundler import ReportBundler
 from ingress.routing import Router
 from ingress.spool import Spool, SpoolEntry, SpoolLock, claim_spool_file
 from ingress.store_writer import StoreWriter
@@ -94,6 +95,11 @@ class Ingress:
             bundle_max=settings.ingress.bundle_max,
             in_flight_max=BUNDLES_IN_FLIGHT_MAX,
         )
+        self.reports = ReportBundler(
+            publish=self.link.publish_reports,
+            bundle_max=settings.ingress.bundle_max,
+            in_flight_max=BUNDLES_IN_FLIGHT_MAX,
+        )
         self.recorder = Recorder(
             sessions=self.sessions,
             prefix=settings.broker.prefix,
@@ -144,6 +150,7 @@ class Ingress:
         await self.recorder.close()
         await self.guard.stop()
         await self.bundler.close()
+        await self.reports.close()
         await self.store_writer.close()
         await self.link.close()
         if self.spool is not None:

@@ -42,6 +42,12 @@ class CallbackSettings(BaseModel):
         description="Callbacks one host may have waiting for a request slot; more are put back for later "
         "(not a try), so a slow endpoint holds no more of the worker than this.",
     )
+    resolve_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a callback host's resolved addresses, and their check, are reused (0: "
+        "resolved for every callback); connections are kept alive per checked address.",
+    )
     secret_overlap_s: int = Field(
         86_400, ge=0, description="How long a rotated signing secret keeps signing beside the new one."
     )

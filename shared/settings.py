@@ -94,7 +94,8 @@ class IngressSettings(_Section):
         50,
         ge=1,
         le=1000,
-        description="Most jobs one broker message carries (concurrent submits for a site share one).",
+        description="Most jobs one broker message carries (concurrent submits for a site share one); "
+        "likewise delivery reports (concurrent reports share one).",
     )
     default_validity_s: int = Field(86_400, ge=1, description="Validity of a message that names none.")
     max_validity_s: int = Field(7 * 86_400, ge=1, description="Longest validity a client may ask for.")

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-from workers.platforms.http1 import HttpAnswer
+from shared.http1 import HttpAnswer
 
 
 @dataclass(frozen=True)

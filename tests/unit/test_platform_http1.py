@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from shared.http1 import AnswerLost, Http1Client, NotSent, Origin
 from tests.helpers import free_port
-from workers.platforms.http1 import AnswerLost, Http1Client, NotSent, Origin
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

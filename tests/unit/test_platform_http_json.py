@@ -8,9 +8,9 @@ from collections.abc import Callable
 import orjson
 import pytest
 
+from shared.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from shared.model import Job, Outcome
 from tests.fake_http import FakeHttp, SentRequest, answer
-from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.http_json import HttpJsonPlatform, classify_answer, encode_submit
 
 URL = "http://platform.test/v1.0/message"

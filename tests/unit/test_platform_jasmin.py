@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
+from shared.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from shared.model import Job, Outcome
 from shared.reports import ReportUrls
 from tests.fake_http import FakeHttp, SentRequest, answer
-from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.jasmin import JasminPlatform, classify_answer
 
 URL = "http://jasmin.test:1401/send"

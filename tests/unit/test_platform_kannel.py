@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from ops.harness.kannel import parse_fakesmsc_log
+from shared.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from shared.model import Job, Outcome
 from shared.reports import ReportUrls
 from tests.fake_http import FakeHttp, SentRequest, answer
-from workers.platforms.http1 import AnswerLost, HttpAnswer, NotSent, TransportFailure
 from workers.platforms.kannel import KannelPlatform, classify_answer
 
 URL = "http://kannel.test/cgi-bin/sendsms"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from shared.http1 import HttpAnswer, NotSent, TransportFailure
 from shared.model import Outcome
 from workers.platforms.base import Result
-from workers.platforms.http1 import HttpAnswer, NotSent, TransportFailure
 
 MAX_DETAIL_CHARS = 200
 

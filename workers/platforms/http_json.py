@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
+from shared.http1 import Http1Client, TransportFailure
 from shared.model import Job, Outcome
 from shared.reports import ReportUrls
 from workers.platforms.base import Result, attempt_of
-from workers.platforms.http1 import Http1Client, TransportFailure
 from workers.platforms.http_client import HttpRequester, classify_transport_error, short
 
 MAX_BATCH = 100

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from shared.http1 import HttpAnswer
 from shared.model import Job, Outcome
 from workers.platforms.base import Result
-from workers.platforms.http1 import HttpAnswer
 from workers.platforms.http_client import short
 from workers.platforms.per_message import PerMessagePlatform
 

@@ -6,10 +6,10 @@ import math
 import time
 from urllib.parse import urlencode
 
+from shared.http1 import HttpAnswer
 from shared.model import Job, Outcome
 from shared.reports import ReportUrls
 from workers.platforms.base import Result
-from workers.platforms.http1 import HttpAnswer
 from workers.platforms.http_client import HttpRequester, short
 from workers.platforms.per_message import PerMessagePlatform
 

@@ -7,10 +7,10 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from shared.http1 import Http1Client, HttpAnswer, TransportFailure
 from shared.model import Job, Outcome
 from shared.reports import ReportUrls
 from workers.platforms.base import Result, attempt_of
-from workers.platforms.http1 import Http1Client, HttpAnswer, TransportFailure
 from workers.platforms.http_client import HttpRequester, classify_transport_error
 
 

@@ -1,4 +1,5 @@
-"""A lean HTTP/1.1 client for platform adapters: asyncio streams, h11 for the protocol, keep-alive.
+"""A lean HTTP/1.1 client (platform adapters, callbacks, the simulator's reports): asyncio streams, h11
+for the protocol, keep-alive.
 
 Why not httpx: measured against the simulator on the 2-core test machine, httpx.AsyncClient spent about
 1.5-2 ms of CPU per request (its pool bookkeeping alone grows with the number of connections), while h11 on
@@ -66,7 +67,8 @@ class Origin:
     @property
     def host_header(self) -> str:
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
 
 
 class _Connection:
@@ -107,14 +109,27 @@ class _Connection:
 
 
 class Http1Client:
-    """At most `size` requests at once, each on its own kept-alive connection to one origin."""
+    """At most `size` requests at once, each on its own kept-alive connection to one origin.
 
-    def __init__(self, *, url: str, timeout_s: float, size: int) -> None:
+    `address`: the IP address to connect to instead of resolving the origin's host (a callback goes to
+    the address it checked); the host still names the origin in `Host` and in the TLS server name.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        timeout_s: float,
+        size: int,
+        address: str | None = None,
+        connect_timeout_s: float = MAX_CONNECT_TIMEOUT_S,
+    ) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.origin = Origin.parse(url)
+        self._address = address or self.origin.host
         self._timeout_s = timeout_s
-        self._connect_timeout_s = min(timeout_s, MAX_CONNECT_TIMEOUT_S)
+        self._connect_timeout_s = min(timeout_s, connect_timeout_s)
         self._ssl = ssl.create_default_context() if self.origin.scheme == "https" else None
         # One slot per allowed request in flight; a slot keeps its connection between requests. LIFO so the
         # most recently used (warm) connections are reused first.
@@ -156,6 +171,11 @@ class Http1Client:
         finally:
             self._slots.put_nowait(slot)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request is in flight or waiting for a slot."""
+        return self._slots.qsize() < len(self._all_slots)
+
     async def aclose(self) -> None:
         for slot in self._all_slots:
             connection, slot[0] = slot[0], None
@@ -166,7 +186,7 @@ class Http1Client:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
-                    self.origin.host,
+                    self._address,
                     self.origin.port,
                     ssl=self._ssl,
                     server_hostname=self.origin.host if self._ssl else None,
