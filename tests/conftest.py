@@ -19,8 +19,10 @@ import pytest
 
 from ops.harness.cleanup import delete_broker_names
 from ops.harness.deployment import Deployment, relay_up
+from ops.harness.jasmin import JasminInstance, running_jasmin
 from ops.harness.processes import PeerMissing
 from ops.harness.rabbit_cluster import ClusterFailed, RabbitCluster, cluster_possible
+from ops.harness.smsc import RunningSmsc, running_smsc
 from shared.settings import Settings, StoreSettings, load_settings
 from shared.store.migrate import upgrade
 from tests.helpers import SITES, listening, missing_service
@@ -154,3 +156,17 @@ def cluster_deployment(tmp_path: Path, rabbit_cluster: RabbitCluster) -> Iterato
             yield up
         finally:
             rabbit_cluster.revive()
+
+
+# The simulated SMSC and a Jasmin 0.11.1 routing to it, one of each per test module that asks (a module can
+# override either, e.g. for Jasmin 0.11.0 with its delivery reports).
+@pytest.fixture(scope="module")
+def smsc() -> Iterator[RunningSmsc]:
+    with running_smsc() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def jasmin(tmp_path_factory: pytest.TempPathFactory, smsc: RunningSmsc) -> Iterator[JasminInstance]:
+    with running_jasmin(tmp_path_factory.mktemp("jasmin"), smsc_port=smsc.port) as instance:
+        yield instance

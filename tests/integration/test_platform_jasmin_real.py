@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
 
-from ops.harness.jasmin import PASSWORD, USERNAME, JasminInstance, running_jasmin
-from ops.harness.smsc import RunningSmsc, running_smsc
+from ops.harness.jasmin import PASSWORD, USERNAME, JasminInstance
+from ops.harness.smsc import RunningSmsc
 from shared.model import Job, Outcome, new_message_id
 from workers.platforms.base import Result
 from workers.platforms.jasmin import JasminPlatform
@@ -19,18 +19,6 @@ from workers.platforms.smpp import SmppPlatform
 from workers.platforms.smpp_link import SmppLink
 
 pytestmark = [pytest.mark.integration, pytest.mark.jasmin]
-
-
-@pytest.fixture(scope="module")
-def smsc() -> Iterator[RunningSmsc]:
-    with running_smsc() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def jasmin(tmp_path_factory: pytest.TempPathFactory, smsc: RunningSmsc) -> Iterator[JasminInstance]:
-    with running_jasmin(tmp_path_factory.mktemp("jasmin"), smsc_port=smsc.port) as instance:
-        yield instance
 
 
 @pytest.fixture(autouse=True)

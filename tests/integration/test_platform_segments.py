@@ -19,11 +19,11 @@ import pytest
 
 from ingress.segments import count_segments
 from ops.harness.deployment import delete_topology, local_config, settings_of
-from ops.harness.jasmin import PASSWORD, USERNAME, JasminInstance, running_jasmin
+from ops.harness.jasmin import PASSWORD, USERNAME, JasminInstance
 from ops.harness.jobs import JobPublisher, wait_for_consumers, wait_until
 from ops.harness.kannel import KannelInstance, running_kannel
 from ops.harness.simulators import LocalSimulator, running_simulator
-from ops.harness.smsc import RunningSmsc, running_smsc
+from ops.harness.smsc import RunningSmsc
 from shared.model import DeadReason, Job, Outcome, Status, new_message_id
 from shared.store.migrate import upgrade
 from tests.helpers import RELAY, spawned
@@ -210,18 +210,6 @@ async def test_a_queued_job_no_site_carries_any_more_is_dead_lettered_never_sent
     )
     assert finals == {long_job.id: [Status.REJECTED], short_job.id: [Status.SENT]}
     assert [m.text for m in kannel.wait_for_received(before + 1)[before:]] == ["fits in one"]
-
-
-@pytest.fixture(scope="module")
-def smsc() -> Iterator[RunningSmsc]:
-    with running_smsc() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def jasmin(tmp_path_factory: pytest.TempPathFactory, smsc: RunningSmsc) -> Iterator[JasminInstance]:
-    with running_jasmin(tmp_path_factory.mktemp("jasmin"), smsc_port=smsc.port) as instance:
-        yield instance
 
 
 @pytest.mark.jasmin

@@ -11,16 +11,10 @@ import httpx
 import pytest
 
 from ops.harness.jasmin import PASSWORD, REPORTING_VERSION, USERNAME, JasminInstance, running_jasmin
-from ops.harness.smsc import RunningSmsc, running_smsc
+from ops.harness.smsc import RunningSmsc
 from tests.report_helpers import reporting_relay, with_reports
 
 pytestmark = [pytest.mark.integration, pytest.mark.jasmin]
-
-
-@pytest.fixture(scope="module")
-def smsc() -> Iterator[RunningSmsc]:
-    with running_smsc() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
