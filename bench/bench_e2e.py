@@ -34,7 +34,7 @@ import sys
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -43,7 +43,7 @@ import orjson
 import psutil
 
 from bench.bench_submit import migrated_store_key
-from bench.raw_http import RawPool
+from bench.raw_http import RawPool, receipt_counter
 from ops.harness.deployment import SITES, delete_topology, write_toml
 from ops.harness.jobs import JobPublisher, make_job, wait_for_consumers
 from ops.harness.kannel import KannelInstance, find_binaries, running_kannel
@@ -128,26 +128,6 @@ async def _publish_fast(jobs: JobPublisher, items: Iterable[tuple[Job, str]]) ->
     return count, time.perf_counter() - began
 
 
-@contextlib.asynccontextmanager
-async def _receipts(sims: dict[str, LocalSimulator]) -> AsyncIterator[Callable[[], Awaitable[int]]]:
-    """A counter of the unique messages the simulators received, over one keep-alive connection each:
-    polled every POLL_S through httpx, the polling took CPU from what was being measured."""
-    async with contextlib.AsyncExitStack() as stack:
-        pools = [
-            await stack.enter_async_context(RawPool(port=sim.admin_port, key=None, size=1))
-            for sim in sims.values()
-        ]
-
-        async def count() -> int:
-            total = 0
-            for pool in pools:
-                _, body = await pool.get("/stats")
-                total += int(orjson.loads(body)["unique"])
-            return total
-
-        yield count
-
-
 async def throughput(
     tmp: Path,
     sims: dict[str, LocalSimulator],
@@ -172,7 +152,10 @@ async def throughput(
     for sim in sims.values():
         sim.reset()
     try:
-        async with JobPublisher(config=config) as jobs, _receipts(sims) as received_count:
+        async with (
+            JobPublisher(config=config) as jobs,
+            receipt_counter(sim.admin_port for sim in sims.values()) as received_count,
+        ):
             # The backlog is published first: on a shared 2-core machine the publisher in this process is
             # slower than the workers, and a stream would measure the publisher instead.
             items = ((make_job(), SITES[i % len(SITES)]) for i in range(count))
@@ -252,7 +235,10 @@ async def submit_to_receipt(
             procs = [ingress, *stack.enter_context(_workers(tmp, config, 1))]
             async with JobPublisher(config=config) as jobs:
                 await wait_for_consumers(jobs, {"a": 2, "b": 2}, timeout_s=60)
-            async with RawPool(port=port, key=key, size=clients) as pool, _receipts(sims) as received_count:
+            async with (
+                RawPool(port=port, key=key, size=clients) as pool,
+                receipt_counter(sim.admin_port for sim in sims.values()) as received_count,
+            ):
                 per_request = batch_size if batch_size > 1 else 1
                 requests = count // per_request
 

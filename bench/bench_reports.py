@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,7 +36,7 @@ import httpx
 import orjson
 import psutil
 
-from bench.raw_http import RawPool
+from bench.raw_http import RawPool, receipt_counter
 from ops.harness.deployment import Deployment, http_json_sites_on_free_ports, relay_up
 from ops.harness.processes import RELAY, free_port, spawned, wait_for_port
 
@@ -50,25 +50,6 @@ POLL_S = 0.05
 CALLBACK_WAIT_S = 60.0
 
 
-@contextlib.asynccontextmanager
-async def receipts(up: Deployment) -> AsyncIterator[Callable[[], Awaitable[int]]]:
-    """A counter of the unique messages the deployment's simulators took, one keep-alive connection each."""
-    async with contextlib.AsyncExitStack() as stack:
-        pools = [
-            await stack.enter_async_context(RawPool(port=urlsplit(sim.admin_url).port or 0, key=None, size=1))
-            for sim in up.simulators.values()
-        ]
-
-        async def count() -> int:
-            total = 0
-            for pool in pools:
-                _, body = await pool.get("/stats")
-                total += int(orjson.loads(body)["unique"])
-            return total
-
-        yield count
-
-
 async def submit_round(
     up: Deployment, *, count: int, clients: int, deadline_s: float, callback_url: str | None
 ) -> dict[str, Any]:
@@ -78,7 +59,12 @@ async def submit_round(
     port = urlsplit(up.api_url).port or 0
     ids: list[str] = []
     extra = {"callback_url": callback_url} if callback_url else {}
-    async with RawPool(port=port, key=up.key, size=clients) as pool, receipts(up) as received_count:
+    async with (
+        RawPool(port=port, key=up.key, size=clients) as pool,
+        receipt_counter(
+            urlsplit(sim.admin_url).port or 0 for sim in up.simulators.values()
+        ) as received_count,
+    ):
         gate = asyncio.Semaphore(clients)
 
         async def one(n: int) -> int:

@@ -9,6 +9,10 @@ reader's limit (64 KiB).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+import orjson
 
 
 class RawConnection:
@@ -82,3 +86,22 @@ class RawPool:
             return await connection.request(method, path, body)
         finally:
             self._idle.put_nowait(connection)
+
+
+@contextlib.asynccontextmanager
+async def receipt_counter(admin_ports: Iterable[int]) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """A counter of the unique messages simulated platforms received, asked over one keep-alive connection
+    to each admin port: polled through httpx, the polling took CPU from what was being measured."""
+    async with contextlib.AsyncExitStack() as stack:
+        pools = [
+            await stack.enter_async_context(RawPool(port=port, key=None, size=1)) for port in admin_ports
+        ]
+
+        async def count() -> int:
+            total = 0
+            for pool in pools:
+                _, body = await pool.get("/stats")
+                total += int(orjson.loads(body)["unique"])
+            return total
+
+        yield count
