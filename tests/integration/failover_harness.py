@@ -7,6 +7,7 @@ workers decided from the events and dead-letter queues.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -62,6 +63,8 @@ FAST_WORKER = {
     "grace_s": 5.0,
     "metrics_port": 0,
 }
+# A stopping worker finishes or hands back what it holds within its grace_s; then some margin.
+WORKER_STOP_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -202,6 +205,14 @@ async def running_relay(
             for proc in r.workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
+            # A worker still running when its queues are deleted declares them again: wait for them all.
+            for proc in r.workers:
+                try:
+                    await asyncio.to_thread(proc.wait, WORKER_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    await asyncio.to_thread(proc.wait)
             await delete_topology(broker_url, r.config)
 
 

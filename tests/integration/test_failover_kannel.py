@@ -63,11 +63,14 @@ def _config(tmp: Path, broker_url: str, prefix: str, kannels: dict[str, KannelIn
 async def test_kill_of_kannel_a_bearerbox_mid_stream_loses_nothing(
     tmp_path: Path, broker_url: str, prefix: str, kannel_binaries: dict[str, str]
 ) -> None:
-    with contextlib.ExitStack() as stack:
-        kannel_a = stack.enter_context(running_kannel(tmp_path / "kannel-a", kannel_binaries))
-        kannel_b = stack.enter_context(running_kannel(tmp_path / "kannel-b", kannel_binaries))
-        config = _config(tmp_path, broker_url, prefix, {"a": kannel_a, "b": kannel_b})
-        try:
+    config: Path | None = None
+    # The workers stop with the stack, before the topology is deleted: a worker still running when its
+    # queues go would declare them again.
+    try:
+        with contextlib.ExitStack() as stack:
+            kannel_a = stack.enter_context(running_kannel(tmp_path / "kannel-a", kannel_binaries))
+            kannel_b = stack.enter_context(running_kannel(tmp_path / "kannel-b", kannel_binaries))
+            config = _config(tmp_path, broker_url, prefix, {"a": kannel_a, "b": kannel_b})
             async with JobPublisher(config=config) as jobs:
                 for site in ("a", "b"):
                     stack.enter_context(
@@ -113,5 +116,6 @@ async def test_kill_of_kannel_a_bearerbox_mid_stream_loses_nothing(
                 via_b = ids & {m.text for m in kannel_b.received()}
                 a_jobs = {job.id for job in jobs.published if jobs.site_of[job.id] == "a"}
                 assert via_b & a_jobs, "site a's jobs never went through site b"
-        finally:
+    finally:
+        if config is not None:
             await delete_topology(broker_url, config)
