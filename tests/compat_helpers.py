@@ -18,6 +18,7 @@ import uvicorn
 
 from ingress.app import create_app
 from ingress.service import Ingress, running
+from ops.harness.kannel import CORE_GROUP, SMSBOX_GROUP
 from shared.settings import Settings
 from shared.store.accounts import ensure_account_sid
 from shared.store.api_keys import create_key
@@ -74,19 +75,9 @@ async def served(settings: Settings) -> AsyncIterator[Served]:
             await task
 
 
-_CONFIG = """\
-group = core
-admin-port = {admin_port}
-admin-password = secret
-admin-allow-ip = "127.0.0.1"
-smsbox-port = {smsbox_port}
-box-allow-ip = "127.0.0.1"
-log-file = "{dir}/bearerbox.log"
-log-level = 1
-access-log = "{dir}/access.log"
-store-type = spool
-store-location = "{dir}/spool"
-
+_CONFIG = (
+    CORE_GROUP
+    + """
 group = smsc
 smsc = http
 smsc-id = relay
@@ -99,18 +90,16 @@ connect-allow-ip = "127.0.0.1"
 # Long texts whole: split, they would reach the relay as UDH parts, which it refuses.
 max-sms-octets = 1600
 
-group = smsbox
-bearerbox-host = 127.0.0.1
-sendsms-port = {sendsms_port}
-log-file = "{dir}/smsbox.log"
-log-level = 1
-
+"""
+    + SMSBOX_GROUP
+    + """
 group = sendsms-user
 username = app
 password = app-secret
 max-messages = 10
 concatenation = true
 """
+)
 
 
 @dataclass
@@ -137,6 +126,7 @@ class KannelClient:
             _CONFIG.format(
                 dir=self.directory,
                 admin_port=self.admin_port,
+                admin_password="secret",
                 smsbox_port=self.smsbox_port,
                 receive_port=self.receive_port,
                 sendsms_port=self.sendsms_port,

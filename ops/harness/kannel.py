@@ -31,7 +31,7 @@ START_TIMEOUT_S = 15.0
 
 _GOT = re.compile(r"Got message \d+: <(?P<sender>\S*) (?P<receiver>\S*) (?P<kind>\S+) (?P<data>.*)>\s*$")
 
-_CONFIG = """\
+CORE_GROUP = """\
 group = core
 admin-port = {admin_port}
 admin-password = {admin_password}
@@ -43,19 +43,28 @@ log-level = 1
 access-log = "{dir}/access.log"
 store-type = spool
 store-location = "{dir}/spool"
+"""
+# The smsbox whose sendsms the relay (or a test) calls.
+SMSBOX_GROUP = """\
+group = smsbox
+bearerbox-host = 127.0.0.1
+sendsms-port = {sendsms_port}
+log-file = "{dir}/smsbox.log"
+log-level = 1
+"""
 
+_CONFIG = (
+    CORE_GROUP
+    + """
 group = smsc
 smsc = fake
 smsc-id = fake
 port = {smsc_port}
 connect-allow-ip = "127.0.0.1"
 
-group = smsbox
-bearerbox-host = 127.0.0.1
-sendsms-port = {sendsms_port}
-log-file = "{dir}/smsbox.log"
-log-level = 1
-
+"""
+    + SMSBOX_GROUP
+    + """
 group = sendsms-user
 username = {username}
 password = {password}
@@ -64,6 +73,7 @@ group = sms-service
 keyword = default
 text = "ok"
 """
+)
 
 
 # What a sendsms-user sends of a long text: up to 10 concatenated parts, unless the instance keeps Kannel's
