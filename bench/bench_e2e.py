@@ -43,7 +43,7 @@ import orjson
 import psutil
 
 from bench.bench_submit import migrated_store_key
-from bench.raw_http import RawPool, receipt_counter
+from bench.raw_http import RawPool, receipt_counter, send_until_received
 from ops.harness.deployment import SITES, delete_topology, write_toml
 from ops.harness.jobs import JobPublisher, make_job, wait_for_consumers
 from ops.harness.kannel import KannelInstance, find_binaries, running_kannel
@@ -264,16 +264,9 @@ async def submit_to_receipt(
                 ingress_before_s, workers_before_s = _cpu_s(procs[:1]), _cpu_s(procs[1:])
                 platforms_before_s, broker_before_s = _cpu_s(platforms), _cpu_s(brokers)
                 client_before_s = _cpu_s([psutil.Process()])
-                began = time.perf_counter()
-                sending = asyncio.ensure_future(asyncio.gather(*(gated(n) for n in range(requests))))
-                received = 0
-                while time.perf_counter() - began < deadline_s:
-                    received = await received_count()
-                    if sending.done() and received >= sum(sending.result()):
-                        break
-                    await asyncio.sleep(POLL_S)
-                last_s = time.perf_counter()
-                accepted = sum(await sending) if sending.done() else None
+                flow = await send_until_received(
+                    (gated(n) for n in range(requests)), received_count, deadline_s=deadline_s, poll_s=POLL_S
+                )
                 cpu_s = {
                     "ingress": _cpu_s(procs[:1]) - ingress_before_s,
                     "workers": _cpu_s(procs[1:]) - workers_before_s,
@@ -281,9 +274,7 @@ async def submit_to_receipt(
                     "platforms": _cpu_s(platforms) - platforms_before_s,
                     "client": _cpu_s([psutil.Process()]) - client_before_s,
                 }
-                if not sending.done():
-                    sending.cancel()
-        elapsed_s = last_s - began
+        accepted, received, elapsed_s = flow.accepted, flow.received, flow.elapsed_s
         return {
             "what": "HTTP submit -> ingress -> broker -> worker -> simulated platform receipt",
             "batch_size": batch_size,

@@ -36,7 +36,7 @@ import httpx
 import orjson
 import psutil
 
-from bench.raw_http import RawPool, receipt_counter
+from bench.raw_http import RawPool, receipt_counter, send_until_received
 from ops.harness.deployment import Deployment, http_json_sites_on_free_ports, relay_up
 from ops.harness.processes import RELAY, free_port, spawned, wait_for_port
 
@@ -76,24 +76,15 @@ async def submit_round(
             ids.append(str(orjson.loads(answer)["id"]))
             return 1
 
-        began = time.perf_counter()
-        sending = asyncio.ensure_future(asyncio.gather(*(one(n) for n in range(count))))
-        received = 0
-        while time.perf_counter() - began < deadline_s:
-            received = await received_count()
-            if sending.done() and received >= sum(sending.result()):
-                break
-            await asyncio.sleep(POLL_S)
-        elapsed_s = time.perf_counter() - began
-        accepted = sum(await sending) if sending.done() else None
-        if not sending.done():
-            sending.cancel()
+        flow = await send_until_received(
+            (one(n) for n in range(count)), received_count, deadline_s=deadline_s, poll_s=POLL_S
+        )
     return {
-        "accepted": accepted,
-        "delivered": received,
-        "seconds": round(elapsed_s, 3),
-        "per_s": round(received / elapsed_s, 1) if elapsed_s else None,
-        "complete": accepted == count and received >= count,
+        "accepted": flow.accepted,
+        "delivered": flow.received,
+        "seconds": round(flow.elapsed_s, 3),
+        "per_s": round(flow.received / flow.elapsed_s, 1) if flow.elapsed_s else None,
+        "complete": flow.accepted == count and flow.received >= count,
         "ids": ids,
     }
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from bench.bench_submit import migrated_store_key
-from bench.raw_http import RawPool
+from bench.raw_http import RawPool, send_until_received
 from ops.harness.deployment import delete_topology, write_toml
 from ops.harness.jobs import JobPublisher, wait_for_consumers
 from ops.harness.processes import RELAY, free_port, spawned, wait_for_port
@@ -120,25 +120,19 @@ async def _measure(
         async with gate:
             return await submit(f"e2e {n}")
 
-    began = time.perf_counter()
-    sending = asyncio.ensure_future(asyncio.gather(*(one(n) for n in range(messages))))
-    delivered = 0
-    while time.perf_counter() - began < deadline_s:
-        delivered = await received() - start
-        if sending.done() and delivered >= sum(sending.result()):
-            break
-        await asyncio.sleep(POLL_S)
-    elapsed_s = time.perf_counter() - began
-    accepted = sum(await sending) if sending.done() else None
-    if not sending.done():
-        sending.cancel()
+    async def delivered_since_start() -> int:
+        return await received() - start
+
+    flow = await send_until_received(
+        (one(n) for n in range(messages)), delivered_since_start, deadline_s=deadline_s, poll_s=POLL_S
+    )
     return {
         "what": "HTTP submit -> ingress -> broker -> worker -> the platform's receipt",
         "messages": messages,
         "clients": clients,
-        "accepted": accepted,
-        "delivered": delivered,
-        "seconds": round(elapsed_s, 2),
-        "delivered_per_s": round(delivered / elapsed_s, 1),
-        "complete": accepted == messages and delivered >= messages,
+        "accepted": flow.accepted,
+        "delivered": flow.received,
+        "seconds": round(flow.elapsed_s, 2),
+        "delivered_per_s": round(flow.received / flow.elapsed_s, 1),
+        "complete": flow.accepted == messages and flow.received >= messages,
     }

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -105,3 +108,34 @@ async def receipt_counter(admin_ports: Iterable[int]) -> AsyncIterator[Callable[
             return total
 
         yield count
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    accepted: int | None  # requests the relay accepted; None when the sending outlasted the deadline
+    received: int  # messages the platforms took by the end
+    elapsed_s: float  # from the first request to the last receipt counted (or the deadline)
+
+
+async def send_until_received(
+    sends: Iterable[Coroutine[Any, Any, int]],
+    received: Callable[[], Awaitable[int]],
+    *,
+    deadline_s: float,
+    poll_s: float,
+) -> Flow:
+    """Run `sends` (each returns how many messages it got accepted) at once and poll `received` until the
+    platforms took every accepted message or `deadline_s` passed."""
+    began = time.perf_counter()
+    sending = asyncio.ensure_future(asyncio.gather(*sends))
+    count = 0
+    while time.perf_counter() - began < deadline_s:
+        count = await received()
+        if sending.done() and count >= sum(sending.result()):
+            break
+        await asyncio.sleep(poll_s)
+    elapsed_s = time.perf_counter() - began
+    accepted = sum(await sending) if sending.done() else None
+    if not sending.done():
+        sending.cancel()
+    return Flow(accepted=accepted, received=count, elapsed_s=elapsed_s)
