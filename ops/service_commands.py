@@ -129,15 +129,19 @@ def keys_secret(
     typer.echo(value)
 
 
-def callbacks_command(
-    metrics_port: int | None = typer.Option(
+def _metrics_port_option(setting: str) -> Any:
+    return typer.Option(
         None,
         "--metrics-port",
         metavar="PORT",
         min=0,
         max=65535,
-        help="Prometheus port, 0 for none (default: callbacks.metrics_port).",
-    ),
+        help=f"Prometheus port, 0 for none (default: {setting}).",
+    )
+
+
+def callbacks_command(
+    metrics_port: int | None = _metrics_port_option("callbacks.metrics_port"),
 ) -> None:
     """Run a callback worker until SIGTERM: POST each status change to its customer's endpoint, signed."""
     from workers.callbacks.runtime import CallbackWorker
@@ -193,14 +197,7 @@ def worker(
         max=4096,
         help="Platform requests at once (default: worker.concurrency).",
     ),
-    metrics_port: int | None = typer.Option(
-        None,
-        "--metrics-port",
-        metavar="PORT",
-        min=0,
-        max=65535,
-        help="Prometheus port, 0 for none (default: worker.metrics_port).",
-    ),
+    metrics_port: int | None = _metrics_port_option("worker.metrics_port"),
 ) -> None:
     """Run one worker of a site's pool until SIGTERM; it also stands by for the other sites' queues."""
     loaded = settings()
