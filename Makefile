@@ -39,8 +39,10 @@ lint: $(STAMP)
 	$(BIN)/mypy shared ingress workers ops simulator migrations
 	$(BIN)/lint-imports
 
-## The whole benchmark suite; writes bench/results/report.json and PNG plots.
+## The whole benchmark suite; writes bench/results/report.json and PNG plots. Its kannel section drives
+## load with wrk (apt-get install -y wrk) against Debian's Kannel (apt-get install -y kannel kannel-extras).
 bench: $(STAMP)
+	@command -v wrk >/dev/null || echo "bench: wrk is not installed (apt-get install -y wrk): the kannel section will fail"
 	$(BIN)/python -m bench.run_all
 
 clean:

@@ -173,6 +173,7 @@ def evaluate(sections: dict[str, Any], *, blackhole_timeout_s: float) -> list[Ta
             )
         )
     checks += report_checks(sections.get("reports") or {})
+    checks += kannel_checks(sections.get("kannel") or {})
     sizes = [s for s in backlog.get("sizes", []) if _get(s, "worker_rss", "max_mb")]
     growth = None
     if len(sizes) >= 2:
@@ -219,4 +220,26 @@ def report_checks(reports: dict[str, Any]) -> list[TargetCheck]:
             unit="ms",
             source="bench_reports report_to_callback_ms.p99 (the report's send to the endpoint's receipt)",
         ),
+    ]
+
+
+# relay / Kannel 1.4.5 measured in one run (bench_kannel): the whole relay end to end, and the ingress alone
+# against smsbox alone (the relay confirms or fsyncs before its 202, Kannel does not).
+KANNEL_CHECKS = (
+    ("end to end, one message per request, relay / Kannel", "e2e_single", 1.0),
+    ("accept-only, one message per request, relay / Kannel smsbox", "accept_single", 0.6),
+)
+
+
+def kannel_checks(kannel: dict[str, Any]) -> list[TargetCheck]:
+    return [
+        check(
+            name,
+            _number(_get(kannel, "ratios", key, "ratio")),
+            target=target,
+            comparison=">=",
+            unit="x Kannel",
+            source=f"bench_kannel ratios.{key}.ratio (median of the rounds' relay/Kannel ratios)",
+        )
+        for name, key, target in KANNEL_CHECKS
     ]

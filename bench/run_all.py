@@ -13,11 +13,14 @@ Sections, each bounded in count and time, everything on 127.0.0.1 and stopped at
   reports  `relay up` with delivery reports and signed callbacks off, then on, in alternating rounds: the
            end-to-end rate of each and their ratio, and the time from a platform's report to the
            customer's callback, p50 and p99 (bench.bench_reports, as a child)
+  kannel   the whole relay against two real Kannels, one message per request, one load generator (wrk):
+           end-to-end and accept-only rates, their relay/Kannel ratios, CPU per message per process kind
+           and py-spy profiles of the ingress and a worker (bench.bench_kannel, as a child; needs wrk)
 
 Every figure is compared with its target and the report says by how much a missed one is missed. On a
 machine whose cores other work shares the figures are noisy; the report records the load average.
 
-Run: `python -m bench.run_all [--quick] [--only submit e2e outage backlog platforms reports]`.
+Run: `python -m bench.run_all [--quick] [--only submit e2e outage backlog platforms reports kannel]`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from bench.backlog import run_backlog
 from bench.outage import outage_deployment, run_outage
 from bench.report import evaluate
 
-SECTIONS = ("submit", "e2e", "outage", "backlog", "platforms", "reports")
+SECTIONS = ("submit", "e2e", "outage", "backlog", "platforms", "reports", "kannel")
 OUTAGE_PLATFORM_TIMEOUT_S = 2.0
 console = Console(stderr=True)
 
@@ -125,6 +128,10 @@ def reports_section(quick: bool) -> dict[str, Any]:
     return run_child_json("bench.bench_reports", ["--quick"] if quick else [], timeout_s=900)
 
 
+def kannel_section(quick: bool) -> dict[str, Any]:
+    return run_child_json("bench.bench_kannel", ["--quick"] if quick else [], timeout_s=900)
+
+
 RUNNERS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "submit": submit_section,
     "e2e": e2e_section,
@@ -132,6 +139,7 @@ RUNNERS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "backlog": backlog_section,
     "platforms": platforms_section,
     "reports": reports_section,
+    "kannel": kannel_section,
 }
 
 

@@ -137,11 +137,13 @@ def relay_up(
     sites: Mapping[str, Mapping[str, Any]] | None = None,
     reports: bool = True,
     metrics_base_port: int = 0,
+    workers_per_site: int | None = None,
     **tables: Mapping[str, Any],
 ) -> Iterator[Deployment]:
     """`relay up` of a configuration of its own in `directory` (`local_config`; sites a and b simulated
     unless `sites`; their delivery reports on unless not `reports`; metrics ports from
-    `metrics_base_port` on, none with 0), until the block ends; then stopped
+    `metrics_base_port` on, none with 0; `relay up`'s own number of workers per site unless
+    `workers_per_site`), until the block ends; then stopped
     and its broker names deleted (call it outside an event loop)."""
     config = local_config(
         directory,
@@ -158,6 +160,8 @@ def relay_up(
     args += ["--metrics-base-port", str(metrics_base_port)]
     if not reports:
         args.append("--no-reports")
+    if workers_per_site is not None:
+        args += ["--workers-per-site", str(workers_per_site)]
     try:
         with spawned(args, log=log, cwd=directory, stop_timeout_s=UP_STOP_TIMEOUT_S) as up:
             key, pids = _wait_for_banner(log, up)

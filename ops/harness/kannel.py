@@ -128,6 +128,7 @@ class KannelInstance:
     username: str = USERNAME
     password: str = PASSWORD
     kannel_defaults: bool = False  # the sendsms-user as Kannel has it out of the box
+    with_smsc: bool = True  # False: no fakesmsc, bearerbox queues what smsbox accepts (accept-only runs)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _process_groups: set[int] = field(default_factory=set)
@@ -161,7 +162,8 @@ class KannelInstance:
         self.write_config()
         self._start_bearerbox()
         self.start_smsbox()
-        self._start_fakesmsc()
+        if self.with_smsc:
+            self._start_fakesmsc()
         self.wait_until_online()
 
     def close(self) -> None:
@@ -197,15 +199,15 @@ class KannelInstance:
         )
 
     def wait_until_online(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Until bearerbox reports the fake SMSC online and smsbox answers on its sendsms port."""
+        """Until bearerbox reports the fake SMSC online (if it has one) and smsbox answers on its sendsms
+        port."""
         deadline = time.monotonic() + timeout_s
         status_url = f"http://127.0.0.1:{self.admin_port}/status.txt"
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 status = httpx.get(status_url, params={"password": ADMIN_PASSWORD}, timeout=2).text
-                if "online" in status.split("SMSC connections:", 1)[-1] and listening(
-                    "127.0.0.1", self.sendsms_port
-                ):
+                smsc_online = "online" in status.split("SMSC connections:", 1)[-1] or not self.with_smsc
+                if smsc_online and listening("127.0.0.1", self.sendsms_port):
                     return
             time.sleep(0.1)
         raise TimeoutError(f"Kannel in {self.directory} not online after {timeout_s} s")
@@ -250,6 +252,14 @@ class KannelInstance:
                 raise TimeoutError(f"port {port} still listening after {timeout_s} s")
             time.sleep(0.05)
 
+    def pids(self) -> dict[str, int]:
+        """The pid of every program started, by name: bearerbox, smsbox, fakesmsc-<run>."""
+        return {name: proc.pid for name, proc in self._processes.items()}
+
+    def fakesmsc_log(self) -> Path:
+        """The log of fakesmsc's current run (`Got message` lines)."""
+        return self.directory / f"fakesmsc-{self._fakesmsc_runs}.out"
+
     def received(self) -> list[FakeSmscMessage]:
         """Every message the fake SMSC got, over all its runs, in order."""
         messages: list[FakeSmscMessage] = []
@@ -271,11 +281,14 @@ class KannelInstance:
 
 @contextlib.contextmanager
 def running_kannel(
-    directory: Path, binaries: dict[str, str], *, kannel_defaults: bool = False
+    directory: Path, binaries: dict[str, str], *, kannel_defaults: bool = False, with_smsc: bool = True
 ) -> Iterator[KannelInstance]:
     """A started Kannel instance in `directory`, stopped (SIGKILL) when the block ends; `kannel_defaults`
-    keeps Kannel's own sendsms-user limits on long texts."""
-    instance = KannelInstance(directory=directory, binaries=binaries, kannel_defaults=kannel_defaults)
+    keeps Kannel's own sendsms-user limits on long texts; without `with_smsc` it has no fake SMSC and
+    only queues what it accepts."""
+    instance = KannelInstance(
+        directory=directory, binaries=binaries, kannel_defaults=kannel_defaults, with_smsc=with_smsc
+    )
     try:
         instance.start()
         yield instance
