@@ -317,6 +317,11 @@ def summary(
                 TARGETS["accept_single"],
             ),
         },
+        # For comparison: what each side accepted while it was also delivering (the e2e rounds).
+        "accepted_while_delivering_per_s": {
+            "kannel": median(rates("kannel_e2e", "accepted_per_s")),
+            "relay": median(rates(default, "accepted_per_s")),
+        },
         "shapes": {
             shape.name: {
                 "median_delivered_per_s": median(rates(f"relay_e2e_{shape.name}", "delivered_per_s")),
@@ -328,6 +333,8 @@ def summary(
         },
         "rounds_detail": measured,
         "profile": found["profile"],
+        "profile_note": "own time per function; `Runner.run (asyncio/runners.py)` is uvloop's native loop "
+        "(socket reads and writes, its C callbacks); the ingress's aiosqlite thread is the store's writes",
         "load_average": {"start": load, "end": [round(x, 2) for x in os.getloadavg()]},
     }
 
