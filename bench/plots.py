@@ -152,3 +152,30 @@ def backlog_plot(backlog: dict[str, Any], out: Path) -> Path | None:
     memory.set_title("Worker memory while draining")
     memory.legend(fontsize=8)
     return _save(fig, out)
+
+
+def kannel_plot(kannel: dict[str, Any], out: Path) -> Path | None:
+    """Every round's rate of each side, end to end and accept-only, with the medians' ratios."""
+    rounds = kannel.get("rounds_detail") or {}
+    shape = kannel.get("relay_shape")
+    if not rounds or not shape:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (
+        ("end to end, one message per request", "e2e_single", "kannel_e2e", f"relay_e2e_{shape}"),
+        ("accept-only, one message per request", "accept_single", "kannel_accept", "relay_accept"),
+    )
+    for axis, (title, key, kannel_side, relay_side) in zip(axes, panels, strict=True):
+        for offset, (label, side, color) in enumerate(
+            (("Kannel", kannel_side, "#999999"), ("relay", relay_side, "#1f77b4"))
+        ):
+            rates = [r.get("delivered_per_s") or r.get("accepted_per_s") or 0 for r in rounds.get(side, [])]
+            axis.bar([n * 3 + offset for n in range(len(rates))], rates, color=color, label=label)
+        ratio = ((kannel.get("ratios") or {}).get(key) or {}).get("ratio")
+        target = ((kannel.get("ratios") or {}).get(key) or {}).get("target")
+        axis.set_title(f"{title}\nmedian ratio {ratio} (target {target})", fontsize=9)
+        axis.set_xlabel("rounds (Kannel, relay)")
+        axis.set_ylabel("messages / s")
+        axis.set_xticks([])
+        axis.legend(fontsize=8)
+    return _save(fig, out)

@@ -149,6 +149,7 @@ def write_plots(sections: dict[str, Any], out: Path) -> list[str]:
         (plots.submit_plot, sections.get("submit"), "submit.png"),
         (plots.e2e_plot, sections.get("e2e"), "e2e.png"),
         (plots.backlog_plot, sections.get("backlog"), "backlog.png"),
+        (plots.kannel_plot, sections.get("kannel"), "kannel.png"),
     ]
     outage = sections.get("outage") or {}
     for fault in ("down", "blackhole"):
