@@ -4,6 +4,7 @@ sends anyway. Called from `ingress.validation`, which names each bad field."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import phonenumbers
@@ -40,7 +41,7 @@ def number_text_problem(value: str) -> str | None:
     return None
 
 
-def number_kind_problem(number: phonenumbers.PhoneNumber, blocked: list[NumberType]) -> str | None:
+def number_kind_problem(number: phonenumbers.PhoneNumber, blocked: Sequence[NumberType]) -> str | None:
     """Why a valid number is refused: an extension, or a kind of number blocked here; or None."""
     if number.extension is not None:
         return EXTENSION

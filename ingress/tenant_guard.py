@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import math
 from collections import Counter as Tally
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -131,10 +130,13 @@ class TenantGuard:
     def policy(self, tenant: str) -> Policy:
         return self._policies.get(tenant, self._default)
 
-    @contextlib.asynccontextmanager
-    async def admit(self, tenant: str, count: int) -> AsyncIterator[None]:
-        """Hold one open submit of `count` messages of `tenant` while the block makes them durable;
-        `RateLimited` when a limit refuses it."""
+    def admit(self, tenant: str, count: int) -> Admission:
+        """Hold one open submit of `count` messages of `tenant` while the block makes them durable
+        (`async with`); `RateLimited` when a limit refuses it."""
+        return Admission(self, tenant, count)
+
+    async def _enter(self, tenant: str, count: int) -> int:
+        """Check and count an admission; the store-count generation it was counted in."""
         policy = self.policy(tenant)
         if policy.max_open and self._open[tenant] >= policy.max_open:
             self._refuse("open", f"{policy.max_open} submits of this tenant are open already", OPEN_RETRY_S)
@@ -158,16 +160,13 @@ class TenantGuard:
         # Counted before the store row is written: a refresh that reads the row clears this count, so
         # a message is never counted twice (one admitted during a refresh may be missed until the next).
         self._queued_since[tenant] += count
-        generation = self._generation
         self._open[tenant] += 1
-        try:
-            yield
-        except BaseException:
-            if generation == self._generation:
-                self._queued_since[tenant] -= count
-            raise
-        finally:
-            self._open[tenant] -= 1
+        return self._generation
+
+    def _leave(self, tenant: str, count: int, generation: int, *, failed: bool) -> None:
+        if failed and generation == self._generation:
+            self._queued_since[tenant] -= count
+        self._open[tenant] -= 1
 
     def lanes(self, tenant: str, jobs: list[tuple[Job, str]]) -> list[tuple[Job, str]]:
         """The jobs with the routing key each leaves with: a tenant with more than `guard.bulk_after`
@@ -235,6 +234,25 @@ class TenantGuard:
     def _refuse(limit: str, detail: str, retry_after_s: int | None) -> None:
         REFUSED.labels(limit).inc()
         raise RateLimited(limit=limit, detail=detail, retry_after_s=retry_after_s)
+
+
+class Admission:
+    """`TenantGuard.admit`'s hold, a plain class: a generator-based context manager per submit cost
+    more than the checks it wraps."""
+
+    __slots__ = ("_count", "_generation", "_guard", "_tenant")
+
+    def __init__(self, guard: TenantGuard, tenant: str, count: int) -> None:
+        self._guard = guard
+        self._tenant = tenant
+        self._count = count
+        self._generation = 0
+
+    async def __aenter__(self) -> None:
+        self._generation = await self._guard._enter(self._tenant, self._count)
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._guard._leave(self._tenant, self._count, self._generation, failed=kind is not None)
 
 
 def rate_limit_policy(bucket: Bucket) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -12,6 +13,7 @@ from ingress.content_checks import number_kind_problem, number_text_problem, tex
 from ingress.segments import count_segments
 from shared.callbacks.guard import CallbackRefused, parse_url
 from shared.errors import ValidationFailed
+from shared.guard_settings import NumberType
 from shared.settings import IngressSettings
 
 _ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9 .\-]{1,11}$")
@@ -19,6 +21,10 @@ _NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,16}$")
 MAX_REFERENCE_CHARS = 128
 NUL = "\x00"  # no SMS needs one, and PostgreSQL's text cannot hold it
 FIELDS = frozenset({"to", "from", "body", "reference", "validity_s", "callback_url"})
+# Recipients repeat (one-time codes go to the same users again and again) and parsing a number was the
+# costliest step of a submit, so the verdicts on recent numbers are kept: at most this many, least
+# recently used evicted first (about 4 MB full). A flood of distinct numbers only churns it.
+NUMBER_CACHE_ENTRIES = 16_384
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,23 +105,31 @@ def _number(value: Any, settings: IngressSettings, prefix: str, errors: list[dic
     if not isinstance(value, str) or not value.strip():
         errors.append(_error("to", "a phone number is required", prefix))
         return None
+    number, refused = canonical_number(value, settings.default_region, tuple(settings.blocked_number_types))
+    if refused is not None:
+        errors.append(_error("to", refused, prefix))
+    return number
+
+
+@lru_cache(maxsize=NUMBER_CACHE_ENTRIES)
+def canonical_number(
+    value: str, region: str, blocked: tuple[NumberType, ...]
+) -> tuple[str | None, str | None]:
+    """The number in E.164 and None, or None and why it is refused: a pure function of its arguments,
+    so a cached verdict is the one parsing again would give."""
     refused = number_text_problem(value)
     if refused is not None:
-        errors.append(_error("to", refused, prefix))
-        return None
+        return None, refused
     try:
-        parsed = phonenumbers.parse(value, settings.default_region)
+        parsed = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
-        errors.append(_error("to", f"not a phone number: {exc._msg}", prefix))
-        return None
+        return None, f"not a phone number: {exc._msg}"
     if not phonenumbers.is_valid_number(parsed):
-        errors.append(_error("to", "not a valid phone number", prefix))
-        return None
-    refused = number_kind_problem(parsed, settings.blocked_number_types)
+        return None, "not a valid phone number"
+    refused = number_kind_problem(parsed, blocked)
     if refused is not None:
-        errors.append(_error("to", refused, prefix))
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return None, refused
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
 
 
 def _sender(value: Any, prefix: str, errors: list[dict[str, str]]) -> str | None:
