@@ -48,9 +48,11 @@ log = get_logger("workers.callbacks")
 
 GRACE_S = 5.0
 # How long a callback waits in memory for its host's slot before it is put back for later: a bundle is
-# acked only once each of its callbacks is settled, so this bounds how long a slow host keeps one unacked.
-LANE_WAIT_TIMEOUTS = 3
-LANE_WAIT_MIN_S = 30.0
+# acked only once each of its callbacks is settled, so this bounds how long a slow host keeps one unacked
+# (well within the broker's consumer timeout, 30 minutes by default). Not shorter: under a burst to one
+# healthy host, the prefetched bundles' callbacks wait in its lane for a while, and putting them back
+# would cost each a retry tier's wait.
+LANE_WAIT_S = 300.0
 
 
 def _attempts(message: AbstractIncomingMessage) -> int:
@@ -89,7 +91,7 @@ class CallbackWorker:
         self._lanes = Lanes(
             concurrency=self._cb.per_host_concurrency,
             waiting=self._cb.per_host_waiting,
-            wait_s=max(LANE_WAIT_MIN_S, LANE_WAIT_TIMEOUTS * self._cb.timeout_s),
+            wait_s=LANE_WAIT_S,
         )
         self.metrics = CallbackMetrics(lanes=self._lanes.occupancy)
         self._stop = stop
