@@ -6,6 +6,10 @@ after the commit instead could lose a callback to a crash in between, since the 
 changes nothing. A commit that fails after the publish leaves a callback for a change the store does not
 hold yet; the reports are folded again, the change made, and its callback sent again under the same
 event id, which the customer deduplicates by.
+
+A fold's jobs leave in bundles of up to `BUNDLE_MAX`, one confirmed message each: the callback worker
+acks a bundle once each of its jobs is sent, stopped, or re-published on its own for a retry. The bound
+keeps a message small and what one worker holds in memory (its prefetch of bundles) bounded.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from collections.abc import Sequence
 
 from ingress import public_texts
 from shared.broker import ConfirmedPublisher
-from shared.callbacks.wire import CallbackJob, encode_callback, event_id
+from shared.callbacks.wire import CallbackJob, encode_callbacks, event_id
 from shared.model import DeadReason, Outcome, Status
 from shared.store.status_changes import StatusChange
 from shared.topology import CALLBACK_KEY, callbacks_exchange
+
+BUNDLE_MAX = 100
 
 # What a tenant is told of a dead letter's reason; the platform's own answer is for operators.
 _REASON_TEXTS = {
@@ -65,19 +71,20 @@ def callback_jobs(changes: Sequence[StatusChange]) -> list[CallbackJob]:
 async def publish_callbacks(
     publisher: ConfirmedPublisher, prefix: str, jobs: Sequence[CallbackJob], *, timeout_s: float
 ) -> None:
-    """Publish every job and wait for every confirm; raises when any is not confirmed."""
+    """Publish every job, in bundles, and wait for every confirm; raises when any is not confirmed."""
     if not jobs:
         return
     exchange = callbacks_exchange(prefix)
+    bundles = [jobs[n : n + BUNDLE_MAX] for n in range(0, len(jobs), BUNDLE_MAX)]
     await asyncio.gather(
         *(
             publisher.publish(
-                encode_callback(job),
+                encode_callbacks(bundle),
                 exchange=exchange,
                 routing_key=CALLBACK_KEY,
-                message_id=job.event_id,
+                message_id=bundle[0].event_id,
                 timeout_s=timeout_s,
             )
-            for job in jobs
+            for bundle in bundles
         )
     )

@@ -7,7 +7,8 @@ died) carries the header `x-relay-possible-duplicate`, under the same message id
 publish is still in flight stay where they are, and so does everything behind them. Spool files of dead
 ingress processes (their lock is free) are drained the same way: those beside this process's own file
 (the other processes of one replica) and those of the peer replicas named in `ingress.peer_spool_paths`.
-`relay spool drain` drains one such file from any machine (`drain_file`).
+`relay spool drain` drains one such file from any machine (`drain_file`). A delivery report the broker
+did not confirm is spooled too (`ingress.report_intake`), and forwarded to the reports exchange.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 from ingress.broker_link import BrokerLink
 from ingress.detours import Detours
 from ingress.metrics import FORWARDED, SPOOL_BACKLOG
-from ingress.spool import Spool, SpoolLock, spool_files
-from shared.broker import Fate
+from ingress.spool import Spool, SpoolEntry, SpoolLock, spool_files
+from shared.broker import Fate, Verdict
 from shared.logs import get_logger
+from shared.reports import SPOOLED_REPORT_KEY
 
 log = get_logger("ingress.forwarder")
 
@@ -153,19 +155,7 @@ async def forward_batch(spool: Spool, link: BrokerLink, detours: Detours | None 
     if not entries:
         return 0, 0
     await spool.mark([s.seq for s in entries if not s.entry.maybe_sent])
-    verdicts = await asyncio.gather(
-        *(
-            link.publish_job(
-                body=s.entry.body,
-                site=detours.routing_key(s.entry.message_id, s.entry.routing_key)
-                if detours is not None
-                else s.entry.routing_key,
-                message_id=s.entry.message_id,
-                headers=s.entry.forward_headers(),
-            )
-            for s in entries
-        )
-    )
+    verdicts = await asyncio.gather(*(_forward(s.entry, link, detours) for s in entries))
     # Not taken this time does not unmark an entry a copy of which may be queued from before.
     await spool.settle(
         [
@@ -175,7 +165,8 @@ async def forward_batch(spool: Spool, link: BrokerLink, detours: Detours | None 
     )
     if detours is not None:
         for s, v in zip(entries, verdicts, strict=True):
-            detours.settle(s.entry.message_id, v)
+            if s.entry.routing_key != SPOOLED_REPORT_KEY:
+                detours.settle(s.entry.message_id, v)
     confirmed = sum(1 for v in verdicts if v.confirmed)
     FORWARDED.inc(confirmed)
     SPOOL_BACKLOG.set(spool.backlog)
@@ -186,3 +177,15 @@ async def forward_batch(spool: Spool, link: BrokerLink, detours: Detours | None 
     else:
         log.info("spool forwarded", forwarded=confirmed, backlog=spool.backlog)
     return confirmed, failed
+
+
+async def _forward(entry: SpoolEntry, link: BrokerLink, detours: Detours | None) -> Verdict:
+    """A spooled job to its site's queue (or its detour), a spooled report to the reports exchange."""
+    if entry.routing_key == SPOOLED_REPORT_KEY:
+        return await link.publish_reports(entry.body)
+    site = entry.routing_key
+    if detours is not None:
+        site = detours.routing_key(entry.message_id, site)
+    return await link.publish_job(
+        body=entry.body, site=site, message_id=entry.message_id, headers=entry.forward_headers()
+    )

@@ -81,7 +81,8 @@ REPORT_REQUESTS = Counter(
     "relay_ingress_report_requests_total",
     "Delivery reports platforms sent to the report endpoint, by platform and result: queued (the broker "
     "confirmed it; answered), forged (unknown site, wrong secret or wrong platform; refused), malformed "
-    "(refused), unavailable (no confirm; answered 503, the platform sends it again).",
+    "(refused), spooled (no confirm: fsynced in the spool, answered, forwarded later), unavailable (neither "
+    "confirmed nor spooled; answered 503, the platform sends it again).",
     ["platform", "result"],
 )
 REPORTS_FOLDED = Counter(

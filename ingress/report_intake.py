@@ -5,7 +5,9 @@ configured site whose `report_secret` is the secret and whose platform is the on
 refused (403) and counted as forged. Each platform's own fields are read into one `DeliveryReport`; the
 report goes to <prefix>.reports with a publisher confirm, and only then is the platform answered (Jasmin
 with the ``ACK/Jasmin`` it waits for), so a crash before the store has it loses nothing: an unanswered
-platform sends it again, and the store keeps a report sent twice once.
+platform sends it again, and the store keeps a report sent twice once. When the broker does not confirm
+in time the report is fsynced in the ingress's spool instead and answered all the same (Kannel does not
+send a dlr-url again); the spool's forwarder publishes it once the broker is back.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -24,11 +27,19 @@ from starlette.responses import Response
 
 from ingress.metrics import REPORT_REQUESTS
 from ingress.service import Ingress
+from ingress.spool import SpoolEntry
 from ingress.submission import Reply
-from shared.broker import Verdict
+from shared.broker import Fate, Verdict
+from shared.envelope import encode_reports
 from shared.logs import get_logger
 from shared.model import DeliveryReport, ReportState
-from shared.reports import RECEIPT_STATES, REF_PARAMETER, REPORTS_PATH, parse_reference
+from shared.reports import (
+    RECEIPT_STATES,
+    REF_PARAMETER,
+    REPORTS_PATH,
+    SPOOLED_REPORT_KEY,
+    parse_reference,
+)
 from shared.settings import PlatformKind
 
 log = get_logger("ingress.reports")
@@ -212,8 +223,10 @@ router = APIRouter()
 
 _DOCUMENTED: dict[str, Any] = {
     "summary": "A platform's delivery report (Kannel dlr-url, Jasmin dlr-url, http-json callback)",
-    "description": "Answered 200 once the report is durable (a confirmed publish); 403 for an unknown "
-    "site, a wrong secret or platform; 400 for what is not a report; 503 when the broker did not confirm.",
+    "description": "Answered 200 once the report is durable (a confirmed publish, or else fsynced in the "
+    "ingress's spool); 403 for an unknown "
+    "site, a wrong secret or platform; 400 for what is not a report; 503 when the broker did not confirm "
+    "and the report could not be spooled either.",
 }
 
 
@@ -237,8 +250,11 @@ async def _publish(runtime: Ingress, parsed: DeliveryReport, label: str) -> Repl
     except TimeoutError:
         verdict = None
     if verdict is None or not verdict.confirmed:
+        if await _spool(runtime, parsed, maybe_sent=verdict is None or verdict.fate is Fate.UNKNOWN):
+            REPORT_REQUESTS.labels(label, "spooled").inc()
+            return _answer(label, 200, "ok")
         REPORT_REQUESTS.labels(label, "unavailable").inc()
-        log.warning("report not confirmed by the broker; the platform must send it again", site=parsed.site)
+        log.warning("report not durable; the platform must send it again", site=parsed.site)
         return _answer(label, 503, "try again later")
     REPORT_REQUESTS.labels(label, "queued").inc()
     log.debug(
@@ -250,3 +266,24 @@ async def _publish(runtime: Ingress, parsed: DeliveryReport, label: str) -> Repl
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return _answer(label, 200, "ok")
+
+
+async def _spool(runtime: Ingress, parsed: DeliveryReport, *, maybe_sent: bool) -> bool:
+    """The report fsynced in the ingress's spool, to be forwarded once the broker confirms again: a
+    platform that does not send a report again (Kannel's dlr-url) would lose it to a 503. One whose
+    publish may yet be confirmed can reach the store twice; the store keeps it once."""
+    if runtime.spool is None:
+        return False
+    entry = SpoolEntry(
+        message_id=f"report-{uuid.uuid4().hex}",
+        routing_key=SPOOLED_REPORT_KEY,
+        headers={},
+        body=encode_reports([parsed]),
+        maybe_sent=maybe_sent,
+    )
+    try:
+        await runtime.spool.append([entry])
+    except Exception as exc:
+        log.error("report could not be spooled", site=parsed.site, error=repr(exc))
+        return False
+    return True

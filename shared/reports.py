@@ -17,6 +17,9 @@ from shared.model import ReportState
 from shared.settings import Settings
 
 REPORTS_PATH = "/v1/reports"
+# The routing key of a report in the ingress's spool (a submit's is its site, which cannot start so): the
+# forwarder publishes it to the reports exchange.
+SPOOLED_REPORT_KEY = "@reports"
 REF_PARAMETER = "ref"
 _REFERENCE = re.compile(r"^([0-9a-f]{32})\.([0-9]{1,6})$")
 

@@ -69,13 +69,16 @@ class ReportingRelay:
         return view
 
 
-def with_reports(settings_factory: Callable[..., Settings], sites: dict[str, dict[str, Any]]) -> Settings:
-    """Settings of a relay whose sites report to an ingress on a free port."""
+def with_reports(
+    settings_factory: Callable[..., Settings], sites: dict[str, dict[str, Any]], **sections: Any
+) -> Settings:
+    """Settings of a relay whose sites report to an ingress on a free port (`sections` as overrides)."""
     port = free_port()
     return settings_factory(
         ingress={"port": port, "public_url": f"http://127.0.0.1:{port}"},
         sites={name: {"report_secret": SECRET, **site} for name, site in sites.items()},
         routing={"policy": "primary", "primary": sorted(sites)[0]},
+        **sections,
     )
 
 

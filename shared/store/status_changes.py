@@ -9,6 +9,7 @@ reported twice (the callback's event id is the same both times) but never missed
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -87,10 +88,39 @@ def filled(stored: Stored, job: Job) -> Stored:
     return replace(stored, tenant=job.tenant, reference=job.reference, callback_url=job.callback_url)
 
 
+# A tenant's default callback URL, as read (None: it has none), by store and tenant: a query per fold
+# batch was a measurable part of the recorder's work. A change (`relay tenants callback`) reaches the
+# callbacks of the changes folded within this many seconds.
+DEFAULT_URLS_TTL_S = 5.0
+_DEFAULTS_MAX = 10_000
+_defaults: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+
+async def _default_urls(session: AsyncSession, tenants: set[str]) -> dict[str, str]:
+    store = str(session.get_bind().engine.url)
+    now = time.monotonic()
+    found: dict[str, str] = {}
+    unknown = set()
+    for tenant in tenants:
+        cached = _defaults.get((store, tenant))
+        if cached is None or now >= cached[0]:
+            unknown.add(tenant)
+        elif cached[1] is not None:
+            found[tenant] = cached[1]
+    if unknown:
+        read = await default_urls(session, unknown)
+        if len(_defaults) + len(unknown) > _DEFAULTS_MAX:
+            _defaults.clear()
+        for tenant in unknown:
+            _defaults[(store, tenant)] = (now + DEFAULT_URLS_TTL_S, read.get(tenant))
+        found.update(read)
+    return found
+
+
 async def with_default_urls(session: AsyncSession, changes: list[StatusChange]) -> list[StatusChange]:
     """`changes` with the tenant's default URL where the message names none."""
     tenants = {c.tenant for c in changes if c.callback_url is None and c.tenant}
-    defaults: dict[str, Any] = await default_urls(session, tenants) if tenants else {}
+    defaults: dict[str, Any] = await _default_urls(session, tenants) if tenants else {}
     if not defaults:
         return changes
     return [replace(c, callback_url=defaults.get(c.tenant)) if c.callback_url is None else c for c in changes]

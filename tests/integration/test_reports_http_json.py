@@ -4,6 +4,10 @@ or counted, a report naming no message is kept unmatched, and a report is answer
 
 from __future__ import annotations
 
+import asyncio
+import time
+from urllib.parse import urlsplit, urlunsplit
+
 import httpx
 import pytest
 from prometheus_client import REGISTRY
@@ -11,6 +15,7 @@ from prometheus_client import REGISTRY
 from shared.store.report_rows import unmatched_count
 from simulator.server import PlatformSimulator
 from tests.helpers import free_port
+from tests.ingress_helpers import TcpProxy
 from tests.report_helpers import SECRET, reporting_relay, with_reports
 
 pytestmark = pytest.mark.integration
@@ -113,21 +118,38 @@ async def test_forged_reports_are_refused_and_counted(broker_cleanup, settings_f
     assert SECRET not in wrong_secret.text
 
 
-async def test_a_report_is_answered_only_after_the_broker_confirmed_it(
-    broker_cleanup, settings_factory, store_url, simulator
+async def test_a_report_the_broker_cannot_take_is_spooled_answered_and_forwarded(
+    broker_cleanup, settings_factory, store_url, simulator, broker_url
 ):
-    """The endpoint answers 503 while the broker cannot confirm (nothing durable: the platform must send
-    it again) and 200 once it can; what it answered 200 for is in the store even though the ingress that
-    took it stopped right after (the broker, not the ingress, held it)."""
-    settings = with_reports(settings_factory, {"a": site_of(simulator)})
+    """A report is answered only once durable: while the broker is cut off it is fsynced in the ingress's
+    spool (Kannel would not send it again after a 503), answered 200, and forwarded once the broker is
+    back; the store has it although the ingress that took it never folded it (its recorder was stopped)."""
+    proxy = TcpProxy(target_port=urlsplit(broker_url).port or 5672)
+    await proxy.start()
+    parts = urlsplit(broker_url)
+    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}"))
+    settings = with_reports(
+        settings_factory, {"a": site_of(simulator)}, broker={"url": via_proxy, "confirm_timeout_s": 0.5}
+    )
     ref = "?ref=" + "b" * 32 + ".1"
-    async with reporting_relay(settings, workers=False) as relay, httpx.AsyncClient(timeout=10) as client:
-        await relay.ingress.recorder.close()  # the store gets nothing from this process from now on
-        relay.ingress.link._available = False  # as while the broker connection is down
-        refused = await client.post(relay.report_url("a") + ref, json={"id": "p1", "status": "DELIVERED"})
-        relay.ingress.link._available = True
-        taken = await client.post(relay.report_url("a") + ref, json={"id": "p1", "status": "DELIVERED"})
-    assert refused.status_code == 503 and taken.status_code == 200
+    counted = {"platform": "http-json", "result": "spooled"}
+    spooled = sample("relay_ingress_report_requests_total", **counted)
+    try:
+        async with reporting_relay(settings, workers=False) as relay, httpx.AsyncClient(timeout=30) as client:
+            await relay.ingress.recorder.close()  # the store gets nothing from this process from now on
+            await proxy.cut()
+            taken = await client.post(relay.report_url("a") + ref, json={"id": "p1", "status": "DELIVERED"})
+            assert taken.status_code == 200, taken.text
+            assert relay.ingress.spool_backlog == 1
+            await proxy.restore()
+            deadline = time.monotonic() + 30
+            while relay.ingress.spool_backlog or not relay.ingress.link.available:
+                assert time.monotonic() < deadline, "the spooled report was not forwarded"
+                await asyncio.sleep(0.1)
+    finally:
+        await proxy.close()
+    assert sample("relay_ingress_report_requests_total", **counted) == spooled + 1
+    settings = with_reports(settings_factory, {"a": site_of(simulator)})
     async with reporting_relay(settings, workers=False) as again:
         async with httpx.AsyncClient(timeout=10) as client:
             for _ in range(100):

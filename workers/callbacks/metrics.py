@@ -61,7 +61,8 @@ class CallbackMetrics:
             self.sent.labels(result=result.value)  # every result shows, at 0 until it happens
         self.lane_full = Counter(
             "relay_callbacks_lane_full",
-            "Callbacks put back for later, not tried, because their host's lane was full.",
+            "Callbacks put back for later, not tried, because their host's lane was full or no slot came in "
+            "time.",
             registry=self.registry,
         )
         self.duration = Histogram(

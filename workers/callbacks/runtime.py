@@ -5,8 +5,10 @@ in the delay queue of its try (`<prefix>.callbacks.delay.<n>s`, whose TTL sends 
 dead letter is committed to the store; or nacked back to its queue when none of that could be done (the
 broker, or the store, away). So a callback is at least once, never lost.
 
-Each job is handled in a task of its own, under its host's lane (`workers.callbacks.lanes`): a slow host
-holds at most its lane's callbacks; the rest of the worker's prefetch serves the other hosts.
+A broker message holds one job or a bundle (the jobs of one recorder fold); each message is handled in a
+task of its own, each of its jobs under its host's lane (`workers.callbacks.lanes`), and the message is
+acked once every job has ended as above (nacked when one could not). A slow host holds at most its lane's
+messages; the rest of the worker's prefetch serves the other hosts.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.broker import ConfirmedPublisher, connect, settle
-from shared.callbacks.wire import CallbackDeadReason, CallbackJob, decode_callback
+from shared.callbacks.wire import CallbackDeadReason, CallbackJob, decode_callbacks, encode_callback
 from shared.envelope import H_CALLBACK_ATTEMPT
 from shared.errors import EnvelopeError
 from shared.logs import get_logger
@@ -45,6 +47,12 @@ from workers.callbacks.sender import Sender, host_of
 log = get_logger("workers.callbacks")
 
 GRACE_S = 5.0
+# How long a callback waits in memory for its host's slot before it is put back for later: a bundle is
+# acked only once each of its callbacks is settled, so this bounds how long a slow host keeps one unacked
+# (well within the broker's consumer timeout, 30 minutes by default). Not shorter: under a burst to one
+# healthy host, the prefetched bundles' callbacks wait in its lane for a while, and putting them back
+# would cost each a retry tier's wait.
+LANE_WAIT_S = 300.0
 
 
 def _attempts(message: AbstractIncomingMessage) -> int:
@@ -80,7 +88,11 @@ class CallbackWorker:
         self._secrets = SecretCache(sessions, overlap_s=self._cb.secret_overlap_s)
         self._dead = DeadCallbacks(sessions)
         self._sender = Sender(self._cb)
-        self._lanes = Lanes(concurrency=self._cb.per_host_concurrency, waiting=self._cb.per_host_waiting)
+        self._lanes = Lanes(
+            concurrency=self._cb.per_host_concurrency,
+            waiting=self._cb.per_host_waiting,
+            wait_s=LANE_WAIT_S,
+        )
         self.metrics = CallbackMetrics(lanes=self._lanes.occupancy)
         self._stop = stop
         self._tasks: set[asyncio.Task[None]] = set()
@@ -139,21 +151,37 @@ class CallbackWorker:
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
-            job = decode_callback(message.body)
+            jobs = decode_callbacks(message.body)
         except EnvelopeError as exc:
             log.error("unreadable callback dropped", error=str(exc), message_id=message.message_id)
             await settle(message, ack=True)
             return
-        try:
-            await self._try(message, job, _attempts(message))
-        except Exception as exc:
-            # Neither its retry nor its dead letter could be made durable: it goes back to its queue.
-            log.warning("callback not settled; back to its queue", event_id=job.event_id, error=repr(exc))
+        before = _attempts(message)
+        # Each job of a bundle ends on its own; the message is acked once every one has.
+        tries = (self._try(job, before, message) for job in jobs)
+        done = await asyncio.gather(*tries, return_exceptions=True)
+        failed = [(job, e) for job, e in zip(jobs, done, strict=True) if isinstance(e, BaseException)]
+        if failed:
+            # Neither its retry nor its dead letter could be made durable: it goes back to its queue (the
+            # bundle's other jobs with it, sent again under the same event ids).
+            first, error = failed[0]
+            log.warning(
+                "callback not settled; back to its queue",
+                event_id=first.event_id,
+                failed=len(failed),
+                of=len(jobs),
+                error=repr(error),
+            )
             await settle(message, ack=False)
+            return
+        await settle(message, ack=True)
 
-    async def _try(self, message: AbstractIncomingMessage, job: CallbackJob, before: int) -> None:
+    async def _try(self, job: CallbackJob, before: int, message: AbstractIncomingMessage) -> None:
+        """One try of `job` and what follows it: done, stopped, its retry published, or its dead letter
+        recorded; raises when its retry or dead letter could not be made durable."""
         try:
-            async with self._lanes.slot(host_of(job.url)):
+            # The message is alive, so its id is its own, as long as its jobs hold the lane.
+            async with self._lanes.slot(host_of(job.url), id(message)):
                 secrets = await self._secrets.of(job.tenant)
                 started = time.perf_counter()
                 tried = await self._sender.send(job, secrets)
@@ -161,14 +189,13 @@ class CallbackWorker:
         except LaneFull:
             # Its host is busy with its own callbacks: back later, and not counted as a try.
             self.metrics.lane_full.inc()
-            await self._later(message, job, before, min(self._cb.retry_delays_s))
+            await self._later(job, before, min(self._cb.retry_delays_s))
             return
         attempt = before + 1
         if tried.refused:
             self.metrics.tried(TryResult.REFUSED_ADDRESS)
             await self._dead.record(asdict(job), CallbackDeadReason.ADDRESS_REFUSED, tried.detail, attempt)
             log.warning("callback refused at send time", event_id=job.event_id, detail=tried.detail)
-            await settle(message, ack=True)
             return
         decision = decide(
             tried.status_code,
@@ -178,40 +205,37 @@ class CallbackWorker:
         )
         self.metrics.tried(_RESULTS[decision.next])
         if decision.next is Next.RETRY:
-            await self._later(message, job, attempt, decision.delay_s)
-            return
-        if decision.next is Next.DEAD:
+            await self._later(job, attempt, decision.delay_s)
+        elif decision.next is Next.DEAD:
             await self._dead.record(asdict(job), CallbackDeadReason.ATTEMPTS_EXHAUSTED, tried.detail, attempt)
             log.warning("callback dead", event_id=job.event_id, attempts=attempt, detail=tried.detail)
         elif decision.next is Next.GONE:
             log.info("callback refused for good by its endpoint (410)", event_id=job.event_id)
-        await settle(message, ack=True)
 
-    async def _later(
-        self, message: AbstractIncomingMessage, job: CallbackJob, attempts: int, delay_s: int
-    ) -> None:
+    async def _later(self, job: CallbackJob, attempts: int, delay_s: int) -> None:
+        """`job` on its own, confirmed in the delay queue of its try."""
         await self._publisher.publish(
-            message.body,
+            encode_callback(job),
             exchange="",
             routing_key=callback_delay_queue(self._prefix, delay_s),
             message_id=job.event_id,
             headers={H_CALLBACK_ATTEMPT: attempts},
         )
-        await settle(message, ack=True)
 
     async def _parked(self, message: AbstractIncomingMessage) -> None:
-        """A callback the broker redelivered past its limit: a dead callback, replayable."""
+        """Callbacks the broker redelivered past its limit: dead callbacks, replayable."""
         try:
-            job = decode_callback(message.body)
+            jobs = decode_callbacks(message.body)
         except EnvelopeError as exc:
             log.error("unreadable parked callback dropped", error=str(exc))
             await settle(message, ack=True)
             return
         detail = "redelivered past the broker's delivery limit without an outcome"
         try:
-            await self._dead.record(
-                asdict(job), CallbackDeadReason.REDELIVERY_LIMIT, detail, _attempts(message)
-            )
+            for job in jobs:
+                await self._dead.record(
+                    asdict(job), CallbackDeadReason.REDELIVERY_LIMIT, detail, _attempts(message)
+                )
         except Exception as exc:
             log.warning("parked callback not recorded; back to its queue", error=repr(exc))
             await settle(message, ack=False)

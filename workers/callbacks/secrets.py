@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -17,14 +18,25 @@ class SecretCache:
         self._sessions = sessions
         self._overlap_s = overlap_s
         self._cache: dict[str, tuple[float, list[str]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def of(self, tenant: str) -> list[str]:
         """The tenant's secrets in force, current first; one is made when the tenant has none yet (the
-        tenant reads it with `relay keys secret`)."""
-        now = time.monotonic()
+        tenant reads it with `relay keys secret`). Read once for all the callbacks that want them at once
+        (a bundle's callbacks of one tenant do), not once each."""
         cached = self._cache.get(tenant)
-        if cached is not None and now - cached[0] < SECRETS_TTL_S:
+        if cached is not None and time.monotonic() - cached[0] < SECRETS_TTL_S:
             return cached[1]
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(tenant)
+            if cached is not None and time.monotonic() - cached[0] < SECRETS_TTL_S:
+                return cached[1]
+            found = await self._read(tenant)
+            self._cache[tenant] = (time.monotonic(), found)
+        return found
+
+    async def _read(self, tenant: str) -> list[str]:
         async with self._sessions() as session:
             found = await secrets_in_force(session, tenant)
         if not found:
@@ -32,7 +44,6 @@ class SecretCache:
                 found = [
                     await signing_secret(session, tenant=tenant, rotate=False, overlap_s=self._overlap_s)
                 ]
-        self._cache[tenant] = (now, found)
         return found
 
 
