@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
@@ -17,8 +15,7 @@ log = get_logger(__name__)
 
 CANCEL_TIMEOUT_S = 2.0
 
-# A plain function is called as the message arrives; a coroutine function in a task of its own.
-OnMessage = Callable[[AbstractIncomingMessage, str], Awaitable[None] | None]
+OnMessage = Callable[[AbstractIncomingMessage, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,18 +97,8 @@ class Consumers:
             if tags:
                 log.info("consumers cancelled", queues=[q.queue.name for q, _ in tags])
 
-    def _callback(self, site: str) -> Callable[[AbstractIncomingMessage], Any]:
-        """What `queue.consume` calls: aio-pika's types ask for a coroutine function, while it calls a plain
-        one (`aio_pika.tools.create_task`) from the loop's queue, without a task per message."""
-        on_message = self._on_message
-        if inspect.iscoroutinefunction(on_message):
+    def _callback(self, site: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._on_message(message, site)
 
-            async def receive(message: AbstractIncomingMessage) -> None:
-                await cast(Awaitable[None], on_message(message, site))
-
-            return receive
-
-        def take(message: AbstractIncomingMessage) -> None:
-            on_message(message, site)
-
-        return take
+        return on_message

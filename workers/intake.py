@@ -22,36 +22,15 @@ class Intake:
         self._settlement = settlement
         self._outcomes = outcomes
         self._waiting: asyncio.Queue[Held] = LaneQueue()
-        self._dead_lettering: set[asyncio.Future[list[None]]] = set()
-
-    def take(self, message: AbstractIncomingMessage, queue_site: str) -> None:
-        """The consumers' callback, a plain function so that aio-pika calls it without making a task per
-        message: hold the message's jobs and queue them; unreadable ones are dead-lettered in a task."""
-        readable, unreadable = self._sort(message, queue_site)
-        for held in readable:
-            self._waiting.put_nowait(held)
-        if unreadable:
-            task = asyncio.ensure_future(asyncio.gather(*unreadable))
-            self._dead_lettering.add(task)  # a task nobody references may be collected before it ends
-            task.add_done_callback(self._dead_lettering.discard)
 
     async def receive(self, message: AbstractIncomingMessage, queue_site: str) -> None:
-        """Hold the message's jobs and queue them, once the unreadable ones are dead-lettered."""
+        """The consumers' callback: hold the message's jobs and queue them."""
         for held in await self.hold(message, queue_site):
             self._waiting.put_nowait(held)
 
     async def hold(self, message: AbstractIncomingMessage, queue_site: str) -> list[Held]:
         """Track a delivered message and its jobs; the jobs that cannot be read are dead-lettered at once,
         each under its own id, and the others returned."""
-        readable, unreadable = self._sort(message, queue_site)
-        if unreadable:
-            await asyncio.gather(*unreadable)
-        return readable
-
-    def _sort(
-        self, message: AbstractIncomingMessage, queue_site: str
-    ) -> tuple[list[Held], list[Awaitable[None]]]:
-        """The message's jobs held: the readable ones, and the dead-lettering of the others (to await)."""
         state = DeliveryState.from_headers(
             message.headers, queue_site=queue_site, redelivered=bool(message.redelivered)
         )
@@ -69,7 +48,9 @@ class Intake:
                 unreadable.append(self._malformed(job, item.error, attempts=state.attempt))
             else:
                 readable.append(job)
-        return readable, unreadable
+        if unreadable:  # rare: an empty gather still makes a future to await
+            await asyncio.gather(*unreadable)
+        return readable
 
     def put(self, held: Held) -> None:
         self._waiting.put_nowait(held)

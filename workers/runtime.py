@@ -334,7 +334,9 @@ async def _assemble(
         segment_limits=settings.segment_limits,
     )
     intake = Intake(settlement=settlement, outcomes=outcomes)
-    consumers = Consumers.for_site(own=own, own_site=site, standby=standby, on_message=intake.take, bulk=bulk)
+    consumers = Consumers.for_site(
+        own=own, own_site=site, standby=standby, on_message=intake.receive, bulk=bulk
+    )
     delivery = Delivery(
         site=site,
         platform=platform,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 
 import orjson
@@ -140,20 +139,3 @@ async def test_an_unreadable_job_of_a_bundle_is_dead_lettered_under_its_own_id_a
     await r.delivery.run(held)
     assert r.platform.sent == good and message.settled == ["ack"]
     assert {rec.status for rec in r.recorder.records} == {Status.DEAD, Status.SENT}
-
-
-async def test_the_consumers_plain_callback_queues_readable_jobs_at_once_and_dead_letters_the_rest() -> None:
-    r = rooms(platform=Platform(max_batch=10))
-    good = [make_job() for _ in range(2)]
-    broken = {**asdict(make_job()), "id": "b" * 32}
-    del broken["to"]
-    body = orjson.dumps({"v": 1, "jobs": [asdict(good[0]), broken, asdict(good[1])]})
-    message = Message(good, body=body)
-    assert r.intake.take(message.incoming(), "a") is None  # no coroutine: aio-pika makes no task for it
-    assert [h.job for h in r.intake.take_all()] == good
-    for _ in range(20):  # the dead letter goes out in a task of its own
-        if r.publisher.to("unit.dead"):
-            break
-        await asyncio.sleep(0)
-    [dead] = r.publisher.to("unit.dead")
-    assert dead.dead[0].id == "b" * 32 and dead.dead[1]["reason"] is DeadReason.MALFORMED
