@@ -1,11 +1,13 @@
-"""A lean HTTP/1.1 client (platform adapters, callbacks, the simulator's reports): asyncio streams, h11
-for the protocol, keep-alive.
+"""A lean HTTP/1.1 client (platform adapters, callbacks, the simulator's reports): an asyncio protocol,
+httptools (llhttp, in C) to read answers, keep-alive.
 
 Why not httpx: measured against the simulator on the 2-core test machine, httpx.AsyncClient spent about
 1.5-2 ms of CPU per request (its pool bookkeeping alone grows with the number of connections), while h11 on
 asyncio streams spent about 0.3 ms. For one-message-per-request platforms (Kannel, Jasmin) the adapter is
 the worker's largest cost, so this is the difference between a worker that keeps up with its platform and
-one that does not.
+one that does not. h11 parses in Python and asyncio's streams add a buffer, a waiter and a timeout scope per
+read; here the bytes go from the transport straight into llhttp, and a request costs one future and one
+timer.
 
 Every failure says whether the request may have reached the platform, which is what adapters classify on:
 `NotSent` (nothing or only part of the request left this process: certainly not taken) or `AnswerLost`
@@ -15,19 +17,25 @@ Every failure says whether the request may have reached the platform, which is w
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import re
 import select
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h11
+import httptools
 
 # A platform that does not complete the TCP handshake within this is treated as down: a refused or
 # unanswered connect means nothing was sent, so failing fast costs nothing and speeds up failover.
 MAX_CONNECT_TIMEOUT_S = 2.0
-MAX_ANSWER_BYTES = 1_048_576
-_READ_CHUNK_BYTES = 65_536
+MAX_ANSWER_BYTES = 1_048_576  # of the head, and of the body
+
+# What RFC 9110 allows in a request target, a header name and a header value: anything else (a CR or LF
+# above all) would let one field end the request early or add one, so such a request is not sent.
+_TARGET = re.compile(rb"[\x21-\x7e]+\Z")
+_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
+_VALUE = re.compile(rb"[\x20-\x7e\x80-\xff\t]*\Z")
 
 
 class TransportFailure(Exception):
@@ -40,6 +48,185 @@ class NotSent(TransportFailure):
 
 class AnswerLost(TransportFailure):
     """The request was sent; its answer timed out, was cut off or was not HTTP."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Wire(asyncio.Protocol):
+    """One connection: writes a request, feeds what arrives to llhttp, resolves the exchange's future.
+
+    Bytes that arrive while no request waits, or after the answer, are none the relay asked for: the
+    connection is then not used again (`reusable`)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._paused = False
+        self._closed = False  # EOF or connection lost
+        self._stray = False  # bytes nobody asked for
+        self._keep_alive = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._head_bytes = 0
+        self._headers_done = False
+        self._framed = False  # a Content-Length or Transfer-Encoding: the end is not the connection's close
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._complete = False
+
+    @property
+    def reusable(self) -> bool:
+        return self._keep_alive and not (self._closed or self._stray or self.transport.is_closing())
+
+    async def exchange(self, data: bytes, *, timeout_s: float) -> tuple[int, bytes]:
+        """Send one request and wait for its answer: its status and its whole body."""
+        loop = asyncio.get_running_loop()
+        self._reset()
+        self._keep_alive = False
+        waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        self._waiter = waiter
+        timer: asyncio.TimerHandle | None = None
+        try:
+            self._send(data)
+            if self._paused:
+                await self._drain(timeout_s)
+            timer = loop.call_later(timeout_s, self._timed_out, waiter, timeout_s)
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved: a failure that came while sending is reported as such
+
+    def _send(self, data: bytes) -> None:
+        self.transport.write(data)  # a send error closes the transport (connection_lost), never raises
+        if self.transport.is_closing():
+            # The first send failed (the connection was reset): the transport dropped the data.
+            raise NotSent("connection failed while sending")
+
+    async def _drain(self, timeout_s: float) -> None:
+        # Only what reached the kernel can reach the platform; with bytes still buffered here the request
+        # is incomplete there, and a server does not act on an incomplete request.
+        self._drained = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._drained, timeout=timeout_s)
+        except TimeoutError:
+            raise NotSent(f"request not sent whole: no progress in {timeout_s} s") from None
+        finally:
+            self._drained = None
+        if self._paused:  # lost with part of the request still here
+            raise NotSent("request not sent whole: connection lost")
+
+    @staticmethod
+    def _timed_out(waiter: asyncio.Future[tuple[int, bytes]], timeout_s: float) -> None:
+        if not waiter.done():
+            waiter.set_exception(AnswerLost(f"no answer within {timeout_s} s"))
+
+    def _fail(self, error: TransportFailure) -> None:
+        self._keep_alive = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._complete:
+            self._stray = True
+            return
+        if not self._headers_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_ANSWER_BYTES:
+                self._fail(AnswerLost(f"answer head larger than {MAX_ANSWER_BYTES} bytes"))
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _TooLarge):
+                self._fail(AnswerLost(f"answer larger than {MAX_ANSWER_BYTES} bytes"))
+            elif self._complete:
+                self._stray = True  # not HTTP after the answer: the answer stands, the connection does not
+            else:
+                self._fail(AnswerLost(f"answer is not HTTP: {exc}"))
+        except httptools.HttpParserUpgrade:
+            self._fail(AnswerLost("answer switches protocols"))
+
+    def eof_received(self) -> bool:
+        self._closed = True
+        self._on_close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._on_close()
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _on_close(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._headers_done and not self._framed:  # HTTP/1.0 style: the close ends the body
+            self._keep_alive = False
+            waiter.set_result((self._status, b"".join(self._body)))
+        elif self._headers_done:
+            self._fail(AnswerLost("connection closed before the answer ended"))
+        else:
+            self._fail(AnswerLost("connection closed before the answer"))
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._stray = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length" or lowered == b"transfer-encoding":
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > MAX_ANSWER_BYTES:
+            raise _TooLarge
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._complete:
+            return
+        if 100 <= self._status < 200:  # an interim answer (100 Continue): the final one follows
+            self._reset()
+            return
+        self._complete = True
+        self._keep_alive = self._parser.should_keep_alive()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((self._status, b"".join(self._body)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,40 +259,28 @@ class Origin:
 
 
 class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.protocol = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_ANSWER_BYTES)
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self._poller = select.poll()
+        sock = wire.transport.get_extra_info("socket")
+        self._fileno = sock.fileno() if sock is not None else -1
+        if self._fileno >= 0:
+            self._poller.register(self._fileno, select.POLLIN)
 
     @property
     def reusable(self) -> bool:
         # A kept-alive connection the server has closed meanwhile shows as EOF already received; reusing it
-        # would turn a clean "not sent" into an ambiguous "answer lost".
-        # Bytes that arrived after the last answer (some servers send a 408 before closing) would be read as
-        # the next request's answer. They sit in h11's buffer when they came with that answer, else in the
-        # reader's buffer, where asyncio moves them at once.
-        unsolicited = bool(self.protocol.trailing_data[0]) or len(getattr(self.reader, "_buffer", b"")) > 0
-        return (
-            self.protocol.our_state is h11.IDLE
-            and self.protocol.their_state is h11.IDLE
-            and not unsolicited
-            and not self.reader.at_eof()
-            and not self.writer.transport.is_closing()
-            and not self._socket_readable()
-        )
+        # would turn a clean "not sent" into an ambiguous "answer lost". Bytes that arrived after the last
+        # answer (some servers send a 408 before closing) would be read as the next request's answer.
+        return self.wire.reusable and not self._socket_readable()
 
     def _socket_readable(self) -> bool:
         # An idle connection has nothing to read. Readable means a close, a reset or stray bytes the event
         # loop has not processed yet (it may not have run since they arrived): do not send on it.
-        sock = self.writer.get_extra_info("socket")
-        if sock is None:
-            return True
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
+        return self._fileno < 0 or bool(self._poller.poll(0))
 
     def abort(self) -> None:
-        self.writer.transport.abort()
+        self.wire.transport.abort()
 
 
 class Http1Client:
@@ -131,6 +306,7 @@ class Http1Client:
         self._timeout_s = timeout_s
         self._connect_timeout_s = min(timeout_s, connect_timeout_s)
         self._ssl = ssl.create_default_context() if self.origin.scheme == "https" else None
+        self._host_line = b"Host: " + self.origin.host_header.encode("idna") + b"\r\n"
         # One slot per allowed request in flight; a slot keeps its connection between requests. LIFO so the
         # most recently used (warm) connections are reused first.
         self._slots: asyncio.LifoQueue[list[_Connection | None]] = asyncio.LifoQueue()
@@ -147,6 +323,7 @@ class Http1Client:
         self, method: str, target: str, *, headers: list[tuple[str, str]] | None = None, body: bytes = b""
     ) -> HttpAnswer:
         """Send one request and read its whole answer; raises `NotSent` or `AnswerLost`, nothing else."""
+        data = self._encode(method, target, headers or (), body)
         slot = await self._slots.get()
         try:
             connection = slot[0]
@@ -157,17 +334,15 @@ class Http1Client:
                 connection = await self._connect()
                 slot[0] = connection
             try:
-                answer = await self._exchange(connection, method, target, headers or [], body)
+                status, answer_body = await connection.wire.exchange(data, timeout_s=self._timeout_s)
             except BaseException:
                 connection.abort()
                 slot[0] = None
                 raise
-            if connection.protocol.our_state is h11.DONE and connection.protocol.their_state is h11.DONE:
-                connection.protocol.start_next_cycle()
-            else:  # the server asked to close, or the exchange did not end cleanly
+            if not connection.wire.reusable:  # the server asked to close, or sent more than the answer
                 connection.abort()
                 slot[0] = None
-            return answer
+            return HttpAnswer(status=status, body=answer_body)
         finally:
             self._slots.put_nowait(slot)
 
@@ -182,15 +357,38 @@ class Http1Client:
             if connection is not None:
                 connection.abort()
 
-    async def _connect(self) -> _Connection:
+    def _encode(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            head = [
+                method.encode("ascii"),
+                b" ",
+                target.encode("ascii"),
+                b" HTTP/1.1\r\n",
+                self._host_line,
+                b"Content-Length: %d\r\n" % len(body),
+            ]
+            if not _NAME.match(head[0]) or not _TARGET.match(head[2]):
+                raise ValueError(f"not a method and request target: {method!r} {target!r}")
+            for name, value in headers:
+                raw_name, raw_value = name.encode("ascii"), value.encode("ascii")
+                if not _NAME.match(raw_name) or not _VALUE.match(raw_value):
+                    raise ValueError(f"not a header field: {name!r}")
+                head += (raw_name, b": ", raw_value, b"\r\n")
+        except (UnicodeEncodeError, ValueError) as exc:  # a header or target we cannot send: nothing left
+            raise NotSent(f"cannot form the request: {exc}") from None
+        head += (b"\r\n", body)
+        return b"".join(head)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, wire = await asyncio.wait_for(
+                loop.create_connection(
+                    Wire,
                     self._address,
                     self.origin.port,
                     ssl=self._ssl,
                     server_hostname=self.origin.host if self._ssl else None,
-                    limit=MAX_ANSWER_BYTES,
                 ),
                 timeout=self._connect_timeout_s,
             )
@@ -198,81 +396,4 @@ class Http1Client:
             raise NotSent(f"connect timeout after {self._connect_timeout_s} s") from None
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS failure, TLS handshake
             raise NotSent(f"connect failed: {exc!r}") from None
-        return _Connection(reader, writer)
-
-    async def _exchange(
-        self, connection: _Connection, method: str, target: str, headers: list[tuple[str, str]], body: bytes
-    ) -> HttpAnswer:
-        all_headers = [("Host", self.origin.host_header), ("Content-Length", str(len(body))), *headers]
-        try:
-            data = (
-                connection.protocol.send(h11.Request(method=method, target=target, headers=all_headers))
-                or b""
-            )
-            if body:
-                data += connection.protocol.send(h11.Data(data=body)) or b""
-            data += connection.protocol.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError as exc:  # a header or target we cannot send: nothing left
-            raise NotSent(f"cannot form the request: {exc}") from None
-        await self._send(connection, data)
-        return await self._receive(connection)
-
-    async def _send(self, connection: _Connection, data: bytes) -> None:
-        transport = connection.writer.transport
-        try:
-            connection.writer.write(data)
-            if transport.is_closing():
-                # The first send failed (the connection was reset): asyncio dropped the data.
-                raise NotSent("connection failed while sending")
-            if transport.get_write_buffer_size() == 0:
-                return  # all handed to the kernel
-            await asyncio.wait_for(connection.writer.drain(), timeout=self._timeout_s)
-        except (OSError, TimeoutError) as exc:
-            # Only what reached the kernel can reach the platform; with bytes still buffered here the
-            # request is incomplete there, and a server does not act on an incomplete request.
-            if transport.get_write_buffer_size() > 0 or isinstance(exc, TimeoutError):
-                raise NotSent(f"request not sent whole: {exc!r}") from None
-            raise AnswerLost(f"connection lost after sending: {exc!r}") from None
-
-    async def _receive(self, connection: _Connection) -> HttpAnswer:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
-        status: int | None = None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            try:
-                event = connection.protocol.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise AnswerLost(f"answer is not HTTP: {exc}") from None
-            if event is h11.NEED_DATA:
-                remaining_s = deadline - loop.time()
-                if remaining_s <= 0:
-                    raise AnswerLost(f"no answer within {self._timeout_s} s")
-                try:
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for made a task for every read.
-                    async with asyncio.timeout(remaining_s):
-                        chunk = await connection.reader.read(_READ_CHUNK_BYTES)
-                except TimeoutError:
-                    raise AnswerLost(f"no answer within {self._timeout_s} s") from None
-                except OSError as exc:
-                    raise AnswerLost(f"connection lost before the answer: {exc!r}") from None
-                with contextlib.suppress(h11.RemoteProtocolError):
-                    connection.protocol.receive_data(chunk)  # b"" marks EOF; next_event() reports a cut-off
-                if not chunk and status is None and connection.protocol.their_state is h11.SEND_RESPONSE:
-                    raise AnswerLost("connection closed before the answer")
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_ANSWER_BYTES:
-                    raise AnswerLost(f"answer larger than {MAX_ANSWER_BYTES} bytes")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                if status is None:  # pragma: no cover - h11 never ends a message without a response
-                    raise AnswerLost("answer without a status")
-                return HttpAnswer(status=status, body=b"".join(chunks))
-            elif isinstance(event, h11.ConnectionClosed):
-                raise AnswerLost("connection closed before the answer ended")
-            # h11.InformationalResponse (1xx): keep reading for the final answer
+        return _Connection(wire)

@@ -48,7 +48,8 @@ class Intake:
                 unreadable.append(self._malformed(job, item.error, attempts=state.attempt))
             else:
                 readable.append(job)
-        await asyncio.gather(*unreadable)
+        if unreadable:  # rare: an empty gather still makes a future to await
+            await asyncio.gather(*unreadable)
         return readable
 
     def put(self, held: Held) -> None:

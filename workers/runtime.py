@@ -316,9 +316,9 @@ async def _assemble(
     prefetch = prefetch_counts(settings, concurrency=concurrency, max_batch=max(1, platform.max_batch))
     own, standby, bulk = await _site_queues(connection, topology, site=site, prefetch=prefetch)
     circuit = Circuit.for_settings(settings.worker, site=site, metrics=metrics)
-    settlement = Settlement(
-        publisher=publisher, prefix=topology.prefix, in_flight_gauge=metrics.in_flight.labels(site=site)
-    )
+    settlement = Settlement(publisher=publisher, prefix=topology.prefix)
+    # Read at each scrape rather than set at each job: a gauge's set takes a lock, twice per job.
+    metrics.in_flight.labels(site=site).set_function(lambda: settlement.in_flight)
     sink = EventSink(publisher=publisher, exchange=events_exchange(topology.prefix))
     _receipts_to_broker(platform, site=site, publisher=publisher, prefix=topology.prefix)
     outcomes = Outcomes(

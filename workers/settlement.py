@@ -38,10 +38,6 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
-class Gauge(Protocol):
-    def set(self, value: float) -> None: ...
-
-
 @dataclass(slots=True, eq=False, kw_only=True)
 class Carrier:
     """A message this worker holds unacked, and what became of the jobs it carries."""
@@ -80,11 +76,10 @@ class Held:
 class Settlement:
     """Tracks the messages held and settles each once all its jobs are settled (`ack`, `nack`, `forget`)."""
 
-    def __init__(self, *, publisher: Publisher, prefix: str, in_flight_gauge: Gauge | None = None) -> None:
+    def __init__(self, *, publisher: Publisher, prefix: str) -> None:
         self._publisher = publisher
         self._prefix = prefix
-        self._gauge = in_flight_gauge
-        self.in_flight = 0  # jobs held unacked
+        self.in_flight = 0  # jobs held unacked; the metric reads it at each scrape
 
     def hold(
         self, message: AbstractIncomingMessage, *, queue_site: str, jobs: Sequence[Job], state: DeliveryState
@@ -93,7 +88,7 @@ class Settlement:
         carrier = Carrier(
             message=message, queue_site=queue_site, state=state, size=len(jobs), unsettled=len(jobs)
         )
-        self._count(len(jobs))
+        self.in_flight += len(jobs)
         return [Held(carrier=carrier, job=job) for job in jobs]
 
     def forget(self, held: Held) -> None:
@@ -113,14 +108,9 @@ class Settlement:
             carrier.handed_back.append(held.job)
             await self._settle(carrier)
 
-    def _count(self, change: int) -> None:
-        self.in_flight += change
-        if self._gauge is not None:
-            self._gauge.set(self.in_flight)
-
     def _release(self, held: Held) -> Carrier:
         held.settled = True
-        self._count(-1)
+        self.in_flight -= 1
         carrier = held.carrier
         carrier.unsettled -= 1
         return carrier

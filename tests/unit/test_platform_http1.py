@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from shared.http1 import AnswerLost, Http1Client, NotSent, Origin
+from shared.http1 import MAX_ANSWER_BYTES, AnswerLost, Http1Client, HttpAnswer, NotSent, Origin
 from tests.helpers import free_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -223,3 +223,64 @@ def test_origin_of_urls() -> None:
     assert Origin.parse("https://sms.example.com").host_header == "sms.example.com"
     with pytest.raises(ValueError, match="not an http"):
         Origin.parse("ftp://example.com/")
+
+
+async def test_interim_answers_are_skipped_and_stray_bytes_after_the_answer_retire_the_connection() -> None:
+    async def continue_then_ok_then_garbage(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + OK + b"GARBAGE\r\n\r\n")
+        await asyncio.sleep(5)
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    scripts = iter([continue_then_ok_then_garbage, answer_once])
+
+    async def next_script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await next(scripts)(reader, writer)
+
+    async with server(next_script) as (port, connections):
+        http = client(port, size=1)
+        assert await http.request("GET", "/") == HttpAnswer(status=200, body=b"ok")
+        assert (await http.request("GET", "/")).status == 201
+        await http.aclose()
+    assert connections[0] == 2
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"Content-Length: %d\r\n" % (MAX_ANSWER_BYTES + 1), b"X-Big: " + b"x" * MAX_ANSWER_BYTES + b"\r\n"],
+)
+async def test_answers_past_the_size_limit_are_answer_lost(head: bytes) -> None:
+    async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n")
+        for _ in range(MAX_ANSWER_BYTES // 65_536 + 2):
+            writer.write(b"y" * 65_536)
+            await writer.drain()
+        await asyncio.sleep(5)
+
+    async with server(huge) as (port, _):
+        http = client(port, timeout_s=5.0)
+        with pytest.raises(AnswerLost, match="larger than"):
+            await http.request("GET", "/")
+        await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [("/a b", []), ("/a\r\nX: y", []), ("/", [("X-A", "b\r\nX-Injected: 1")]), ("/", [("X A", "b")])],
+)
+async def test_a_request_that_would_not_be_one_request_is_not_sent(
+    target: str, headers: list[tuple[str, str]]
+) -> None:
+    async with server(answer_forever) as (port, connections):
+        http = client(port)
+        with pytest.raises(NotSent, match="cannot form the request"):
+            await http.request("GET", target, headers=headers)
+        await http.aclose()
+    assert connections[0] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -91,8 +92,14 @@ def _message(job: Job, callback: str | None = None) -> dict[str, Any]:
         # Where the platform posts this attempt's delivery reports; it names the relay message and attempt.
         message["callback"] = callback
     if job.expires_at > 0:
-        message["validity"] = datetime.fromtimestamp(job.expires_at, tz=UTC).isoformat(timespec="seconds")
+        message["validity"] = _validity(int(job.expires_at))
     return message
+
+
+@functools.lru_cache(maxsize=256)
+def _validity(expires_at_s: int) -> str:
+    # Jobs submitted in the same second mostly share their expiry second: the text is made once for them.
+    return datetime.fromtimestamp(expires_at_s, tz=UTC).isoformat(timespec="seconds")
 
 
 def classify_answer(status: int, body: bytes, jobs: Sequence[Job]) -> list[Result] | None:
