@@ -12,7 +12,6 @@ send a dlr-url again); the spool's forwarder publishes it once the broker is bac
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 import uuid
@@ -29,7 +28,7 @@ from ingress.metrics import REPORT_REQUESTS
 from ingress.service import Ingress
 from ingress.spool import SpoolEntry
 from ingress.submission import Reply
-from shared.broker import Fate, Verdict
+from shared.broker import Fate
 from shared.envelope import encode_reports
 from shared.logs import get_logger
 from shared.model import DeliveryReport, ReportState
@@ -184,6 +183,12 @@ def _answer(platform: str, status: int, text: str) -> Reply:
     return Reply(status=status, body=text.encode(), media_type=TEXT)
 
 
+# The answer and the counter of every report queued, made once: a frozen reply nobody changes, and the
+# counter's child, whose look-up by labels cost as much as the rest of the answer.
+_OK = {platform: _answer(platform, 200, "ok") for platform in PARSERS}
+_QUEUED = {platform: REPORT_REQUESTS.labels(platform, "queued") for platform in PARSERS}
+
+
 def report_route(path: str) -> tuple[str, str, str] | None:
     """(site, secret, platform) of a report URL's path, or None when it is not one."""
     if not path.startswith(_PREFIX):
@@ -243,20 +248,15 @@ async def report(site: str, secret: str, platform: str, request: Request) -> Res
 
 async def _publish(runtime: Ingress, parsed: DeliveryReport, label: str) -> Reply:
     started = time.perf_counter()
-    pending = runtime.reports.add(parsed)
-    try:
-        async with asyncio.timeout(CONFIRM_WAIT_S):
-            verdict: Verdict | None = await pending
-    except TimeoutError:
-        verdict = None
-    if verdict is None or not verdict.confirmed:
-        if await _spool(runtime, parsed, maybe_sent=verdict is None or verdict.fate is Fate.UNKNOWN):
+    verdict = await runtime.reports.add(parsed, wait_s=CONFIRM_WAIT_S)
+    if not verdict.confirmed:
+        if await _spool(runtime, parsed, maybe_sent=verdict.fate is Fate.UNKNOWN):
             REPORT_REQUESTS.labels(label, "spooled").inc()
             return _answer(label, 200, "ok")
         REPORT_REQUESTS.labels(label, "unavailable").inc()
         log.warning("report not durable; the platform must send it again", site=parsed.site)
         return _answer(label, 503, "try again later")
-    REPORT_REQUESTS.labels(label, "queued").inc()
+    _QUEUED[label].inc()
     log.debug(
         "report queued",
         site=parsed.site,
@@ -265,7 +265,7 @@ async def _publish(runtime: Ingress, parsed: DeliveryReport, label: str) -> Repl
         state=parsed.state.value,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return _answer(label, 200, "ok")
+    return _OK[label]
 
 
 async def _spool(runtime: Ingress, parsed: DeliveryReport, *, maybe_sent: bool) -> bool:

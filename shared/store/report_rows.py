@@ -47,9 +47,11 @@ def _insert(dialect_name: str) -> Any:
     )
 
 
-def report_row(report: DeliveryReport, *, matched: bool) -> dict[str, Any]:
+def report_row(report: DeliveryReport, *, matched: bool, key: str | None = None) -> dict[str, Any]:
+    """The row of `report`; `key`: its `DeliveryReport.key`, when the caller has it (a hash of the
+    report's text, not made twice)."""
     return {
-        "key": report.key,
+        "key": report.key if key is None else key,
         "message_id": report.message_id,
         "attempt": report.attempt,
         "site": report.site,
@@ -72,8 +74,10 @@ async def insert_reports(
     (or the batch) has a message of; a report naming another, or none, is kept unmatched."""
     rows: dict[str, tuple[DeliveryReport, dict[str, Any]]] = {}
     for report in reports:
-        matched = bool(report.message_id) and report.message_id in known
-        rows.setdefault(report.key, (report, keep(REPORTS, report_row(report, matched=matched))))
+        key = report.key
+        if key not in rows:
+            matched = bool(report.message_id) and report.message_id in known
+            rows[key] = (report, keep(REPORTS, report_row(report, matched=matched, key=key)))
     # In one order in every recorder, so two inserting at once wait for each other, never deadlock.
     ordered = [rows[key][1] for key in sorted(rows)]
     inserted = await session.execute(_insert(session.get_bind().dialect.name), ordered)

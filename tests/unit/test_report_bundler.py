@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ingress.report_bundler import ReportBundler
+from ingress.report_bundler import NO_CONFIRM, ReportBundler
 from shared.broker import CONFIRMED, Fate, Verdict
 from shared.envelope import decode_reports
 from shared.model import DeliveryReport, ReportState
@@ -46,3 +46,23 @@ async def test_a_failed_publish_answers_every_report_of_its_message_unknown() ->
     results = await asyncio.gather(bundler.add(_report(1)), bundler.add(_report(2)))
     assert [r.fate for r in results] == [Fate.UNKNOWN, Fate.UNKNOWN]
     assert not any(r.confirmed for r in results)
+
+
+async def test_a_verdict_not_given_in_time_is_no_confirm_and_its_report_stays_out() -> None:
+    published: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def publish(body: bytes) -> Verdict:
+        published.append([r.message_id for r in decode_reports(body)])
+        await release.wait()
+        return CONFIRMED
+
+    bundler = ReportBundler(publish=publish, bundle_max=50, in_flight_max=1)
+    sent = bundler.add(_report(1), wait_s=0.01)
+    await asyncio.sleep(0)
+    waiting = bundler.add(_report(2), wait_s=0.01)  # held back: one message in flight at most
+    assert (await sent).fate is Fate.UNKNOWN and (await waiting).fate is Fate.UNKNOWN
+    release.set()
+    await asyncio.sleep(0.01)
+    assert published == [[f"{1:032x}"]]  # the report whose request gave up before it left stayed out
+    assert sent.result() is NO_CONFIRM
