@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import uvloop
 
 from bench.raw_http import RawPool
 from ops.harness.cleanup import delete_broker_names
-from ops.harness.processes import free_port
+from ops.harness.processes import free_port, spawned
 from shared.settings import Settings, StoreSettings
 from shared.store.api_keys import create_key
 from shared.store.engine import make_engine, make_sessionmaker
@@ -102,11 +101,9 @@ async def ceiling(count: int, in_flight: int) -> dict[str, Any]:
     return summary(count, elapsed, latencies)
 
 
-@contextlib.contextmanager
-def ingress_process(
-    workdir: Path, *, prefix: str, port: int, processes: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
+def ingress_env(workdir: Path, *, prefix: str, port: int, processes: int) -> dict[str, str]:
+    """The environment of a scratch ingress: its own store, spool and topology prefix."""
+    return {
         **os.environ,
         "RELAY_BROKER__URL": BROKER_URL,
         "RELAY_BROKER__PREFIX": prefix,
@@ -117,25 +114,17 @@ def ingress_process(
         "RELAY_LOG__LEVEL": "INFO",
         **{f"RELAY_SITES__{site.upper()}__URL": url for site, url in SITE_URLS.items()},
     }
-    log = (workdir / "ingress.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "ingress"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+
+
+@contextlib.contextmanager
+def ingress_process(
+    workdir: Path, *, prefix: str, port: int, processes: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = ingress_env(workdir, prefix=prefix, port=port, processes=processes)
+    with spawned(
+        [sys.executable, "-m", "ops.cli", "ingress"], env=env, log=workdir / "ingress.log", stop_timeout_s=15
+    ) as proc:
         yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
 
 
 async def wait_ready(client: httpx.AsyncClient) -> None:

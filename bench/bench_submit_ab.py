@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,15 +36,15 @@ import uvloop
 from bench.bench_submit import (
     BROKER_URL,
     CLIENTS,
-    SITE_URLS,
     closed_loop,
+    ingress_env,
     message,
     migrated_store_key,
     wait_ready,
 )
 from bench.raw_http import RawPool
 from ops.harness.cleanup import delete_broker_names
-from ops.harness.processes import free_port
+from ops.harness.processes import free_port, spawned
 from shared.settings import Settings, StoreSettings
 
 DEFAULT_COMMAND = f"{shlex.quote(sys.executable)} -m ops.cli ingress"
@@ -69,44 +65,6 @@ class Running:
     prefix: str
     process: psutil.Process
     rounds: list[dict[str, Any]]
-
-
-def environment(workdir: Path, *, prefix: str, port: int, processes: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RELAY_BROKER__URL": BROKER_URL,
-        "RELAY_BROKER__PREFIX": prefix,
-        "RELAY_STORE__URL": f"sqlite+aiosqlite:///{workdir / 'relay.db'}",
-        "RELAY_INGRESS__SPOOL_PATH": str(workdir / "spool.db"),
-        "RELAY_INGRESS__PORT": str(port),
-        "RELAY_INGRESS__PROCESSES": str(processes),
-        "RELAY_LOG__LEVEL": "INFO",
-        **{f"RELAY_SITES__{site.upper()}__URL": url for site, url in SITE_URLS.items()},
-    }
-
-
-@contextlib.contextmanager
-def started(variant: Variant, workdir: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    log = (workdir / "ingress.log").open("wb")
-    proc = subprocess.Popen(
-        shlex.split(variant.command),
-        cwd=variant.cwd,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
 
 
 def cpu_s(process: psutil.Process) -> float:
@@ -151,8 +109,16 @@ async def compare(variants: list[Variant], *, rounds: int, count: int, processes
                     StoreSettings(url=f"sqlite+aiosqlite:///{workdir / 'relay.db'}")
                 )
                 prefix, port = f"benchab{uuid.uuid4().hex[:8]}", free_port()
-                env = environment(workdir, prefix=prefix, port=port, processes=processes)
-                proc = stack.enter_context(started(variant, workdir, env))
+                env = ingress_env(workdir, prefix=prefix, port=port, processes=processes)
+                proc = stack.enter_context(
+                    spawned(
+                        shlex.split(variant.command),
+                        cwd=variant.cwd,
+                        env=env,
+                        log=workdir / "ingress.log",
+                        stop_timeout_s=15,
+                    )
+                )
                 running.append(Running(variant, port, key, prefix, psutil.Process(proc.pid), []))
             for target in running:
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{target.port}", timeout=10) as probe:
